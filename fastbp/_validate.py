@@ -1,0 +1,123 @@
+"""Argument checks shared by the layers: every bad input fails here, in Python, with a message
+that names the argument, its shape or dtype, and how to fix it, before any kernel runs."""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_array(name: str, value) -> np.ndarray:
+    """``value`` as an ndarray of float32 or float64; a TypeError for anything else."""
+    arr = np.asarray(value)
+    if arr.dtype not in FLOAT_DTYPES:
+        hint = ""
+        if arr.dtype.kind in "biu":
+            hint = f"; convert it first, e.g. {name}.astype(np.float32)"
+        elif arr.dtype.kind == "f":
+            hint = f"; fastbp computes in float32 or float64: use {name}.astype(np.float32)"
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}{hint}")
+    return arr
+
+
+def common_dtype(*arrays: np.ndarray) -> np.dtype:
+    """The dtype NumPy would compute in (float32 with float64 gives float64)."""
+    return np.result_type(*arrays)
+
+
+def kernel_ready(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """C-contiguous, of ``dtype``: copies only when the array is not already so."""
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def finite(name: str, arr: np.ndarray) -> None:
+    """A ValueError that counts and locates NaN/inf entries, where they would make a loss meaningless."""
+    ok = np.isfinite(arr)
+    if not ok.all():
+        bad = np.argwhere(~ok)
+        first = tuple(int(i) for i in bad[0])
+        raise ValueError(
+            f"{name} has {len(bad)} non-finite value(s) (NaN or inf), the first at index {first}: "
+            f"{arr[first]!r}; a loss over them is meaningless. Check the input data and the learning rate."
+        )
+
+
+def scalar(name: str, value) -> float:
+    """A finite real number, as a Python float (so it never changes an array's dtype)."""
+    arr = np.asarray(value)
+    if arr.size != 1 or arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    result = float(arr.reshape(()))
+    if not np.isfinite(result):
+        raise ValueError(f"{name} must be finite, got {result}")
+    return result
+
+
+def same_shape(name: str, arr: np.ndarray, expected_name: str, expected: tuple) -> None:
+    if arr.shape != tuple(expected):
+        raise ValueError(f"{name} has shape {arr.shape}, expected {tuple(expected)} (the shape of {expected_name})")
+
+
+def affine_operands(x: np.ndarray, W, b) -> tuple[np.ndarray, np.ndarray]:
+    """Check an affine layer's weights against its input; returns W and b as float arrays."""
+    W = float_array("W", W)
+    b = float_array("b", b)
+    if W.ndim != 2:
+        raise ValueError(f"W must be 2-D (in_features, out_features), got shape {W.shape}")
+    if b.shape != (W.shape[1],):
+        raise ValueError(f"b has shape {b.shape}, expected ({W.shape[1]},) to match W of shape {W.shape}")
+    if x.ndim < 2:
+        raise ValueError(
+            f"Affine expects a batch of shape (N, ...), got x of shape {x.shape}; "
+            f"for one sample use x.reshape(1, -1)"
+        )
+    width = int(np.prod(x.shape[1:]))
+    if width != W.shape[0]:
+        raise ValueError(
+            f"x of shape {x.shape} has {width} features per sample but W of shape {W.shape} "
+            f"expects {W.shape[0]}"
+        )
+    return W, b
+
+
+def class_labels(t, n: int, classes: int) -> np.ndarray:
+    """Integer labels (N,) or one-hot rows (N, classes) as int64 class indices.
+
+    Soft labels (rows that are not exactly one-hot) are refused rather than silently rounded.
+    """
+    t = np.asarray(t)
+    if t.ndim == 1:
+        if t.dtype.kind not in "iu":
+            raise TypeError(
+                f"t of shape {t.shape} must hold integer class labels, got dtype {t.dtype}; "
+                f"use t.astype(np.int64) for labels, or pass one-hot rows of shape ({n}, {classes})"
+            )
+        if t.shape[0] != n:
+            raise ValueError(f"t has {t.shape[0]} labels but x has {n} rows")
+        if t.size and (t.min() < 0 or t.max() >= classes):
+            bad = t[(t < 0) | (t >= classes)]
+            raise ValueError(
+                f"labels must lie in [0, {classes}) for x with {classes} columns; "
+                f"found {bad.size} out of range, e.g. {bad[0]}"
+            )
+        return np.ascontiguousarray(t, dtype=np.int64)
+    if t.ndim == 2:
+        if t.shape != (n, classes):
+            raise ValueError(f"one-hot t has shape {t.shape}, expected ({n}, {classes}) to match x")
+        if t.dtype.kind not in "biuf":
+            raise TypeError(f"one-hot t must be numeric, got dtype {t.dtype}")
+        is_binary = (t == 0) | (t == 1)
+        if not (is_binary.all() and (t.sum(axis=1) == 1).all()):
+            rows = np.flatnonzero(~(is_binary.all(axis=1) & (t.sum(axis=1) == 1)))
+            raise ValueError(
+                f"t of shape {t.shape} is not one-hot: row {rows[0]} is {t[rows[0]]!r} "
+                f"({rows.size} such rows); soft labels are not supported, pass integer labels or 0/1 rows"
+            )
+        return np.argmax(t, axis=1).astype(np.int64)
+    raise ValueError(
+        f"t must be integer labels of shape ({n},) or one-hot rows of shape ({n}, {classes}), got shape {t.shape}"
+    )
+
+

@@ -1,0 +1,205 @@
+"""Differential tests: every layer on every backend matches the reference layer, in float32 and
+float64, at the seed's shapes, odd shapes, batch 1 and non-contiguous inputs; in float64 every
+layer's backward also matches finite differences (fastbp.testing.check_layer does both)."""
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import reference
+from fastbp.testing import check_layer
+
+# (batch, in_features, out_features): batch 1, odd sizes, the seed's 784->50 and 50->10
+AFFINE_SHAPES = [(1, 3, 2), (7, 13, 5), (100, 784, 50), (100, 50, 10)]
+# finite differences cost two forwards per parameter: run them where that stays cheap
+GRADCHECK_MAX_PARAMS = 2000
+
+
+def layouts(x):
+    """The same values as a C array, a Fortran array and a strided view."""
+    wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), dtype=x.dtype)
+    wide[..., ::2] = x
+    return {"C": x, "F": np.asfortranarray(x), "strided": wide[..., ::2]}
+
+
+def away_from_zero(rng, shape, dtype, margin=0.1):
+    """Values whose magnitude exceeds ``margin``: ReLU has no kink within a finite-difference step."""
+    x = rng.standard_normal(shape)
+    return (np.sign(x) * (np.abs(x) + margin)).astype(dtype)
+
+
+@pytest.mark.parametrize("shape", AFFINE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_affine_matches_reference(backend, dtype, shape, layout, rng):
+    n, d_in, d_out = shape
+    x = layouts(rng.standard_normal((n, d_in)).astype(dtype))[layout]
+    W = (rng.standard_normal((d_in, d_out)) * 0.1).astype(dtype)
+    b = rng.standard_normal(d_out).astype(dtype)
+    small = W.size <= GRADCHECK_MAX_PARAMS
+    check_layer(
+        fastbp.Affine(W.copy(), b.copy(), backend=backend),
+        reference.Affine(W.copy(), b.copy()),
+        x,
+        gradcheck="auto" if small else False,
+    )
+
+
+def test_affine_flattens_nd_input_and_restores_its_shape(backend, dtype, rng):
+    x = rng.standard_normal((5, 1, 4, 4)).astype(dtype)  # (N, C, H, W) images, as MNIST with flatten=False
+    W = rng.standard_normal((16, 3)).astype(dtype)
+    b = rng.standard_normal(3).astype(dtype)
+    layer = fastbp.Affine(W, b, backend=backend)
+    report = check_layer(layer, reference.Affine(W.copy(), b.copy()), x)
+    assert layer.original_x_shape == (5, 1, 4, 4)
+    assert layer.x.shape == (5, 16)
+    assert dtype == np.float32 or "d(input 0) vs finite diff" in [c.quantity for c in report.comparisons]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (100, 50), (3, 2, 5)], ids=str)
+@pytest.mark.parametrize("layer_name", ["Relu", "Sigmoid"])
+def test_activations_match_reference(backend, dtype, shape, layer_name, rng):
+    x = away_from_zero(rng, shape, dtype) * 3
+    for view in layouts(x).values():
+        check_layer(getattr(fastbp, layer_name)(backend=backend), getattr(reference, layer_name)(), view)
+
+
+def test_activations_on_large_arrays_use_the_parallel_path(backend, dtype, rng):
+    # above numba's PARALLEL_MIN_ELEMENTS the kernels run under prange
+    x = away_from_zero(rng, (256, 1024), dtype)
+    for layer_name in ("Relu", "Sigmoid"):
+        check_layer(getattr(fastbp, layer_name)(backend=backend), getattr(reference, layer_name)(), x, gradcheck=False)
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (7, 13), (100, 10), (1024, 100)], ids=str)
+@pytest.mark.parametrize("labels", ["integer", "one-hot"])
+def test_softmax_with_loss_matches_reference(backend, dtype, shape, labels, rng):
+    n, c = shape
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    t = rng.integers(0, c, n)
+    if labels == "one-hot":
+        t = np.eye(c)[t]
+    check_layer(
+        fastbp.SoftmaxWithLoss(backend=backend),
+        reference.SoftmaxWithLoss(),
+        x,
+        t,
+        gradcheck="auto" if x.size <= GRADCHECK_MAX_PARAMS else False,
+    )
+
+
+@pytest.mark.parametrize("dout", [1.0, 0.5, -3.0, 0.0])
+def test_softmax_with_loss_honours_dout(backend, dtype, dout, rng):
+    x = rng.standard_normal((6, 4)).astype(dtype)
+    t = rng.integers(0, 4, 6)
+    layer = fastbp.SoftmaxWithLoss(backend=backend)
+    layer.forward(x, t)
+    unit = layer.backward(1.0)
+    np.testing.assert_allclose(layer.backward(dout), dout * unit, rtol=1e-6, atol=0)
+    check_layer(fastbp.SoftmaxWithLoss(backend=backend), reference.SoftmaxWithLoss(), x, t, dout=dout)
+
+
+@pytest.mark.parametrize("magnitude", [1e4, 1e30])
+def test_softmax_with_loss_is_stable_for_huge_logits(backend, dtype, magnitude, rng):
+    n, c = 8, 5
+    x = (rng.choice([-1.0, 1.0], (n, c)) * magnitude + rng.standard_normal((n, c))).astype(dtype)
+    t = rng.integers(0, c, n)
+    layer = fastbp.SoftmaxWithLoss(backend=backend)
+    loss = layer.forward(x, t)
+    dx = layer.backward()
+    assert np.isfinite(loss) and loss >= 0
+    assert np.all(np.isfinite(layer.y)) and np.all(np.isfinite(dx))
+    np.testing.assert_allclose(layer.y.sum(axis=1), 1, rtol=1e-6)
+    # exact value in float64: -log softmax(x)[t] = logsumexp(x) - x[t]
+    x64 = x.astype(np.float64)
+    top = x64.max(axis=1)
+    expected = np.mean(top + np.log(np.exp(x64 - top[:, None]).sum(axis=1)) - x64[np.arange(n), t])
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    check_layer(fastbp.SoftmaxWithLoss(backend=backend), reference.SoftmaxWithLoss(), x, t, gradcheck=False)
+
+
+def test_softmax_with_loss_single_sample(backend, rng):
+    x = rng.standard_normal(5)
+    layer = fastbp.SoftmaxWithLoss(backend=backend)
+    loss = layer.forward(x, 3)
+    batch = fastbp.SoftmaxWithLoss(backend=backend)
+    assert loss == pytest.approx(batch.forward(x[None], np.array([3])), rel=1e-14)
+    assert layer.backward().shape == (5,)
+    check_layer(fastbp.SoftmaxWithLoss(backend=backend), reference.SoftmaxWithLoss(), x, np.eye(5)[3])
+
+
+def test_one_hot_and_integer_labels_agree(backend, rng):
+    x = rng.standard_normal((9, 4))
+    t = rng.integers(0, 4, 9)
+    a, b = fastbp.SoftmaxWithLoss(backend=backend), fastbp.SoftmaxWithLoss(backend=backend)
+    assert a.forward(x, t) == b.forward(x, np.eye(4, dtype=np.float32)[t])
+    np.testing.assert_array_equal(a.backward(), b.backward())
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (100, 10), (4,)], ids=str)
+def test_identity_with_loss_matches_reference(backend, dtype, shape, rng):
+    x = rng.standard_normal(shape).astype(dtype)
+    t = rng.standard_normal(shape).astype(dtype)
+    check_layer(fastbp.IdentityWithLoss(backend=backend), reference.IdentityWithLoss(), x, t)
+    check_layer(fastbp.IdentityWithLoss(backend=backend), reference.IdentityWithLoss(), x, t, dout=2.5)
+
+
+def test_identity_with_loss_is_half_mean_squared_error(backend):
+    layer = fastbp.IdentityWithLoss(backend=backend)
+    y = np.array([[1.0, 2.0], [3.0, 5.0]])
+    t = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert layer.forward(y, t) == pytest.approx(0.5 * (4 + 9 + 16) / 2)
+    np.testing.assert_allclose(layer.backward(), (y - t) / 2)
+
+
+def test_relu_backward_leaves_dout_alone(backend, rng):
+    x = rng.standard_normal((4, 6))
+    dout = rng.standard_normal((4, 6))
+    before = dout.copy()
+    layer = fastbp.Relu(backend=backend)
+    layer.forward(x)
+    dx = layer.backward(dout)
+    np.testing.assert_array_equal(dout, before)
+    np.testing.assert_array_equal(dx, np.where(x <= 0, 0, dout))
+
+
+def test_relu_mask_is_the_seeds(backend):
+    x = np.array([[1.0, -0.5], [-2.0, 3.0]])
+    layer = fastbp.Relu(backend=backend)
+    out = layer.forward(x)
+    np.testing.assert_array_equal(layer.mask, [[False, True], [True, False]])
+    np.testing.assert_array_equal(out, [[1.0, 0.0], [0.0, 3.0]])
+
+
+def test_results_keep_the_input_dtype(backend, dtype, rng):
+    x = rng.standard_normal((3, 4)).astype(dtype)
+    W, b = rng.standard_normal((4, 2)).astype(dtype), np.zeros(2, dtype)
+    affine = fastbp.Affine(W, b, backend=backend)
+    assert affine.forward(x).dtype == dtype
+    assert affine.backward(np.ones((3, 2), dtype)).dtype == dtype
+    assert affine.dW.dtype == dtype and affine.db.dtype == dtype
+    loss_layer = fastbp.SoftmaxWithLoss(backend=backend)
+    assert loss_layer.forward(x, np.array([0, 1, 2])).dtype == dtype
+    assert loss_layer.backward().dtype == dtype
+
+
+def test_mixed_dtypes_promote_as_numpy_does(backend, rng):
+    # the seed feeds float32 images into float64 weights
+    x = rng.random((5, 8), dtype=np.float32)
+    W, b = rng.standard_normal((8, 3)), np.zeros(3)
+    layer = fastbp.Affine(W, b, backend=backend)
+    out = layer.forward(x)
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, np.dot(x, W) + b, rtol=1e-12)
+    layer.backward(np.ones((5, 3), np.float32))
+    assert layer.dW.dtype == np.float64
+
+
+def test_affine_holds_parameters_by_reference(backend, rng):
+    W, b = rng.standard_normal((4, 3)), rng.standard_normal(3)
+    params = {"W1": W, "b1": b}
+    layer = fastbp.Affine(params["W1"], params["b1"], backend=backend)
+    x = rng.standard_normal((2, 4))
+    params["W1"] -= 0.5 * np.ones_like(W)  # the seed's update
+    params["b1"] -= 1.0
+    np.testing.assert_allclose(layer.forward(x), x @ W + b, rtol=1e-13)
+    assert layer.W is W
