@@ -1,0 +1,55 @@
+"""The C kernels in fastbp._native against the reference, and their argument checks."""
+
+import numpy as np
+import pytest
+
+from fastbp import _native
+from fastbp.backends import native, reference
+
+
+@pytest.mark.parametrize("shape", [(1,), (7, 13), (100, 50), (256, 1024)], ids=str)
+def test_native_relu_matches_reference(dtype, shape, rng):
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[0] = 0.0  # the boundary: 0 is masked, as x <= 0 says
+    out, mask = native.relu_forward(x)
+    ref_out, ref_mask = reference.relu_forward(x)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(mask, ref_mask)
+    dout = rng.standard_normal(shape).astype(dtype)
+    np.testing.assert_array_equal(native.relu_backward(dout, mask), reference.relu_backward(dout, ref_mask))
+
+
+def test_native_relu_passes_nan_through_like_numpy(dtype):
+    x = np.array([np.nan, -1.0, 2.0], dtype=dtype)
+    out, mask = native.relu_forward(x)
+    np.testing.assert_array_equal(mask, [False, True, False])
+    assert np.isnan(out[0]) and out[1] == 0 and out[2] == 2
+
+
+@pytest.mark.parametrize("size", [1, 17, 39200])
+def test_native_sgd_matches_reference(dtype, size, rng):
+    param = rng.standard_normal(size).astype(dtype)
+    grad = rng.standard_normal(size).astype(dtype)
+    expected = param.copy()
+    reference.sgd_update(expected, grad, 0.1)
+    native.sgd_update(param, grad, 0.1)
+    # float32: the C loop may fuse multiply and subtract (one rounding instead of two)
+    np.testing.assert_allclose(param, expected, rtol=2 * np.finfo(dtype).eps, atol=2 * np.finfo(dtype).eps)
+
+
+def test_native_rejects_bad_buffers_instead_of_reading_out_of_bounds():
+    p = np.zeros(4)
+    with pytest.raises(TypeError, match="different number of elements"):
+        _native.sgd_update(p, np.zeros(3), 0.1)
+    with pytest.raises(TypeError, match="same dtype"):
+        _native.sgd_update(p, np.zeros(4, np.float32), 0.1)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _native.sgd_update(np.zeros(4, np.int64), np.zeros(4, np.int64), 0.1)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        _native.sgd_update(np.zeros((4, 2))[:, 0], np.zeros(4), 0.1)
+    with pytest.raises(TypeError, match="writable"):
+        ro = np.zeros(4)
+        ro.flags.writeable = False
+        _native.sgd_update(ro, np.zeros(4), 0.1)
+    with pytest.raises(TypeError, match="mask must be a bool array"):
+        _native.relu_forward(np.zeros(4), np.zeros(4), np.zeros(4))

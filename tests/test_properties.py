@@ -1,0 +1,38 @@
+"""Property tests (hypothesis): the numba kernels agree with the reference on arbitrary shapes and values."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import fastbp
+from fastbp import reference
+from fastbp.testing import check_layer
+
+finite = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=64)
+
+
+@st.composite
+def logits_and_labels(draw):
+    n = draw(st.integers(1, 40))
+    c = draw(st.integers(1, 12))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    x = draw(hnp.arrays(np.float64, (n, c), elements=finite)).astype(dtype)
+    t = draw(hnp.arrays(np.int64, n, elements=st.integers(0, c - 1)))
+    return x, t
+
+
+@settings(max_examples=60, deadline=None)
+@given(logits_and_labels())
+def test_softmax_with_loss_numba_matches_reference(case):
+    x, t = case
+    report = check_layer(fastbp.SoftmaxWithLoss(backend="numba"), reference.SoftmaxWithLoss(), x, t,
+                         gradcheck=False, rtol=1e-5 if x.dtype == np.float32 else 1e-12)
+    assert report.passed
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=20), elements=finite))
+def test_relu_and_sigmoid_numba_match_reference(x):
+    for name in ("Relu", "Sigmoid"):
+        check_layer(getattr(fastbp, name)(backend="numba"), getattr(reference, name)(), x, gradcheck=False)

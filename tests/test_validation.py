@@ -1,0 +1,123 @@
+"""Bad input gets a ValueError or TypeError that names what was wrong, before any kernel runs."""
+
+import numpy as np
+import pytest
+
+import fastbp
+
+
+def affine(backend, d_in=4, d_out=3, dtype=np.float64):
+    return fastbp.Affine(np.ones((d_in, d_out), dtype), np.zeros(d_out, dtype), backend=backend)
+
+
+def test_affine_width_mismatch_names_both_shapes(backend):
+    with pytest.raises(ValueError, match=r"x of shape \(2, 5\) has 5 features.*W of shape \(4, 3\) expects 4"):
+        affine(backend).forward(np.ones((2, 5)))
+
+
+def test_affine_rejects_a_bare_sample_with_a_hint(backend):
+    with pytest.raises(ValueError, match=r"reshape\(1, -1\)"):
+        affine(backend).forward(np.ones(4))
+
+
+def test_affine_rejects_bias_of_wrong_length(backend):
+    layer = fastbp.Affine(np.ones((4, 3)), np.zeros(2), backend=backend)
+    with pytest.raises(ValueError, match=r"b has shape \(2,\), expected \(3,\)"):
+        layer.forward(np.ones((2, 4)))
+
+
+def test_affine_backward_checks_dout_shape(backend):
+    layer = affine(backend)
+    layer.forward(np.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"dout has shape \(3, 3\), expected \(2, 3\)"):
+        layer.backward(np.ones((3, 3)))
+
+
+@pytest.mark.parametrize("bad", [np.ones((2, 4), dtype=np.int64), np.ones((2, 4), dtype=bool), np.ones((2, 4), dtype=np.float16), [["a"] * 4] * 2])
+def test_non_float_input_is_a_type_error(backend, bad):
+    with pytest.raises(TypeError, match="float32 or float64"):
+        affine(backend).forward(bad)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        fastbp.Relu(backend=backend).forward(bad)
+
+
+def test_backward_before_forward(backend):
+    for layer in (affine(backend), fastbp.Relu(backend=backend), fastbp.SoftmaxWithLoss(backend=backend)):
+        with pytest.raises(RuntimeError, match="backward called before forward"):
+            layer.backward(np.ones((2, 3)) if not isinstance(layer, fastbp.SoftmaxWithLoss) else 1.0)
+
+
+def test_relu_backward_checks_shape(backend):
+    layer = fastbp.Relu(backend=backend)
+    layer.forward(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"dout has shape \(3, 2\), expected \(2, 3\)"):
+        layer.backward(np.ones((3, 2)))
+
+
+def softmax(backend):
+    return fastbp.SoftmaxWithLoss(backend=backend)
+
+
+def test_labels_of_wrong_length(backend):
+    with pytest.raises(ValueError, match="t has 3 labels but x has 2 rows"):
+        softmax(backend).forward(np.zeros((2, 4)), np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("labels", [[0, 4], [-1, 0]])
+def test_labels_out_of_range(backend, labels):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        softmax(backend).forward(np.zeros((2, 4)), np.array(labels))
+
+
+def test_one_hot_of_wrong_width(backend):
+    with pytest.raises(ValueError, match=r"one-hot t has shape \(2, 5\), expected \(2, 4\)"):
+        softmax(backend).forward(np.zeros((2, 4)), np.eye(5)[:2])
+
+
+def test_soft_labels_are_refused_not_rounded(backend):
+    t = np.array([[0.7, 0.3, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(ValueError, match="not one-hot: row 0"):
+        softmax(backend).forward(np.zeros((2, 3)), t)
+
+
+def test_float_labels_are_a_type_error(backend):
+    with pytest.raises(TypeError, match=r"integer class labels.*astype\(np.int64\)"):
+        softmax(backend).forward(np.zeros((2, 3)), np.array([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_logits(backend, bad):
+    x = np.zeros((3, 4))
+    x[1, 2] = bad
+    with pytest.raises(ValueError, match=r"1 non-finite value.*index \(1, 2\)"):
+        softmax(backend).forward(x, np.array([0, 1, 2]))
+
+
+def test_empty_batch(backend):
+    with pytest.raises(ValueError, match="at least one sample"):
+        softmax(backend).forward(np.zeros((0, 4)), np.zeros(0, dtype=int))
+    with pytest.raises(ValueError, match="at least one sample"):
+        fastbp.IdentityWithLoss(backend=backend).forward(np.zeros((0, 4)), np.zeros((0, 4)))
+
+
+@pytest.mark.parametrize("dout", ["x", [1.0, 2.0], np.nan])
+def test_loss_dout_must_be_a_finite_scalar(backend, dout):
+    layer = softmax(backend)
+    layer.forward(np.zeros((2, 3)), np.array([0, 1]))
+    with pytest.raises((TypeError, ValueError), match="dout must be"):
+        layer.backward(dout)
+
+
+def test_identity_with_loss_checks_target(backend):
+    layer = fastbp.IdentityWithLoss(backend=backend)
+    with pytest.raises(ValueError, match=r"t has shape \(2, 2\), expected \(2, 3\)"):
+        layer.forward(np.zeros((2, 3)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="non-finite"):
+        layer.forward(np.zeros((2, 3)), np.full((2, 3), np.nan))
+    with pytest.raises(TypeError, match="numeric"):
+        layer.forward(np.zeros((2, 3)), np.full((2, 3), "a"))
+
+
+def test_unknown_backend_name_fails_at_construction():
+    with pytest.raises(ValueError, match="unknown backend 'numpy'; choose one of"):
+        fastbp.Relu(backend="numpy")
