@@ -32,13 +32,17 @@ def kernel_ready(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
+class NonFiniteError(ValueError):
+    """NaN or inf where a finite number is needed (training catches it as divergence)."""
+
+
 def finite(name: str, arr: np.ndarray) -> None:
     """A ValueError that counts and locates NaN/inf entries, where they would make a loss meaningless."""
     ok = np.isfinite(arr)
     if not ok.all():
         bad = np.argwhere(~ok)
         first = tuple(int(i) for i in bad[0])
-        raise ValueError(
+        raise NonFiniteError(
             f"{name} has {len(bad)} non-finite value(s) (NaN or inf), the first at index {first}: "
             f"{arr[first]!r}; a loss over them is meaningless. Check the input data and the learning rate."
         )

@@ -68,3 +68,4 @@ def test_numba_performance_warning_is_an_error_in_this_suite():
     # so a kernel that is ever handed such an array fails the suite
     with pytest.raises(NumbaPerformanceWarning):
         dot(a, np.ones((3, 2)))
+

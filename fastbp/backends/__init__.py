@@ -32,6 +32,10 @@ OPS = (
     "mse_forward",
     "mse_backward",
     "sgd_update",
+    "momentum_update",
+    "adam_update",
+    "train_steps",
+    "predict_labels",
 )
 
 # Known backends, fastest first: the default is the first one that is available.

@@ -15,6 +15,8 @@ Contract (the layers guarantee it): arrays are C-contiguous and share one float 
 
 import numpy as np
 
+from ._network import ADAM, MOMENTUM, RELU, SGD, layer_views
+
 
 # ---- Affine: out = x W + b -------------------------------------------------------------
 
@@ -101,3 +103,98 @@ def mse_backward(y, t, dout):
 def sgd_update(param, grad, lr):
     """Plain gradient descent, in place: param -= lr * grad."""
     param -= lr * grad
+
+
+def momentum_update(param, grad, velocity, lr, momentum):
+    """v = momentum * v - lr * grad; param += v (both in place)."""
+    velocity *= momentum
+    velocity -= lr * grad
+    param += velocity
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, t):
+    """Adam step ``t`` (1-based), in place, with the bias correction folded into the step size."""
+    lr_t = lr * np.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
+    m += (1 - beta1) * (grad - m)
+    v += (1 - beta2) * (grad**2 - v)
+    param -= lr_t * m / (np.sqrt(v) + eps)
+
+
+# ---- Whole-network operations (layout: backends/_network.py) ------------------------------
+
+def _optimizer_step(optimizer, params, grads, state, hyper, t):
+    lr, beta1, beta2, eps = (float(h) for h in hyper)
+    if optimizer == SGD:
+        sgd_update(params, grads, lr)
+    elif optimizer == MOMENTUM:
+        momentum_update(params, grads, state[0], lr, beta1)
+    elif optimizer == ADAM:
+        adam_update(params, grads, state[0], state[1], lr, beta1, beta2, eps, t)
+
+
+def _hidden_forward(activation, z):
+    """Activation of a hidden layer; returns (output, what its backward needs)."""
+    if activation == RELU:
+        return relu_forward(z)
+    out = sigmoid_forward(z)
+    return out, out
+
+
+def _hidden_backward(activation, dout, saved):
+    return relu_backward(dout, saved) if activation == RELU else sigmoid_backward(dout, saved)
+
+
+def train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses):
+    """Mini-batch training: one step per row of ``batches`` (indices into x and labels).
+
+    Each step runs forward, softmax-with-loss, backward (no dx for the first layer) and the
+    optimizer update on the flat buffers ``params``/``grads``/``state``. ``losses[s]`` gets the
+    loss of step s's forward pass. Returns the number of steps done: fewer than asked when a
+    loss is not finite, in which case that step's update is not applied.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):  # a non-finite loss is detected and reported below
+        return _train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses)
+
+
+def _train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses):
+    layers = layer_views(params, sizes)
+    layer_grads = layer_views(grads, sizes)
+    last = len(layers) - 1
+    for s, batch in enumerate(batches):
+        x_batch, t_batch = x[batch], labels[batch]
+        inputs, saved = [], []
+        out = x_batch
+        for i, (W, b) in enumerate(layers):
+            inputs.append(out)
+            out = affine_forward(out, W, b)
+            if i < last:
+                out, keep = _hidden_forward(activation, out)
+                saved.append(keep)
+        loss, y = softmax_cross_entropy_forward(out, t_batch)
+        if not np.isfinite(loss):
+            return s
+        losses[s] = loss
+        dout = softmax_cross_entropy_backward(y, t_batch, 1.0)
+        for i in range(last, -1, -1):
+            dx, dW, db = affine_backward(dout, inputs[i], layers[i][0], need_dx=i > 0)
+            layer_grads[i][0][...] = dW
+            layer_grads[i][1][...] = db
+            if i > 0:
+                dout = _hidden_backward(activation, dx, saved[i - 1])
+        _optimizer_step(optimizer, params, grads, state, hyper, step0 + s + 1)
+    return len(batches)
+
+
+def predict_labels(x, params, sizes, activation):
+    """Predicted class (argmax of the last layer) for every row of x."""
+    layers = layer_views(params, sizes)
+    labels = np.empty(x.shape[0], dtype=np.int64)
+    chunk = 10000  # bounds the memory of the hidden activations
+    for start in range(0, x.shape[0], chunk):
+        out = x[start:start + chunk]
+        for i, (W, b) in enumerate(layers):
+            out = affine_forward(out, W, b)
+            if i < len(layers) - 1:
+                out, _ = _hidden_forward(activation, out)
+        labels[start:start + chunk] = np.argmax(out, axis=1)
+    return labels

@@ -1,0 +1,183 @@
+"""The MNIST loader: search order, structure and checksum checks, downloads, and real MNIST's facts."""
+
+import gzip
+import hashlib
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastbp import data
+from fastbp.data import DataError, download_mnist, find_mnist, load_mnist, read_idx
+
+NAMES = list(data.MNIST_FILES)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_tiny_mnist(directory: Path, n_train=6, n_test=4, gz=True) -> dict:
+    """Four small IDX files in MNIST's layout; returns their raw bytes by name."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) + 3) % 10,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    raw = {}
+    for name, arr in arrays.items():
+        raw[name] = idx_bytes(arr)
+        if gz:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(raw[name]))
+        else:
+            (directory / name).write_bytes(raw[name])
+    return raw
+
+
+@pytest.fixture
+def no_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("FASTBP_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_load_mnist_shapes_and_options(tmp_path, gz):
+    raw = write_tiny_mnist(tmp_path, gz=gz)
+    (x, t), (xt, tt) = load_mnist(data_dir=tmp_path, verify=False)
+    assert x.shape == (6, 784) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert t.dtype == np.uint8 and t.tolist() == [0, 1, 2, 3, 4, 5]
+    assert xt.shape == (4, 784) and tt.tolist() == [3, 4, 5, 6]
+    expected = np.frombuffer(raw["train-images-idx3-ubyte"], np.uint8, offset=16).reshape(6, 784)
+    np.testing.assert_array_equal(x, expected.astype(np.float32) / 255)
+    (x, t), _ = load_mnist(data_dir=tmp_path, verify=False, normalize=False, flatten=False, one_hot_label=True)
+    assert x.shape == (6, 1, 28, 28) and x.dtype == np.uint8
+    np.testing.assert_array_equal(t, np.eye(10)[[0, 1, 2, 3, 4, 5]])
+
+
+def test_read_idx_rejects_wrong_magic(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + b"abc")
+    with pytest.raises(DataError, match=rf"{path}: wrong magic number 00000d01"):
+        read_idx(path)
+
+
+def test_read_idx_rejects_truncated_and_oversized_files(tmp_path):
+    good = idx_bytes(np.zeros((3, 2, 2)))
+    for name, content in (("short", good[:-1]), ("long", good + b"\x00")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(DataError, match=rf"{path}: wrong size, {len(content)} bytes where dimensions \(3, 2, 2\) need 28"):
+            read_idx(path)
+
+
+def test_read_idx_rejects_broken_gzip(tmp_path):
+    path = tmp_path / "f.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros(100)))[:-10])
+    with pytest.raises(DataError, match=rf"{path}: cannot read"):
+        read_idx(path)
+
+
+def test_read_idx_checks_checksum_and_shape(tmp_path):
+    content = idx_bytes(np.arange(10))
+    path = tmp_path / "f"
+    path.write_bytes(content)
+    np.testing.assert_array_equal(read_idx(path, sha256=hashlib.sha256(content).hexdigest()), np.arange(10))
+    with pytest.raises(DataError, match="wrong checksum"):
+        read_idx(path, sha256="0" * 64)
+    with pytest.raises(DataError, match=r"dimensions \(10,\), expected \(60000,\)"):
+        read_idx(path, shape=(60000,))
+
+
+def test_verified_load_rejects_files_that_are_not_mnist(tmp_path):
+    write_tiny_mnist(tmp_path)
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: dimensions"):
+        load_mnist(data_dir=tmp_path)
+
+
+def test_explicit_directory_must_hold_the_files(tmp_path, no_env):
+    with pytest.raises(DataError, match=r"named by the data_dir argument.*missing train-images-idx3-ubyte"):
+        find_mnist(tmp_path)
+
+
+def test_fastbp_data_must_hold_the_files(tmp_path, no_env, monkeypatch):
+    monkeypatch.setenv("FASTBP_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="FASTBP_DATA environment variable"):
+        find_mnist()
+    write_tiny_mnist(tmp_path / "here")
+    monkeypatch.setenv("FASTBP_DATA", str(tmp_path / "here"))
+    assert find_mnist() == tmp_path / "here"
+
+
+def test_cache_directory_is_used(tmp_path, no_env):
+    write_tiny_mnist(tmp_path / "cache" / "fastbp" / "mnist")
+    assert find_mnist(download=False) == tmp_path / "cache" / "fastbp" / "mnist"
+
+
+def test_offline_without_a_copy_says_where_it_looked_and_how_to_fix_it(no_env, tmp_path):
+    with pytest.raises(DataError, match=r"(?s)FASTBP_DATA is not set, the cache .* downloads are disabled.*Fix: set FASTBP_DATA"):
+        find_mnist(download=False)
+
+
+class _Server:
+    """A loopback HTTP server for a folder: a stand-in for the MNIST mirrors."""
+
+    def __init__(self, root: Path):
+        handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(root), **k)  # noqa: E731
+        http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    root = tmp_path / "mirror"
+    raw = write_tiny_mnist(root)
+    server = _Server(root)
+    yield server, {name: hashlib.sha256(content).hexdigest() for name, content in raw.items()}, root
+    server.close()
+
+
+def test_download_verifies_and_falls_back_to_the_next_mirror(tmp_path, mirror):
+    server, checksums, _ = mirror
+    dest = tmp_path / "dest"
+    download_mnist(dest, mirrors=[server.url + "missing/", server.url], checksums=checksums, timeout=5)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(f"{n}.gz" for n in NAMES)
+    (x, _), _ = load_mnist(data_dir=dest, verify=False)
+    assert x.shape == (6, 784)
+
+
+def test_corrupt_download_is_rejected_and_leaves_nothing_behind(tmp_path, mirror):
+    server, checksums, root = mirror
+    bad = dict(checksums, **{"t10k-labels-idx1-ubyte": "f" * 64})
+    dest = tmp_path / "dest"
+    with pytest.raises(DataError, match=r"(?s)could not download t10k-labels-idx1-ubyte.*wrong checksum"):
+        download_mnist(dest, mirrors=[server.url], checksums=bad, timeout=5)
+    left = sorted(p.name for p in dest.iterdir())
+    assert "t10k-labels-idx1-ubyte.gz" not in left and not any(name.endswith(".part") for name in left)
+
+
+def test_unreachable_mirror_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="could not download train-images-idx3-ubyte"):
+        download_mnist(tmp_path, mirrors=["http://127.0.0.1:9/"], timeout=2)
+
+
+@pytest.mark.skipif(not os.environ.get("FASTBP_DATA"), reason="real MNIST: set FASTBP_DATA (CI does)")
+def test_real_mnist_facts():
+    (x, t), (xt, tt) = load_mnist()
+    assert x.shape == (60000, 784) and xt.shape == (10000, 784)
+    assert np.bincount(t).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert t[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert tt[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert float(x.mean()) * 255 == pytest.approx(33.318, abs=1e-3)

@@ -1,0 +1,174 @@
+"""Networks (the seed's API), the whole-network backend ops, and the optimizers."""
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import backends
+from fastbp.backends import _network
+from fastbp.nets import MultiLayerNet, TwoLayerNet, init_std
+from fastbp.optim import Adam, Momentum, SGD
+
+
+def test_two_layer_net_has_the_seeds_api():
+    net = TwoLayerNet(input_size=784, hidden_size=50, output_size=10)
+    assert list(net.params) == ["W1", "b1", "W2", "b2"]
+    assert [net.params[k].shape for k in net.params] == [(784, 50), (50,), (50, 10), (10,)]
+    assert list(net.layers) == ["Affine1", "Relu1", "Affine2"]
+    assert isinstance(net.last_layer, fastbp.SoftmaxWithLoss)
+    assert net.params["W1"].dtype == np.float64
+    assert net.layers["Affine1"].W is net.params["W1"]
+    assert np.all(net.params["b1"] == 0)
+    assert np.std(net.params["W1"]) == pytest.approx(0.01, rel=0.05)
+
+
+def test_in_place_updates_reach_the_layers_and_the_flat_buffer(rng):
+    net = TwoLayerNet(4, 3, 2, seed=0)
+    x = rng.standard_normal((5, 4))
+    net.params["W1"] -= 0.5
+    np.testing.assert_array_equal(net.layers["Affine1"].W, net.params["W1"])
+    assert np.shares_memory(net.flat_params, net.params["W1"])
+    before = net.predict(x)
+    net.params["b2"] += 1.0
+    np.testing.assert_allclose(net.predict(x), before + 1.0)
+    net.params["W1"] = np.zeros((4, 3))  # rebinding cuts the link: the trainer refuses it
+    with pytest.raises(RuntimeError, match=r"params\['W1'\] was replaced"):
+        net.check_params_in_place()
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_backprop_matches_numerical_gradient(backend, activation, rng):
+    net = MultiLayerNet(6, [5, 4], 3, activation=activation, weight_init_std=0.5, dtype=np.float64,
+                        backend=backend, seed=1)
+    x, t = rng.standard_normal((4, 6)), np.array([0, 2, 1, 2])
+    report = fastbp.compare_gradients(net.gradient(x, t), net.numerical_gradient(x, t))
+    assert report.passed(rtol=1e-6), str(report)
+
+
+def test_weight_init_schemes():
+    assert init_std("he", 50, "relu") == pytest.approx(np.sqrt(2 / 50))
+    assert init_std("xavier", 50, "sigmoid") == pytest.approx(np.sqrt(1 / 50))
+    assert init_std("auto", 50, "sigmoid") == init_std("xavier", 50, "sigmoid")
+    assert init_std(0.01, 50, "relu") == 0.01
+    with pytest.raises(ValueError, match="'he', 'xavier'"):
+        init_std("lecun", 50, "relu")
+    with pytest.raises(ValueError, match="positive"):
+        init_std(-1.0, 50, "relu")
+    net = MultiLayerNet(1000, [500], 10, weight_init_std="he", seed=0)
+    assert np.std(net.params["W1"]) == pytest.approx(np.sqrt(2 / 1000), rel=0.02)
+
+
+def test_bad_network_arguments():
+    with pytest.raises(ValueError, match="positive integers"):
+        MultiLayerNet(784, [0], 10)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        MultiLayerNet(784, [50], 10, activation="tanh")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        MultiLayerNet(784, [50], 10, dtype=np.int32)
+    net = MultiLayerNet(4, [3], 2)
+    with pytest.raises(ValueError, match=r"x of shape \(2, 5\) does not fit a network with 4 inputs"):
+        net.accuracy(np.zeros((2, 5), np.float32), np.array([0, 1]))
+
+
+def test_accuracy_and_predict_labels_agree_with_predict(backend, dtype, rng):
+    net = MultiLayerNet(8, [6, 5], 4, dtype=dtype, backend=backend, seed=3, weight_init_std=1.0)
+    x = rng.standard_normal((3000, 8)).astype(dtype)  # more rows than one predict chunk
+    expected = np.argmax(net.predict(x), axis=1)
+    np.testing.assert_array_equal(net.predict_labels(x), expected)
+    t = rng.integers(0, 4, 3000)
+    assert net.accuracy(x, t) == pytest.approx(np.mean(expected == t))
+    assert net.accuracy(x, np.eye(4)[t]) == net.accuracy(x, t)
+
+
+def test_save_and_load(tmp_path, rng):
+    net = MultiLayerNet(5, [4, 3], 2, activation="sigmoid", dtype=np.float64, seed=0)
+    net.save(tmp_path / "w.npz")
+    copy = MultiLayerNet.load(tmp_path / "w.npz")
+    assert copy.activation == "sigmoid" and copy.dtype == np.float64
+    x = rng.standard_normal((3, 5))
+    np.testing.assert_array_equal(copy.predict(x), net.predict(x))
+    other = MultiLayerNet(5, [4], 2)
+    with pytest.raises(ValueError, match="saved layer sizes"):
+        other.load_params(tmp_path / "w.npz")
+
+
+# ---- whole-network backend ops: the fused kernels against the reference ---------------------
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_train_steps_matches_reference(backend, dtype, activation, optimizer, rng):
+    sizes = np.array([20, 16, 12, 5])
+    n_params = _network.parameter_count(sizes)
+    start = (rng.standard_normal(n_params) * 0.3).astype(dtype)
+    x = rng.standard_normal((200, 20)).astype(dtype)
+    labels = rng.integers(0, 5, 200)
+    batches = rng.integers(0, 200, (30, 8))
+    hyper = np.array([0.05, 0.9, 0.999, 1e-7], dtype)
+    results = {}
+    for name in ("reference", backend):
+        params, grads = start.copy(), np.zeros_like(start)
+        state, losses = np.zeros((2, n_params), dtype), np.zeros(30)
+        done = backends.get(name).train_steps(x, labels, batches, params, grads, sizes, _network.ACTIVATIONS[activation],
+                                              _network.OPTIMIZERS[optimizer], hyper, state, 0, losses)
+        results[name] = (done, params, losses)
+    (done_ref, p_ref, l_ref), (done, p, losses) = results["reference"], results[backend]
+    assert done == done_ref == 30
+    # float32: 30 steps of rounding, amplified by Adam's division by sqrt(v)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(p, p_ref, rtol=tol, atol=tol * np.abs(p_ref).max())
+    np.testing.assert_allclose(losses, l_ref, rtol=tol)
+
+
+def test_train_steps_stops_before_applying_a_non_finite_step(backend):
+    sizes = np.array([3, 4, 2])
+    params = np.ones(_network.parameter_count(sizes))
+    x = np.ones((4, 3))
+    x[2, 1] = np.inf  # sample 2 poisons the loss
+    batches = np.array([[0, 0], [2, 3], [0, 1]])  # step 0: one sample twice, so its gradient cannot cancel
+    losses = np.zeros(3)
+    before = params.copy()
+    done = backends.get(backend).train_steps(x, np.array([0, 1, 0, 1]), batches, params, np.zeros_like(params), sizes,
+                                             0, 0, np.array([0.1, 0, 0, 0]), np.zeros((2, params.size)), 0, losses)
+    assert done == 1  # step 0 ran, step 1 hit the inf, step 2 never ran
+    assert np.isfinite(params).all() and not np.array_equal(params, before)
+
+
+# ---- optimizers --------------------------------------------------------------------------
+
+def textbook_momentum(p, g, v, lr, momentum):
+    v = momentum * v - lr * g
+    return p + v, v
+
+
+def textbook_adam(p, g, m, v, lr, b1, b2, eps, t):
+    lr_t = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+    m = m + (1 - b1) * (g - m)
+    v = v + (1 - b2) * (g**2 - v)
+    return p - lr_t * m / (np.sqrt(v) + eps), m, v
+
+
+@pytest.mark.parametrize("kind", ["momentum", "adam"])
+def test_momentum_and_adam_follow_the_textbook(backend, dtype, kind, rng):
+    shape = (300, 300)  # large enough for the threaded path of big arrays to be irrelevant; see benchmarks
+    p0, grads = rng.standard_normal(shape), [rng.standard_normal(shape) for _ in range(3)]
+    opt = Momentum(lr=0.1, momentum=0.9, backend=backend) if kind == "momentum" else Adam(lr=0.01, backend=backend)
+    params = {"W": p0.astype(dtype)}
+    expected, state1, state2 = p0.copy(), np.zeros(shape), np.zeros(shape)
+    for t, g in enumerate(grads, start=1):
+        opt.update(params, {"W": g.astype(dtype)})
+        if kind == "momentum":
+            expected, state1 = textbook_momentum(expected, g.astype(dtype).astype(np.float64), state1, 0.1, 0.9)
+        else:
+            expected, state1, state2 = textbook_adam(expected, g.astype(dtype).astype(np.float64), state1, state2,
+                                                     0.01, 0.9, 0.999, 1e-7, t)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(params["W"], expected, rtol=tol, atol=tol)
+
+
+def test_optimizer_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\)"):
+        Momentum(momentum=1.5)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        Adam(lr=0)
+    with pytest.raises(TypeError, match="lr must be a real number"):
+        SGD(lr="fast")

@@ -1,0 +1,106 @@
+"""The trainer: the seed's schedule, both paths agreeing, divergence, early stopping, history."""
+
+import numpy as np
+import pytest
+
+from fastbp.nets import MultiLayerNet
+from fastbp.train import BatchSampler, History, TrainConfig, Trainer, TrainingDiverged
+
+
+def blobs(rng, n=600, d=12, classes=3):
+    """Separable clusters: a small problem any of the optimizers learns in a few hundred steps."""
+    centers = rng.standard_normal((classes, d)) * 3
+    t = rng.integers(0, classes, n)
+    return (centers[t] + rng.standard_normal((n, d))).astype(np.float32), t
+
+
+def fit(rng, path="fused", optimizer="sgd", backend=None, dtype=np.float32, **config):
+    x, t = blobs(np.random.default_rng(1))
+    net = MultiLayerNet(12, [10], 3, weight_init_std=0.1, dtype=dtype, backend=backend, seed=0)
+    lr = {"sgd": 0.1, "momentum": 0.05, "adam": 0.01}[optimizer]
+    defaults = dict(iterations=120, batch_size=16, lr=lr, optimizer=optimizer, path=path, progress=False)
+    history = Trainer(net, TrainConfig(**(defaults | config))).fit(x[:500], t[:500], x[500:], t[500:])
+    return net, history
+
+
+def test_evaluates_on_the_seeds_schedule(rng):
+    _, history = fit(rng, iterations=25, eval_every=10)
+    assert [e.step for e in history.evaluations] == [1, 11, 21, 25]  # after steps 0, 10, 20 (0-based) and the last
+    _, history = fit(rng, iterations=25, eval_every=10, eval_at_end=False)
+    assert [e.step for e in history.evaluations] == [1, 11, 21]
+    assert len(history.losses) == 25
+
+
+def test_seeds_experiment_has_17_evaluations():
+    config = TrainConfig(iterations=10000, batch_size=100)
+    eval_every = 60000 // config.batch_size
+    assert len([i for i in range(config.iterations) if i % eval_every == 0]) == 17
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_fused_and_layer_paths_record_the_same_losses(backend, optimizer, rng):
+    net_f, fused = fit(rng, "fused", optimizer, backend, dtype=np.float64)
+    net_l, layers = fit(rng, "layers", optimizer, backend, dtype=np.float64)
+    np.testing.assert_allclose(fused.losses, layers.losses, rtol=1e-10)
+    np.testing.assert_allclose(net_f.flat_params, net_l.flat_params, rtol=1e-9, atol=1e-12)
+    assert [e.train_acc for e in fused.evaluations] == [e.train_acc for e in layers.evaluations]
+    assert fused.evaluations[-1].test_acc > 0.9
+
+
+def test_same_seed_same_losses_and_the_model_learns(rng):
+    _, a = fit(rng)
+    _, b = fit(rng)
+    assert a.losses == b.losses
+    _, c = fit(rng, seed=7)
+    assert a.losses != c.losses
+    assert np.mean(a.losses[-20:]) < 0.5 * np.mean(a.losses[:5])
+
+
+def test_shuffle_sampling_visits_every_sample_once_per_epoch():
+    sampler = BatchSampler(10, 3, "shuffle", np.random.default_rng(0))
+    block = sampler.next_block(6)  # two epochs of 3 batches (the 10th sample is dropped each epoch)
+    for epoch in (block[:3], block[3:]):
+        assert len(set(epoch.ravel().tolist())) == 9
+    with pytest.raises(ValueError, match="exceeds"):
+        BatchSampler(2, 3, "shuffle", np.random.default_rng(0))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy (reference) reports the overflow provoked here
+def test_divergence_stops_with_a_clear_error_and_keeps_good_weights(backend, rng):
+    x, t = blobs(rng)
+    net = MultiLayerNet(12, [10], 3, weight_init_std=0.1, backend=backend, seed=0)
+    trainer = Trainer(net, TrainConfig(iterations=200, batch_size=16, lr=1e30, eval_every=1, progress=False))
+    with pytest.raises(TrainingDiverged, match=r"loss became NaN or inf at step \d+.*Lower the learning rate \(now 1e\+30\)"):
+        trainer.fit(x, t)
+    assert np.isfinite(net.flat_params).all()
+
+
+def test_early_stopping_keeps_the_best_weights(rng):
+    x, t = blobs(rng, n=300)
+    t[::2] = rng.integers(0, 3, 150)  # half the labels are noise: the network overfits and validation peaks
+    net = MultiLayerNet(12, [64], 3, weight_init_std="he", seed=0)
+    config = TrainConfig(iterations=3000, batch_size=8, lr=0.3, eval_every=25, val_split=0.3, patience=3, progress=False)
+    history = Trainer(net, config).fit(x, t)
+    assert history.stopped_early and history.best_step is not None
+    assert len(history.evaluations) < 3000 // 25
+    best = max(e.val_acc for e in history.evaluations)
+    assert [e.val_acc for e in history.evaluations if e.step == history.best_step] == [best]
+    val_x, val_t = x[np.random.default_rng(0).permutation(300)[:90]], t[np.random.default_rng(0).permutation(300)[:90]]
+    assert net.accuracy(val_x, val_t) == pytest.approx(best)  # the weights are the best ones, not the last
+
+
+def test_bad_configurations_are_refused():
+    for bad, match in (({"iterations": 0}, "iterations"), ({"sampling": "random"}, "sampling"),
+                       ({"path": "gpu"}, "path"), ({"val_split": 1.0}, "val_split"), ({"patience": 3}, "val_split > 0")):
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(**bad).validate()
+
+
+def test_history_round_trips_through_json_and_csv(tmp_path, rng):
+    _, history = fit(rng, iterations=30, eval_every=10)
+    paths = history.save(tmp_path)
+    again = History.load(paths["json"])
+    assert again.losses == history.losses and again.evaluations == history.evaluations
+    rows = paths["csv"].read_text().splitlines()
+    assert rows[0].startswith("step,epoch,loss,train_acc") and len(rows) == 1 + len(history.evaluations)
+    assert len(paths["losses"].read_text().splitlines()) == 31
