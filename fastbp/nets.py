@@ -50,6 +50,8 @@ class MultiLayerNet:
     reproducible; without it they come from NumPy's global generator, like the seed's.
     """
 
+    PREDICT_CHUNK = 8192  # rows converted at a time when x is not already in the network's dtype
+
     def __init__(
         self,
         input_size: int,
@@ -120,10 +122,18 @@ class MultiLayerNet:
         return self.last_layer.forward(self.predict(x), t)
 
     def predict_labels(self, x) -> np.ndarray:
-        """argmax of predict(x), computed in one compiled pass over x in chunks."""
+        """argmax of predict(x), computed by the backend's whole-network kernel."""
         x = self._as_input(x)
-        x = check.kernel_ready(x.reshape(x.shape[0], -1), self.dtype)
-        return backends.get(self.backend).predict_labels(x, self.flat_params, self.sizes, _network.ACTIVATIONS[self.activation])
+        x = x.reshape(x.shape[0], -1)
+        ops, activation = backends.get(self.backend), _network.ACTIVATIONS[self.activation]
+        if x.dtype == self.dtype and x.flags.c_contiguous:
+            return ops.predict_labels(x, self.flat_params, self.sizes, activation)
+        # convert a slice at a time (float32 images into a float64 net, as in the seed), never the whole set
+        labels = np.empty(x.shape[0], dtype=np.int64)
+        for start in range(0, x.shape[0], self.PREDICT_CHUNK):
+            part = check.kernel_ready(x[start:start + self.PREDICT_CHUNK], self.dtype)
+            labels[start:start + part.shape[0]] = ops.predict_labels(part, self.flat_params, self.sizes, activation)
+        return labels
 
     def accuracy(self, x, t) -> float:
         t = np.asarray(t)

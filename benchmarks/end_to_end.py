@@ -1,0 +1,265 @@
+"""The seed's experiment end to end, every way a user might run it, side by side in one run.
+
+784-50-10 ReLU network, weights of std 0.01, batch 100 drawn with replacement, SGD lr 0.1,
+10000 iterations, accuracy on the full train and test sets after iteration i when
+i % 600 == 0 (17 evaluations). Each variant runs in its own process (no shared thread pools):
+
+  fastbp-fused       fastbp.train.Trainer, fused numba path, float32
+  fastbp-seed-loop   the seed's loop verbatim, TwoLayerNet with fastbp's numba layers (float64, as the seed)
+  reference-loop     the same loop with the reference (NumPy) layers
+  torch-eager        idiomatic PyTorch: nn.Sequential, F.cross_entropy, optim.SGD (float32)
+  jax-jit            JAX, one jitted update per step, batch gathered inside the jit (float32)
+
+    python benchmarks/end_to_end.py                      # all variants, table to stdout
+    python benchmarks/end_to_end.py --markdown out.md    # also write the table
+
+Also reported: numba compile time of the fused path on a fresh cache and on a warm one, and the
+achieved GFLOP/s (dense-equivalent FLOPs / seconds) against NumPy's float32 matmul peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ITERATIONS, BATCH, LR, HIDDEN = 10000, 100, 0.1, 50
+VARIANTS = ("fastbp-fused", "fastbp-seed-loop", "reference-loop", "torch-eager", "jax-jit")
+
+
+def experiment_flops(iterations: int, evaluations: int, n_eval: int = 70000) -> float:
+    """Dense-equivalent FLOPs: forward and weight gradients of both layers, dx of the second only."""
+    fwd = 2 * (784 * HIDDEN + HIDDEN * 10)
+    per_step = BATCH * (2 * fwd + 2 * HIDDEN * 10)
+    return iterations * per_step + evaluations * n_eval * fwd
+
+
+def eval_points(iterations, per_epoch=600):
+    return {i for i in range(iterations) if i % per_epoch == 0}
+
+
+# ---- variants: each returns a dict with train/eval seconds and the last test accuracy ------
+
+def run_fastbp_fused(data, iterations):
+    from fastbp.nets import MultiLayerNet
+    from fastbp.train import TrainConfig, Trainer
+
+    (x, t), (xt, tt) = data
+    net = MultiLayerNet(784, [HIDDEN], 10, weight_init_std=0.01, dtype=np.float32, seed=0)
+    config = TrainConfig(iterations=iterations, batch_size=BATCH, lr=LR, eval_at_end=False, progress=False)
+    start = time.perf_counter()
+    history = Trainer(net, config).fit(x, t, xt, tt)
+    return {"seconds": time.perf_counter() - start, "train_s": history.train_seconds, "eval_s": history.eval_seconds,
+            "test_acc": history.evaluations[-1].test_acc, "evaluations": len(history.evaluations)}
+
+
+def run_seed_loop(data, iterations, backend):
+    from fastbp.nets import TwoLayerNet
+
+    (x_train, t_train), (x_test, t_test) = data
+    np.random.seed(0)
+    network = TwoLayerNet(input_size=784, hidden_size=HIDDEN, output_size=10, backend=backend)
+    train_size = x_train.shape[0]
+    iter_per_epoch = max(train_size / BATCH, 1)
+    eval_s, test_acc, evals = 0.0, None, 0
+    start = time.perf_counter()
+    for i in range(iterations):  # the seed's loop (book version: evaluate when i % iter_per_epoch == 0)
+        batch_mask = np.random.choice(train_size, BATCH)
+        x_batch, t_batch = x_train[batch_mask], t_train[batch_mask]
+        grad = network.gradient(x_batch, t_batch)
+        for key in ("W1", "b1", "W2", "b2"):
+            network.params[key] -= LR * grad[key]
+        network.loss(x_batch, t_batch)
+        if i % iter_per_epoch == 0:
+            t0 = time.perf_counter()
+            network.accuracy(x_train, t_train)
+            test_acc = network.accuracy(x_test, t_test)
+            eval_s += time.perf_counter() - t0
+            evals += 1
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "train_s": seconds - eval_s, "eval_s": eval_s, "test_acc": test_acc, "evaluations": evals}
+
+
+def run_torch(data, iterations):
+    import torch
+    import torch.nn.functional as F
+
+    (x, t), (xt, tt) = data
+    torch.manual_seed(0)
+    X, T = torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))
+    Xt, Tt = torch.from_numpy(xt), torch.from_numpy(tt.astype(np.int64))
+    model = torch.nn.Sequential(torch.nn.Linear(784, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, 10))
+    for layer in (model[0], model[2]):
+        torch.nn.init.normal_(layer.weight, std=0.01)
+        torch.nn.init.zeros_(layer.bias)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    losses, eval_s, test_acc, evals = [], 0.0, None, 0
+    evaluate_at = eval_points(iterations)
+    start = time.perf_counter()
+    for i in range(iterations):
+        idx = torch.randint(0, X.shape[0], (BATCH,))
+        loss = F.cross_entropy(model(X[idx]), T[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if i in evaluate_at:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                (model(X).argmax(1) == T).float().mean().item()
+                test_acc = (model(Xt).argmax(1) == Tt).float().mean().item()
+            eval_s += time.perf_counter() - t0
+            evals += 1
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "train_s": seconds - eval_s, "eval_s": eval_s, "test_acc": test_acc, "evaluations": evals}
+
+
+def run_jax(data, iterations):
+    import jax
+    import jax.numpy as jnp
+
+    (x, t), (xt, tt) = data
+    X, T, Xt, Tt = jnp.asarray(x), jnp.asarray(t.astype(np.int32)), jnp.asarray(xt), jnp.asarray(tt.astype(np.int32))
+    rng = np.random.default_rng(0)
+    params = {"W1": jnp.asarray(0.01 * rng.standard_normal((784, HIDDEN)), jnp.float32), "b1": jnp.zeros(HIDDEN),
+              "W2": jnp.asarray(0.01 * rng.standard_normal((HIDDEN, 10)), jnp.float32), "b2": jnp.zeros(10)}
+
+    def logits(p, xb):
+        return jnp.maximum(xb @ p["W1"] + p["b1"], 0) @ p["W2"] + p["b2"]
+
+    def loss_fn(p, xb, tb):
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits(p, xb)), tb[:, None], axis=1))
+
+    @jax.jit
+    def update(p, idx):
+        loss, grads = jax.value_and_grad(loss_fn)(p, X[idx], T[idx])
+        return jax.tree_util.tree_map(lambda a, g: a - LR * g, p, grads), loss
+
+    @jax.jit
+    def accuracy(p, xs, ts):
+        return jnp.mean(jnp.argmax(logits(p, xs), axis=1) == ts)
+
+    compile_start = time.perf_counter()
+    update(params, jnp.zeros(BATCH, jnp.int32))[1].block_until_ready()  # compile outside the timed run
+    accuracy(params, X, T).block_until_ready()
+    accuracy(params, Xt, Tt).block_until_ready()
+    compile_s = time.perf_counter() - compile_start
+    losses, eval_s, test_acc, evals = [], 0.0, None, 0
+    evaluate_at = eval_points(iterations)
+    start = time.perf_counter()
+    for i in range(iterations):
+        params, loss = update(params, jnp.asarray(rng.integers(0, X.shape[0], BATCH), jnp.int32))
+        losses.append(loss)
+        if i in evaluate_at:
+            t0 = time.perf_counter()
+            float(accuracy(params, X, T))
+            test_acc = float(accuracy(params, Xt, Tt))
+            eval_s += time.perf_counter() - t0
+            evals += 1
+    jax.block_until_ready(losses)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "train_s": seconds - eval_s, "eval_s": eval_s, "test_acc": test_acc,
+            "evaluations": evals, "compile_s": compile_s}
+
+
+def run_variant(name: str, iterations: int) -> dict:
+    from fastbp.data import load_mnist
+
+    data = load_mnist()
+    if name == "fastbp-fused":
+        return run_fastbp_fused(data, iterations)
+    if name == "fastbp-seed-loop":
+        return run_seed_loop(data, iterations, "numba")
+    if name == "reference-loop":
+        return run_seed_loop(data, iterations, "reference")
+    if name == "torch-eager":
+        return run_torch(data, iterations)
+    if name == "jax-jit":
+        return run_jax(data, iterations)
+    raise ValueError(name)
+
+
+def in_subprocess(args: list[str], env: dict | None = None) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compile_times() -> dict:
+    """First fused run (a short one) on a fresh numba cache, then again on the warm cache."""
+    code = ("import time; t0 = time.perf_counter(); import sys; sys.argv = ['x', '--variant', 'fastbp-fused', '--iterations', '1'];"
+            "from fastbp.backends import numba; import numpy as np; from fastbp.nets import MultiLayerNet; from fastbp.train import TrainConfig, Trainer;"
+            "x = np.random.default_rng(0).random((200, 784), np.float32); t = np.arange(200) % 10;"
+            "Trainer(MultiLayerNet(784, [50], 10), TrainConfig(iterations=2, progress=False)).fit(x, t, x, t);"
+            "print(time.perf_counter() - t0)")
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        runs = [float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+                for _ in range(2)]
+    return {"first_use_s": runs[0], "cached_s": runs[1]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--iterations", type=int, default=ITERATIONS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--markdown", help="also write the table to this file")
+    args = parser.parse_args()
+    if args.variant:  # child process: run one variant, print its result as JSON
+        print(json.dumps(run_variant(args.variant, args.iterations)))
+        return 0
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from machine import describe
+
+    results = {}
+    for name in args.variants:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results[name] = in_subprocess(["--variant", name, "--iterations", str(args.iterations)])
+    compile_info = compile_times()
+    # the peak is measured in a process of its own too: OpenBLAS threads keep spinning for a while
+    # after a product, and on 2 cores they would slow down whatever runs next in this process
+    peak = float(subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import numpy as np; "
+                                 "from machine import matmul_peak; print(matmul_peak(np.float32))", os.path.dirname(__file__)],
+                                capture_output=True, text=True, check=True).stdout)
+    base = results.get("fastbp-fused", {}).get("seconds")
+    flops = experiment_flops(args.iterations, len(eval_points(args.iterations)))
+    lines = [
+        f"Machine: {describe()}",
+        f"Experiment: 784-50-10, batch {BATCH}, lr {LR}, {args.iterations} iterations, "
+        f"{len(eval_points(args.iterations))} evaluations of train+test accuracy; {flops / 1e9:.1f} GFLOP dense-equivalent.",
+        f"float32 matmul peak (NumPy BLAS, 1024^3, all threads): {peak:.1f} GFLOP/s",
+        "",
+        "| variant | total s | train s | eval s | test acc | GFLOP/s | % of peak | time / fastbp-fused |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error']} | | | | | | |")
+            continue
+        gflops = flops / r["seconds"] / 1e9
+        ratio = f"{r['seconds'] / base:.2f}x" if base else "n/a"
+        lines.append(f"| {name} | {r['seconds']:.2f} | {r['train_s']:.2f} | {r['eval_s']:.2f} | {r['test_acc']:.4f} "
+                     f"| {gflops:.1f} | {100 * gflops / peak:.0f}% | {ratio} |")
+    lines += ["", f"numba compile time of the fused path (short run, whole process): first use {compile_info['first_use_s']:.1f} s, "
+                  f"cached {compile_info['cached_s']:.1f} s"]
+    if "jax-jit" in results and "compile_s" in results["jax-jit"]:
+        lines.append(f"JAX compile time (excluded above): {results['jax-jit']['compile_s']:.2f} s")
+    table = "\n".join(lines)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
