@@ -44,6 +44,23 @@ def eval_points(iterations, per_epoch=600):
     return {i for i in range(iterations) if i % per_epoch == 0}
 
 
+def timed_loop(iterations, step, evaluate, finish=None, per_epoch=600) -> dict:
+    """step(i) for every iteration, evaluate() -> test accuracy after step i when i % per_epoch == 0."""
+    eval_s, test_acc, evals = 0.0, None, 0
+    start = time.perf_counter()
+    for i in range(iterations):
+        step(i)
+        if i % per_epoch == 0:
+            t0 = time.perf_counter()
+            test_acc = evaluate()
+            eval_s += time.perf_counter() - t0
+            evals += 1
+    if finish:
+        finish()  # wait for work still queued (JAX dispatches asynchronously)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "train_s": seconds - eval_s, "eval_s": eval_s, "test_acc": test_acc, "evaluations": evals}
+
+
 # ---- variants: each returns a dict with train/eval seconds and the last test accuracy ------
 
 def run_fastbp_fused(data, iterations):
@@ -66,24 +83,20 @@ def run_seed_loop(data, iterations, backend):
     np.random.seed(0)
     network = TwoLayerNet(input_size=784, hidden_size=HIDDEN, output_size=10, backend=backend)
     train_size = x_train.shape[0]
-    iter_per_epoch = max(train_size / BATCH, 1)
-    eval_s, test_acc, evals = 0.0, None, 0
-    start = time.perf_counter()
-    for i in range(iterations):  # the seed's loop (book version: evaluate when i % iter_per_epoch == 0)
+
+    def step(i):  # the seed's loop body
         batch_mask = np.random.choice(train_size, BATCH)
         x_batch, t_batch = x_train[batch_mask], t_train[batch_mask]
         grad = network.gradient(x_batch, t_batch)
         for key in ("W1", "b1", "W2", "b2"):
             network.params[key] -= LR * grad[key]
         network.loss(x_batch, t_batch)
-        if i % iter_per_epoch == 0:
-            t0 = time.perf_counter()
-            network.accuracy(x_train, t_train)
-            test_acc = network.accuracy(x_test, t_test)
-            eval_s += time.perf_counter() - t0
-            evals += 1
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "train_s": seconds - eval_s, "eval_s": eval_s, "test_acc": test_acc, "evaluations": evals}
+
+    def evaluate():
+        network.accuracy(x_train, t_train)
+        return network.accuracy(x_test, t_test)
+
+    return timed_loop(iterations, step, evaluate)
 
 
 def run_torch(data, iterations):
@@ -99,25 +112,22 @@ def run_torch(data, iterations):
         torch.nn.init.normal_(layer.weight, std=0.01)
         torch.nn.init.zeros_(layer.bias)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
-    losses, eval_s, test_acc, evals = [], 0.0, None, 0
-    evaluate_at = eval_points(iterations)
-    start = time.perf_counter()
-    for i in range(iterations):
+    losses = []
+
+    def step(i):
         idx = torch.randint(0, X.shape[0], (BATCH,))
         loss = F.cross_entropy(model(X[idx]), T[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        if i in evaluate_at:
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                (model(X).argmax(1) == T).float().mean().item()
-                test_acc = (model(Xt).argmax(1) == Tt).float().mean().item()
-            eval_s += time.perf_counter() - t0
-            evals += 1
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "train_s": seconds - eval_s, "eval_s": eval_s, "test_acc": test_acc, "evaluations": evals}
+
+    def evaluate():
+        with torch.no_grad():
+            (model(X).argmax(1) == T).float().mean().item()
+            return (model(Xt).argmax(1) == Tt).float().mean().item()
+
+    return timed_loop(iterations, step, evaluate)
 
 
 def run_jax(data, iterations):
@@ -150,22 +160,19 @@ def run_jax(data, iterations):
     accuracy(params, X, T).block_until_ready()
     accuracy(params, Xt, Tt).block_until_ready()
     compile_s = time.perf_counter() - compile_start
-    losses, eval_s, test_acc, evals = [], 0.0, None, 0
-    evaluate_at = eval_points(iterations)
-    start = time.perf_counter()
-    for i in range(iterations):
-        params, loss = update(params, jnp.asarray(rng.integers(0, X.shape[0], BATCH), jnp.int32))
+    state = {"params": params}
+    losses = []
+
+    def step(i):
+        state["params"], loss = update(state["params"], jnp.asarray(rng.integers(0, X.shape[0], BATCH), jnp.int32))
         losses.append(loss)
-        if i in evaluate_at:
-            t0 = time.perf_counter()
-            float(accuracy(params, X, T))
-            test_acc = float(accuracy(params, Xt, Tt))
-            eval_s += time.perf_counter() - t0
-            evals += 1
-    jax.block_until_ready(losses)
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "train_s": seconds - eval_s, "eval_s": eval_s, "test_acc": test_acc,
-            "evaluations": evals, "compile_s": compile_s}
+
+    def evaluate():
+        float(accuracy(state["params"], X, T))
+        return float(accuracy(state["params"], Xt, Tt))
+
+    result = timed_loop(iterations, step, evaluate, finish=lambda: jax.block_until_ready(losses))
+    return result | {"compile_s": compile_s}
 
 
 def run_variant(name: str, iterations: int) -> dict:

@@ -178,30 +178,20 @@ def cmd_gradcheck(args) -> int:
     return 0 if ok else 1
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cmd_info(args) -> int:
     import numba
     import scipy
 
     import fastbp
     from fastbp import backends
+    from fastbp._system import cpu_model
 
     print(f"fastbp      {fastbp.__version__}")
     print(f"python      {platform.python_version()} ({sys.executable})")
     print(f"numpy       {np.__version__}")
     print(f"numba       {numba.__version__} (threading layer {numba.config.THREADING_LAYER}, {numba.get_num_threads()} threads)")
     print(f"scipy       {scipy.__version__}")
-    print(f"cpu         {_cpu_model()}, {os.cpu_count()} logical cores")
+    print(f"cpu         {cpu_model()}, {os.cpu_count()} logical cores")
     print(f"backends    {', '.join(backends.available())} (default: {backends.current()})")
     for name, reason in backends.unavailable().items():
         print(f"  {name}: unavailable, {reason}")

@@ -13,15 +13,14 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from . import _validate as check
+
 
 def _loss_value(value, where: str) -> float:
-    arr = np.asarray(value)
-    if arr.size != 1 or arr.dtype.kind not in "biuf":
-        raise TypeError(f"f must return a real scalar, got {type(value).__name__} of shape {arr.shape}")
-    result = float(arr.reshape(()))
-    if not np.isfinite(result):
-        raise ValueError(f"f returned {result} {where}; a numerical gradient through it is meaningless")
-    return result
+    try:
+        return check.scalar("the value of f", value)
+    except ValueError as exc:  # non-finite
+        raise ValueError(f"f returned {value} {where}; a numerical gradient through it is meaningless") from exc
 
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-4) -> np.ndarray:
