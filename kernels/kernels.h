@@ -1,24 +1,49 @@
 /* fastbp native kernels: plain C over contiguous buffers.
  *
- * Every kernel comes in a float32 (_f32) and a float64 (_f64) flavour with identical loops.
- * Callers (module.c) have already checked lengths, formats and contiguity: kernels do no
- * bounds checking of their own.
+ * Every kernel comes in a float32 (_f32) and a float64 (_f64) flavour with identical loops
+ * (ops_impl.h is compiled once per type). Callers (module.c) have already checked lengths,
+ * formats, contiguity and index ranges: kernels do no bounds checking of their own.
  */
 #ifndef FASTBP_KERNELS_H
 #define FASTBP_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
-/* param -= lr * grad, elementwise, in place. */
-void fastbp_sgd_update_f32(float *param, const float *grad, float lr, ptrdiff_t n);
-void fastbp_sgd_update_f64(double *param, const double *grad, double lr, ptrdiff_t n);
+/* must match fastbp/backends/_network.py */
+enum { FASTBP_RELU = 0, FASTBP_SIGMOID = 1 };
+enum { FASTBP_SGD = 0, FASTBP_MOMENTUM = 1, FASTBP_ADAM = 2 };
 
-/* mask = (x <= 0); out = mask ? 0 : x.  NaN is not <= 0, so it passes through, as in NumPy. */
-void fastbp_relu_forward_f32(const float *x, float *out, unsigned char *mask, ptrdiff_t n);
-void fastbp_relu_forward_f64(const double *x, double *out, unsigned char *mask, ptrdiff_t n);
+ptrdiff_t fastbp_parameter_count(const int64_t *sizes, int n_layers);
+void fastbp_layer_offsets(const int64_t *sizes, int layer, ptrdiff_t *w_at, ptrdiff_t *b_at);
 
-/* dx = mask ? 0 : dout.  dout is only read. */
-void fastbp_relu_backward_f32(const float *dout, const unsigned char *mask, float *dx, ptrdiff_t n);
-void fastbp_relu_backward_f64(const double *dout, const unsigned char *mask, double *dx, ptrdiff_t n);
+#define FASTBP_DECLARE(SFX, REAL)                                                                          \
+    void fastbp_sgd_update_##SFX(REAL *param, const REAL *grad, REAL lr, ptrdiff_t n);                    \
+    void fastbp_relu_forward_##SFX(const REAL *x, REAL *out, unsigned char *mask, ptrdiff_t n);           \
+    void fastbp_relu_backward_##SFX(const REAL *dout, const unsigned char *mask, REAL *dx, ptrdiff_t n);  \
+    void fastbp_affine_forward_##SFX(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, \
+                                     int m);                                                               \
+    void fastbp_affine_backward_##SFX(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW,  \
+                                      REAL *db, int n, int k, int m);                                      \
+    void fastbp_sigmoid_forward_##SFX(const REAL *x, REAL *out, ptrdiff_t n);                             \
+    void fastbp_sigmoid_backward_##SFX(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t n);         \
+    double fastbp_softmax_xent_forward_##SFX(const REAL *x, const int64_t *labels, REAL *y, int n, int c); \
+    void fastbp_softmax_xent_backward_##SFX(const REAL *y, const int64_t *labels, REAL scale, REAL *dx,   \
+                                            int n, int c);                                                 \
+    double fastbp_half_squared_error_##SFX(const REAL *y, const REAL *t, ptrdiff_t n);                    \
+    void fastbp_scaled_difference_##SFX(const REAL *y, const REAL *t, REAL scale, REAL *dx, ptrdiff_t n); \
+    void fastbp_momentum_update_##SFX(REAL *param, const REAL *grad, REAL *v, REAL lr, REAL momentum,     \
+                                      ptrdiff_t n);                                                        \
+    void fastbp_adam_update_##SFX(REAL *param, const REAL *grad, REAL *m, REAL *v, REAL lr_t, REAL beta1, \
+                                  REAL beta2, REAL eps, ptrdiff_t n);                                      \
+    ptrdiff_t fastbp_train_steps_##SFX(const REAL *x, const int64_t *labels, const int64_t *batches,      \
+                                       ptrdiff_t n_steps, int batch, REAL *params, REAL *grads,            \
+                                       const int64_t *sizes, int n_layers, int activation, int optimizer,  \
+                                       const REAL *hyper, REAL *state, int64_t step0, double *losses);     \
+    int fastbp_predict_labels_##SFX(const REAL *x, ptrdiff_t n_rows, REAL *params, const int64_t *sizes,  \
+                                    int n_layers, int activation, int64_t *labels);
+
+FASTBP_DECLARE(f32, float)
+FASTBP_DECLARE(f64, double)
 
 #endif

@@ -1,28 +1,31 @@
 /* fastbp._native: the CPython face of the C kernels.
  *
  * Arguments arrive through the buffer protocol (NumPy arrays work as they are), so the module
- * needs no NumPy headers to build. The Python wrapper (fastbp/backends/native.py) validates
- * and allocates; this file checks formats, contiguity and lengths once more, so that a direct
- * call with bad arguments raises instead of reading or writing out of bounds.
+ * needs no NumPy headers to build. The Python wrapper (fastbp/backends/native.py) validates and
+ * allocates; this file checks dtypes, contiguity, lengths and index ranges once more, so that a
+ * direct call with bad arguments raises instead of reading or writing out of bounds.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
 
+#include "blas.h"
 #include "kernels.h"
 
+enum kind { K_REAL, K_I64, K_F64, K_BOOL };
 enum real_kind { REAL_NONE = 0, REAL_F32, REAL_F64 };
 
-/* A C-contiguous buffer, acquired with its format so that dtypes can be checked. */
-static int acquire(PyObject *obj, Py_buffer *view, int writable, const char *name)
+#define MAX_ARGS 16
+typedef struct {
+    Py_buffer views[MAX_ARGS];
+    int count;
+    enum real_kind real; /* the float dtype shared by all K_REAL arguments */
+} Args;
+
+static void release(Args *a)
 {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) {
-        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous%s array", name,
-                     writable ? ", writable" : "");
-        return -1;
-    }
-    return 0;
+    for (int i = 0; i < a->count; ++i) PyBuffer_Release(&a->views[i]);
+    a->count = 0;
 }
 
 static const char *strip_byteorder(const char *fmt)
@@ -31,120 +34,433 @@ static const char *strip_byteorder(const char *fmt)
     return (fmt[0] == '@' || fmt[0] == '=' || fmt[0] == '<') ? fmt + 1 : fmt;
 }
 
-static enum real_kind real_kind_of(const Py_buffer *v)
+/* Acquire obj as a C-contiguous buffer of `kind` with `expected` items (-1: any); returns its data. */
+static void *take(Args *a, PyObject *obj, enum kind kind, int writable, const char *name, Py_ssize_t expected)
 {
-    const char *f = strip_byteorder(v->format ? v->format : "B");
-    if (strcmp(f, "f") == 0 && v->itemsize == 4) return REAL_F32;
-    if (strcmp(f, "d") == 0 && v->itemsize == 8) return REAL_F64;
-    return REAL_NONE;
-}
-
-static int is_bool_buffer(const Py_buffer *v)
-{
-    const char *f = strip_byteorder(v->format ? v->format : "B");
-    return v->itemsize == 1 && (strcmp(f, "?") == 0 || strcmp(f, "B") == 0);
-}
-
-static void release_all(Py_buffer *views, int count)
-{
-    for (int i = 0; i < count; ++i) PyBuffer_Release(&views[i]);
-}
-
-/* Acquire `count` buffers; all float ones share one kind and every buffer has `n` items. */
-struct arg_spec { PyObject *obj; const char *name; int writable; int is_mask; };
-
-static int acquire_args(struct arg_spec *specs, Py_buffer *views, int count,
-                        enum real_kind *kind, Py_ssize_t *n)
-{
-    *kind = REAL_NONE;
-    for (int i = 0; i < count; ++i) {
-        if (acquire(specs[i].obj, &views[i], specs[i].writable, specs[i].name) < 0) {
-            release_all(views, i);
-            return -1;
-        }
-        Py_ssize_t items = views[i].len / views[i].itemsize;
-        const char *problem = NULL;
-        if (specs[i].is_mask) {
-            if (!is_bool_buffer(&views[i])) problem = "must be a bool array";
-        } else {
-            enum real_kind k = real_kind_of(&views[i]);
-            if (k == REAL_NONE) problem = "must be float32 or float64";
-            else if (*kind != REAL_NONE && k != *kind) problem = "must have the same dtype as the other arrays";
-            else *kind = k;
-        }
-        if (!problem && i > 0 && items != *n) problem = "has a different number of elements from the first array";
-        if (problem) {
-            PyErr_Format(PyExc_TypeError, "%s %s", specs[i].name, problem);
-            release_all(views, i + 1);
-            return -1;
-        }
-        if (i == 0) *n = items;
+    Py_buffer *v = &a->views[a->count];
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, v, flags) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous%s array", name, writable ? ", writable" : "");
+        return NULL;
     }
+    a->count++;
+    const char *f = strip_byteorder(v->format ? v->format : "B");
+    const char *problem = NULL;
+    if (kind == K_REAL) {
+        enum real_kind k = (strcmp(f, "f") == 0 && v->itemsize == 4) ? REAL_F32
+                         : (strcmp(f, "d") == 0 && v->itemsize == 8) ? REAL_F64 : REAL_NONE;
+        if (k == REAL_NONE) problem = "must be float32 or float64";
+        else if (a->real != REAL_NONE && k != a->real) problem = "must have the same dtype as the other float arrays";
+        else a->real = k;
+    } else if (kind == K_I64) {
+        if (!((strcmp(f, "q") == 0 || strcmp(f, "l") == 0) && v->itemsize == 8)) problem = "must be an int64 array";
+    } else if (kind == K_F64) {
+        if (!(strcmp(f, "d") == 0 && v->itemsize == 8)) problem = "must be a float64 array";
+    } else if (!(v->itemsize == 1 && (strcmp(f, "?") == 0 || strcmp(f, "B") == 0))) {
+        problem = "must be a bool array";
+    }
+    if (problem) {
+        PyErr_Format(PyExc_TypeError, "%s %s", name, problem);
+        return NULL;
+    }
+    if (expected >= 0 && v->len / v->itemsize != expected) {
+        PyErr_Format(PyExc_ValueError, "%s has %zd elements, expected %zd", name, v->len / v->itemsize, expected);
+        return NULL;
+    }
+    return v->buf;
+}
+
+static Py_ssize_t items(const Args *a, int i) { return a->views[i].len / a->views[i].itemsize; }
+
+static int check_range(const int64_t *values, Py_ssize_t n, int64_t limit, const char *name)
+{
+    for (Py_ssize_t i = 0; i < n; ++i)
+        if (values[i] < 0 || values[i] >= limit) {
+            PyErr_Format(PyExc_ValueError, "%s[%zd] = %lld is outside [0, %lld)", name, i, (long long)values[i],
+                         (long long)limit);
+            return -1;
+        }
     return 0;
 }
 
-static PyObject *sgd_update(PyObject *self, PyObject *args)
+static int need_blas(void)
+{
+    if (fastbp_sgemm && fastbp_dgemm) return 0;
+    PyErr_SetString(PyExc_RuntimeError, "fastbp._native: set_blas() was not called (fastbp.backends.native does it)");
+    return -1;
+}
+
+#define F32(a) ((a).real == REAL_F32)
+#define FAIL(a) do { release(&(a)); return NULL; } while (0)
+
+static PyObject *set_blas(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *param, *grad;
-    double lr;
-    if (!PyArg_ParseTuple(args, "OOd:sgd_update", &param, &grad, &lr)) return NULL;
-    struct arg_spec specs[2] = {{param, "param", 1, 0}, {grad, "grad", 0, 0}};
-    Py_buffer v[2];
-    enum real_kind kind;
-    Py_ssize_t n;
-    if (acquire_args(specs, v, 2, &kind, &n) < 0) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    if (kind == REAL_F32) fastbp_sgd_update_f32(v[0].buf, v[1].buf, (float)lr, n);
-    else fastbp_sgd_update_f64(v[0].buf, v[1].buf, lr, n);
-    Py_END_ALLOW_THREADS
-    release_all(v, 2);
+    PyObject *s, *d;
+    if (!PyArg_ParseTuple(args, "OO:set_blas", &s, &d)) return NULL;
+    if (!PyCapsule_CheckExact(s) || !PyCapsule_CheckExact(d)) {
+        PyErr_SetString(PyExc_TypeError, "set_blas takes the sgemm and dgemm capsules of scipy.linalg.cython_blas");
+        return NULL;
+    }
+    void *sp = PyCapsule_GetPointer(s, PyCapsule_GetName(s)), *dp = PyCapsule_GetPointer(d, PyCapsule_GetName(d));
+    if (!sp || !dp) return NULL;
+    fastbp_sgemm = (fastbp_sgemm_t)sp;
+    fastbp_dgemm = (fastbp_dgemm_t)dp;
     Py_RETURN_NONE;
 }
 
+static PyObject *affine_forward(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *ox, *oW, *ob, *oout;
+    int n, k, m;
+    if (!PyArg_ParseTuple(args, "OOOOiii:affine_forward", &ox, &oW, &ob, &oout, &n, &k, &m)) return NULL;
+    if (need_blas() < 0) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *x = take(&a, ox, K_REAL, 0, "x", (Py_ssize_t)n * k), *W = x ? take(&a, oW, K_REAL, 0, "W", (Py_ssize_t)k * m) : NULL;
+    void *b = W ? take(&a, ob, K_REAL, 0, "b", m) : NULL, *out = b ? take(&a, oout, K_REAL, 1, "out", (Py_ssize_t)n * m) : NULL;
+    if (!out) FAIL(a);
+    Py_BEGIN_ALLOW_THREADS
+    if (F32(a)) fastbp_affine_forward_f32(x, W, b, out, n, k, m);
+    else fastbp_affine_forward_f64(x, W, b, out, n, k, m);
+    Py_END_ALLOW_THREADS
+    release(&a);
+    Py_RETURN_NONE;
+}
+
+static PyObject *affine_backward(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *od, *ox, *oW, *odx, *odW, *odb;
+    int n, k, m;
+    if (!PyArg_ParseTuple(args, "OOOOOOiii:affine_backward", &od, &ox, &oW, &odx, &odW, &odb, &n, &k, &m)) return NULL;
+    if (need_blas() < 0) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *dout = take(&a, od, K_REAL, 0, "dout", (Py_ssize_t)n * m);
+    void *x = dout ? take(&a, ox, K_REAL, 0, "x", (Py_ssize_t)n * k) : NULL;
+    void *W = x ? take(&a, oW, K_REAL, 0, "W", (Py_ssize_t)k * m) : NULL;
+    void *dW = W ? take(&a, odW, K_REAL, 1, "dW", (Py_ssize_t)k * m) : NULL;
+    void *db = dW ? take(&a, odb, K_REAL, 1, "db", m) : NULL;
+    void *dx = NULL;
+    if (!db) FAIL(a);
+    if (odx != Py_None && !(dx = take(&a, odx, K_REAL, 1, "dx", (Py_ssize_t)n * k))) FAIL(a);
+    Py_BEGIN_ALLOW_THREADS
+    if (F32(a)) fastbp_affine_backward_f32(dout, x, W, dx, dW, db, n, k, m);
+    else fastbp_affine_backward_f64(dout, x, W, dx, dW, db, n, k, m);
+    Py_END_ALLOW_THREADS
+    release(&a);
+    Py_RETURN_NONE;
+}
+
+/* Elementwise kernels: (in..., out) of equal lengths; `mask` arguments are bool. */
 static PyObject *relu_forward(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *x, *out, *mask;
-    if (!PyArg_ParseTuple(args, "OOO:relu_forward", &x, &out, &mask)) return NULL;
-    struct arg_spec specs[3] = {{x, "x", 0, 0}, {out, "out", 1, 0}, {mask, "mask", 1, 1}};
-    Py_buffer v[3];
-    enum real_kind kind;
-    Py_ssize_t n;
-    if (acquire_args(specs, v, 3, &kind, &n) < 0) return NULL;
+    PyObject *ox, *oout, *omask;
+    if (!PyArg_ParseTuple(args, "OOO:relu_forward", &ox, &oout, &omask)) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *x = take(&a, ox, K_REAL, 0, "x", -1);
+    Py_ssize_t n = x ? items(&a, 0) : 0;
+    void *out = x ? take(&a, oout, K_REAL, 1, "out", n) : NULL, *mask = out ? take(&a, omask, K_BOOL, 1, "mask", n) : NULL;
+    if (!mask) FAIL(a);
     Py_BEGIN_ALLOW_THREADS
-    if (kind == REAL_F32) fastbp_relu_forward_f32(v[0].buf, v[1].buf, v[2].buf, n);
-    else fastbp_relu_forward_f64(v[0].buf, v[1].buf, v[2].buf, n);
+    if (F32(a)) fastbp_relu_forward_f32(x, out, mask, n);
+    else fastbp_relu_forward_f64(x, out, mask, n);
     Py_END_ALLOW_THREADS
-    release_all(v, 3);
+    release(&a);
     Py_RETURN_NONE;
 }
 
 static PyObject *relu_backward(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *dout, *mask, *dx;
-    if (!PyArg_ParseTuple(args, "OOO:relu_backward", &dout, &mask, &dx)) return NULL;
-    struct arg_spec specs[3] = {{dout, "dout", 0, 0}, {mask, "mask", 0, 1}, {dx, "dx", 1, 0}};
-    Py_buffer v[3];
-    enum real_kind kind;
-    Py_ssize_t n;
-    if (acquire_args(specs, v, 3, &kind, &n) < 0) return NULL;
+    PyObject *od, *omask, *odx;
+    if (!PyArg_ParseTuple(args, "OOO:relu_backward", &od, &omask, &odx)) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *dout = take(&a, od, K_REAL, 0, "dout", -1);
+    Py_ssize_t n = dout ? items(&a, 0) : 0;
+    void *mask = dout ? take(&a, omask, K_BOOL, 0, "mask", n) : NULL, *dx = mask ? take(&a, odx, K_REAL, 1, "dx", n) : NULL;
+    if (!dx) FAIL(a);
     Py_BEGIN_ALLOW_THREADS
-    if (kind == REAL_F32) fastbp_relu_backward_f32(v[0].buf, v[1].buf, v[2].buf, n);
-    else fastbp_relu_backward_f64(v[0].buf, v[1].buf, v[2].buf, n);
+    if (F32(a)) fastbp_relu_backward_f32(dout, mask, dx, n);
+    else fastbp_relu_backward_f64(dout, mask, dx, n);
     Py_END_ALLOW_THREADS
-    release_all(v, 3);
+    release(&a);
+    Py_RETURN_NONE;
+}
+
+static PyObject *sigmoid_forward(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *ox, *oout;
+    if (!PyArg_ParseTuple(args, "OO:sigmoid_forward", &ox, &oout)) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *x = take(&a, ox, K_REAL, 0, "x", -1);
+    Py_ssize_t n = x ? items(&a, 0) : 0;
+    void *out = x ? take(&a, oout, K_REAL, 1, "out", n) : NULL;
+    if (!out) FAIL(a);
+    Py_BEGIN_ALLOW_THREADS
+    if (F32(a)) fastbp_sigmoid_forward_f32(x, out, n);
+    else fastbp_sigmoid_forward_f64(x, out, n);
+    Py_END_ALLOW_THREADS
+    release(&a);
+    Py_RETURN_NONE;
+}
+
+static PyObject *sigmoid_backward(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *od, *oout, *odx;
+    if (!PyArg_ParseTuple(args, "OOO:sigmoid_backward", &od, &oout, &odx)) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *dout = take(&a, od, K_REAL, 0, "dout", -1);
+    Py_ssize_t n = dout ? items(&a, 0) : 0;
+    void *out = dout ? take(&a, oout, K_REAL, 0, "out", n) : NULL, *dx = out ? take(&a, odx, K_REAL, 1, "dx", n) : NULL;
+    if (!dx) FAIL(a);
+    Py_BEGIN_ALLOW_THREADS
+    if (F32(a)) fastbp_sigmoid_backward_f32(dout, out, dx, n);
+    else fastbp_sigmoid_backward_f64(dout, out, dx, n);
+    Py_END_ALLOW_THREADS
+    release(&a);
+    Py_RETURN_NONE;
+}
+
+static PyObject *softmax_xent_forward(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *ox, *olab, *oy;
+    int n, c;
+    if (!PyArg_ParseTuple(args, "OOOii:softmax_xent_forward", &ox, &olab, &oy, &n, &c)) return NULL;
+    if (n < 1 || c < 1) return PyErr_Format(PyExc_ValueError, "softmax needs n >= 1 and c >= 1, got %d, %d", n, c);
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *x = take(&a, ox, K_REAL, 0, "x", (Py_ssize_t)n * c);
+    int64_t *labels = x ? take(&a, olab, K_I64, 0, "labels", n) : NULL;
+    void *y = labels ? take(&a, oy, K_REAL, 1, "y", (Py_ssize_t)n * c) : NULL;
+    if (!y || check_range(labels, n, c, "labels") < 0) FAIL(a);
+    double loss;
+    Py_BEGIN_ALLOW_THREADS
+    loss = F32(a) ? fastbp_softmax_xent_forward_f32(x, labels, y, n, c) : fastbp_softmax_xent_forward_f64(x, labels, y, n, c);
+    Py_END_ALLOW_THREADS
+    release(&a);
+    return PyFloat_FromDouble(loss);
+}
+
+static PyObject *softmax_xent_backward(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *oy, *olab, *odx;
+    double scale;
+    int n, c;
+    if (!PyArg_ParseTuple(args, "OOdOii:softmax_xent_backward", &oy, &olab, &scale, &odx, &n, &c)) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *y = take(&a, oy, K_REAL, 0, "y", (Py_ssize_t)n * c);
+    int64_t *labels = y ? take(&a, olab, K_I64, 0, "labels", n) : NULL;
+    void *dx = labels ? take(&a, odx, K_REAL, 1, "dx", (Py_ssize_t)n * c) : NULL;
+    if (!dx || check_range(labels, n, c, "labels") < 0) FAIL(a);
+    Py_BEGIN_ALLOW_THREADS
+    if (F32(a)) fastbp_softmax_xent_backward_f32(y, labels, (float)scale, dx, n, c);
+    else fastbp_softmax_xent_backward_f64(y, labels, scale, dx, n, c);
+    Py_END_ALLOW_THREADS
+    release(&a);
+    Py_RETURN_NONE;
+}
+
+static PyObject *half_squared_error(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *oy, *ot;
+    if (!PyArg_ParseTuple(args, "OO:half_squared_error", &oy, &ot)) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *y = take(&a, oy, K_REAL, 0, "y", -1);
+    Py_ssize_t n = y ? items(&a, 0) : 0;
+    void *t = y ? take(&a, ot, K_REAL, 0, "t", n) : NULL;
+    if (!t) FAIL(a);
+    double total = F32(a) ? fastbp_half_squared_error_f32(y, t, n) : fastbp_half_squared_error_f64(y, t, n);
+    release(&a);
+    return PyFloat_FromDouble(total);
+}
+
+static PyObject *scaled_difference(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *oy, *ot, *odx;
+    double scale;
+    if (!PyArg_ParseTuple(args, "OOdO:scaled_difference", &oy, &ot, &scale, &odx)) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *y = take(&a, oy, K_REAL, 0, "y", -1);
+    Py_ssize_t n = y ? items(&a, 0) : 0;
+    void *t = y ? take(&a, ot, K_REAL, 0, "t", n) : NULL, *dx = t ? take(&a, odx, K_REAL, 1, "dx", n) : NULL;
+    if (!dx) FAIL(a);
+    if (F32(a)) fastbp_scaled_difference_f32(y, t, (float)scale, dx, n);
+    else fastbp_scaled_difference_f64(y, t, scale, dx, n);
+    release(&a);
+    Py_RETURN_NONE;
+}
+
+static PyObject *sgd_update(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *op, *og;
+    double lr;
+    if (!PyArg_ParseTuple(args, "OOd:sgd_update", &op, &og, &lr)) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *p = take(&a, op, K_REAL, 1, "param", -1);
+    Py_ssize_t n = p ? items(&a, 0) : 0;
+    void *g = p ? take(&a, og, K_REAL, 0, "grad", n) : NULL;
+    if (!g) FAIL(a);
+    Py_BEGIN_ALLOW_THREADS
+    if (F32(a)) fastbp_sgd_update_f32(p, g, (float)lr, n);
+    else fastbp_sgd_update_f64(p, g, lr, n);
+    Py_END_ALLOW_THREADS
+    release(&a);
+    Py_RETURN_NONE;
+}
+
+static PyObject *momentum_update(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *op, *og, *ov;
+    double lr, momentum;
+    if (!PyArg_ParseTuple(args, "OOOdd:momentum_update", &op, &og, &ov, &lr, &momentum)) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *p = take(&a, op, K_REAL, 1, "param", -1);
+    Py_ssize_t n = p ? items(&a, 0) : 0;
+    void *g = p ? take(&a, og, K_REAL, 0, "grad", n) : NULL, *v = g ? take(&a, ov, K_REAL, 1, "velocity", n) : NULL;
+    if (!v) FAIL(a);
+    if (F32(a)) fastbp_momentum_update_f32(p, g, v, (float)lr, (float)momentum, n);
+    else fastbp_momentum_update_f64(p, g, v, lr, momentum, n);
+    release(&a);
+    Py_RETURN_NONE;
+}
+
+static PyObject *adam_update(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *op, *og, *om, *ov;
+    double lr_t, beta1, beta2, eps;
+    if (!PyArg_ParseTuple(args, "OOOOdddd:adam_update", &op, &og, &om, &ov, &lr_t, &beta1, &beta2, &eps)) return NULL;
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *p = take(&a, op, K_REAL, 1, "param", -1);
+    Py_ssize_t n = p ? items(&a, 0) : 0;
+    void *g = p ? take(&a, og, K_REAL, 0, "grad", n) : NULL, *m = g ? take(&a, om, K_REAL, 1, "m", n) : NULL;
+    void *v = m ? take(&a, ov, K_REAL, 1, "v", n) : NULL;
+    if (!v) FAIL(a);
+    if (F32(a)) fastbp_adam_update_f32(p, g, m, v, (float)lr_t, (float)beta1, (float)beta2, (float)eps, n);
+    else fastbp_adam_update_f64(p, g, m, v, lr_t, beta1, beta2, eps, n);
+    release(&a);
+    Py_RETURN_NONE;
+}
+
+/* Checks a network's layer sizes; returns the number of layers or -1. */
+static int network_layers(Args *a, PyObject *osizes, int64_t **sizes)
+{
+    *sizes = take(a, osizes, K_I64, 0, "sizes", -1);
+    if (!*sizes) return -1;
+    Py_ssize_t count = items(a, a->count - 1);
+    if (count < 2) { PyErr_SetString(PyExc_ValueError, "sizes needs at least 2 entries"); return -1; }
+    for (Py_ssize_t i = 0; i < count; ++i)
+        if ((*sizes)[i] < 1 || (*sizes)[i] > INT32_MAX) { PyErr_SetString(PyExc_ValueError, "sizes must be positive"); return -1; }
+    return (int)(count - 1);
+}
+
+static PyObject *train_steps(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *ox, *olab, *obat, *op, *og, *osizes, *ohyper, *ostate, *olosses;
+    int activation, optimizer;
+    long long step0;
+    Py_ssize_t n_rows, n_steps;
+    int batch;
+    if (!PyArg_ParseTuple(args, "OnOOnOOOiiOOLO:train_steps", &ox, &n_rows, &olab, &obat, &n_steps, &op, &og, &osizes,
+                          &activation, &optimizer, &ohyper, &ostate, &step0, &olosses)) return NULL;
+    if (need_blas() < 0) return NULL;
+    if (activation < 0 || activation > 1 || optimizer < 0 || optimizer > 2)
+        return PyErr_Format(PyExc_ValueError, "bad activation %d or optimizer %d", activation, optimizer);
+    Args a = {.count = 0, .real = REAL_NONE};
+    int64_t *sizes;
+    int n_layers = network_layers(&a, osizes, &sizes);
+    if (n_layers < 0) FAIL(a);
+    Py_ssize_t count = fastbp_parameter_count(sizes, n_layers);
+    void *x = take(&a, ox, K_REAL, 0, "x", n_rows * sizes[0]);
+    int64_t *labels = x ? take(&a, olab, K_I64, 0, "labels", n_rows) : NULL;
+    int64_t *batches = labels ? take(&a, obat, K_I64, 0, "batches", -1) : NULL;
+    if (!batches) FAIL(a);
+    Py_ssize_t n_batch_items = items(&a, a.count - 1);
+    batch = n_steps > 0 ? (int)(n_batch_items / n_steps) : 0;
+    if (n_steps < 0 || (n_steps > 0 && (batch < 1 || (Py_ssize_t)batch * n_steps != n_batch_items))) {
+        PyErr_SetString(PyExc_ValueError, "batches must hold n_steps rows of equal length");
+        FAIL(a);
+    }
+    void *params = take(&a, op, K_REAL, 1, "params", count), *grads = params ? take(&a, og, K_REAL, 1, "grads", count) : NULL;
+    void *hyper = grads ? take(&a, ohyper, K_REAL, 0, "hyper", 4) : NULL;
+    void *state = hyper ? take(&a, ostate, K_REAL, 1, "state", 2 * count) : NULL;
+    double *losses = state ? take(&a, olosses, K_F64, 1, "losses", -1) : NULL;
+    if (!losses) FAIL(a);
+    if (items(&a, a.count - 1) < n_steps) { PyErr_SetString(PyExc_ValueError, "losses is shorter than n_steps"); FAIL(a); }
+    if (check_range(batches, n_batch_items, n_rows, "batches") < 0 || check_range(labels, n_rows, sizes[n_layers], "labels") < 0)
+        FAIL(a);
+    Py_ssize_t done;
+    Py_BEGIN_ALLOW_THREADS
+    done = F32(a) ? fastbp_train_steps_f32(x, labels, batches, n_steps, batch, params, grads, sizes, n_layers, activation,
+                                           optimizer, hyper, state, step0, losses)
+                  : fastbp_train_steps_f64(x, labels, batches, n_steps, batch, params, grads, sizes, n_layers, activation,
+                                           optimizer, hyper, state, step0, losses);
+    Py_END_ALLOW_THREADS
+    release(&a);
+    if (done < 0) return PyErr_NoMemory();
+    return PyLong_FromSsize_t(done);
+}
+
+static PyObject *predict_labels(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *ox, *op, *osizes, *olabels;
+    Py_ssize_t n_rows;
+    int activation;
+    if (!PyArg_ParseTuple(args, "OnOOiO:predict_labels", &ox, &n_rows, &op, &osizes, &activation, &olabels)) return NULL;
+    if (need_blas() < 0) return NULL;
+    if (activation < 0 || activation > 1) return PyErr_Format(PyExc_ValueError, "bad activation %d", activation);
+    Args a = {.count = 0, .real = REAL_NONE};
+    int64_t *sizes;
+    int n_layers = network_layers(&a, osizes, &sizes);
+    if (n_layers < 0) FAIL(a);
+    void *x = take(&a, ox, K_REAL, 0, "x", n_rows * sizes[0]);
+    void *params = x ? take(&a, op, K_REAL, 0, "params", fastbp_parameter_count(sizes, n_layers)) : NULL;
+    int64_t *labels = params ? take(&a, olabels, K_I64, 1, "labels", n_rows) : NULL;
+    if (!labels) FAIL(a);
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = F32(a) ? fastbp_predict_labels_f32(x, n_rows, params, sizes, n_layers, activation, labels)
+                    : fastbp_predict_labels_f64(x, n_rows, params, sizes, n_layers, activation, labels);
+    Py_END_ALLOW_THREADS
+    release(&a);
+    if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
 static PyMethodDef native_methods[] = {
-    {"sgd_update", sgd_update, METH_VARARGS,
-     "sgd_update(param, grad, lr): param -= lr * grad, in place (float32 or float64)."},
-    {"relu_forward", relu_forward, METH_VARARGS,
-     "relu_forward(x, out, mask): mask = x <= 0; out = where(mask, 0, x)."},
-    {"relu_backward", relu_backward, METH_VARARGS,
-     "relu_backward(dout, mask, dx): dx = where(mask, 0, dout)."},
+    {"set_blas", set_blas, METH_VARARGS, "set_blas(sgemm_capsule, dgemm_capsule): the BLAS to use (SciPy's)."},
+    {"affine_forward", affine_forward, METH_VARARGS, "affine_forward(x, W, b, out, n, k, m): out = x W + b."},
+    {"affine_backward", affine_backward, METH_VARARGS,
+     "affine_backward(dout, x, W, dx or None, dW, db, n, k, m): dx = dout W^T, dW = x^T dout, db = sum(dout)."},
+    {"relu_forward", relu_forward, METH_VARARGS, "relu_forward(x, out, mask): mask = x <= 0; out = where(mask, 0, x)."},
+    {"relu_backward", relu_backward, METH_VARARGS, "relu_backward(dout, mask, dx): dx = where(mask, 0, dout)."},
+    {"sigmoid_forward", sigmoid_forward, METH_VARARGS, "sigmoid_forward(x, out)."},
+    {"sigmoid_backward", sigmoid_backward, METH_VARARGS, "sigmoid_backward(dout, out, dx): dx = dout (1 - out) out."},
+    {"softmax_xent_forward", softmax_xent_forward, METH_VARARGS,
+     "softmax_xent_forward(x, labels, y, n, c) -> mean cross-entropy; fills y with softmax(x)."},
+    {"softmax_xent_backward", softmax_xent_backward, METH_VARARGS,
+     "softmax_xent_backward(y, labels, scale, dx, n, c): dx = scale (y - onehot(labels))."},
+    {"half_squared_error", half_squared_error, METH_VARARGS, "half_squared_error(y, t) -> sum((y - t)^2) / 2."},
+    {"scaled_difference", scaled_difference, METH_VARARGS, "scaled_difference(y, t, scale, dx): dx = (y - t) scale."},
+    {"sgd_update", sgd_update, METH_VARARGS, "sgd_update(param, grad, lr): param -= lr grad, in place."},
+    {"momentum_update", momentum_update, METH_VARARGS, "momentum_update(param, grad, v, lr, momentum), in place."},
+    {"adam_update", adam_update, METH_VARARGS, "adam_update(param, grad, m, v, lr_t, beta1, beta2, eps), in place."},
+    {"train_steps", train_steps, METH_VARARGS,
+     "train_steps(x, n_rows, labels, batches, n_steps, params, grads, sizes, activation, optimizer, hyper, state, "
+     "step0, losses) -> steps done."},
+    {"predict_labels", predict_labels, METH_VARARGS,
+     "predict_labels(x, n_rows, params, sizes, activation, labels): argmax of the network's output per row."},
     {NULL, NULL, 0, NULL},
 };
 

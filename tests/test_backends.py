@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -21,12 +22,21 @@ def test_every_available_backend_implements_every_op():
         assert all(callable(getattr(module, op)) for op in backends.OPS), name
 
 
-def test_incomplete_native_backend_is_not_offered_and_says_why():
-    reasons = backends.unavailable()
-    assert "native" not in fastbp.available_backends()
-    assert "does not implement" in reasons["native"]
-    with pytest.raises(fastbp.BackendUnavailable, match="native"):
-        fastbp.set_backend("native")
+def test_an_incomplete_backend_is_not_offered_and_says_why(monkeypatch):
+    partial = types.ModuleType("fastbp.backends.partial")
+    partial.relu_forward = lambda x: x  # one op of many
+    monkeypatch.setitem(sys.modules, "fastbp.backends.partial", partial)
+    monkeypatch.setattr(backends, "KNOWN", backends.KNOWN + ("partial",))
+    monkeypatch.setattr(backends, "_unavailable", {})
+    assert "partial" not in fastbp.available_backends()
+    assert "does not implement affine_forward" in backends.unavailable()["partial"]
+    with pytest.raises(fastbp.BackendUnavailable, match="partial"):
+        fastbp.set_backend("partial")
+
+
+def test_native_backend_is_complete_and_offered():
+    assert "native" in fastbp.available_backends()
+    assert "native" not in backends.unavailable()
 
 
 def test_set_backend_and_use_backend():

@@ -39,7 +39,7 @@ def test_native_sgd_matches_reference(dtype, size, rng):
 
 def test_native_rejects_bad_buffers_instead_of_reading_out_of_bounds():
     p = np.zeros(4)
-    with pytest.raises(TypeError, match="different number of elements"):
+    with pytest.raises(ValueError, match="grad has 3 elements, expected 4"):
         _native.sgd_update(p, np.zeros(3), 0.1)
     with pytest.raises(TypeError, match="same dtype"):
         _native.sgd_update(p, np.zeros(4, np.float32), 0.1)
@@ -53,3 +53,43 @@ def test_native_rejects_bad_buffers_instead_of_reading_out_of_bounds():
         _native.sgd_update(ro, np.zeros(4), 0.1)
     with pytest.raises(TypeError, match="mask must be a bool array"):
         _native.relu_forward(np.zeros(4), np.zeros(4), np.zeros(4))
+    with pytest.raises(ValueError, match="W has 6 elements, expected 8"):
+        _native.affine_forward(np.zeros((2, 4)), np.zeros((3, 2)), np.zeros(2), np.zeros((2, 2)), 2, 4, 2)
+    with pytest.raises(ValueError, match=r"labels\[1\] = 7 is outside \[0, 3\)"):
+        _native.softmax_xent_forward(np.zeros((2, 3)), np.array([0, 7]), np.zeros((2, 3)), 2, 3)
+
+
+def test_native_train_steps_checks_indices_and_sizes():
+    sizes = np.array([3, 4, 2])
+    n_params = 3 * 4 + 4 + 4 * 2 + 2
+    args = dict(x=np.zeros((5, 3)), labels=np.zeros(5, np.int64), batches=np.zeros((2, 2), np.int64),
+                params=np.zeros(n_params), grads=np.zeros(n_params), hyper=np.zeros(4), state=np.zeros(2 * n_params),
+                losses=np.zeros(2))
+
+    def call(**change):
+        a = args | change
+        return _native.train_steps(a["x"], a["x"].shape[0], a["labels"], a["batches"], a["batches"].shape[0],
+                                   a["params"], a["grads"], change.get("sizes", sizes), 0, 0, a["hyper"], a["state"], 0,
+                                   a["losses"])
+
+    assert call() == 2
+    with pytest.raises(ValueError, match=r"batches\[3\] = 5 is outside \[0, 5\)"):
+        call(batches=np.array([[0, 1], [2, 5]]))
+    with pytest.raises(ValueError, match=r"labels\[0\] = 2 is outside \[0, 2\)"):
+        call(labels=np.array([2, 0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="params has 10 elements, expected 26"):
+        call(params=np.zeros(10))
+    with pytest.raises(ValueError, match="sizes must be positive"):
+        call(sizes=np.array([3, 0, 2]))
+    with pytest.raises(TypeError, match="same dtype"):
+        call(params=np.zeros(n_params, np.float32))
+    with pytest.raises(ValueError, match="bad activation"):
+        _native.predict_labels(np.zeros((5, 3)), 5, args["params"], sizes, 7, np.zeros(5, np.int64))
+
+
+def test_native_skips_dx_when_asked(rng):
+    dout, x, W = rng.standard_normal((4, 3)), rng.standard_normal((4, 5)), rng.standard_normal((5, 3))
+    dx, dW, db = native.affine_backward(dout, x, W, need_dx=False)
+    assert dx is None
+    np.testing.assert_allclose(dW, x.T @ dout, rtol=1e-12)
+    np.testing.assert_allclose(db, dout.sum(axis=0), rtol=1e-12)

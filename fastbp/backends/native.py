@@ -1,13 +1,31 @@
 """The native backend: a thin wrapper over the ahead-of-time compiled C kernels (fastbp._native).
 
-It grows kernel by kernel; fastbp.backends offers it as a backend only once it implements
-every operation in ``backends.OPS``. Until then its functions are tested one by one against
-the reference (tests/test_native.py). Same contract and signatures as reference.py.
+Same contract and signatures as reference.py. This module allocates outputs and passes shapes;
+fastbp._native checks dtypes, lengths and index ranges again before any C runs. Matrix products
+go through SciPy's BLAS (the one numba uses), handed to the extension once, here, at import.
 """
 
 import numpy as np
+from scipy.linalg import cython_blas
 
 from .. import _native
+
+_native.set_blas(cython_blas.__pyx_capi__["sgemm"], cython_blas.__pyx_capi__["dgemm"])
+
+
+def affine_forward(x, W, b):
+    out = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
+    _native.affine_forward(x, W, b, out, x.shape[0], W.shape[0], W.shape[1])
+    return out
+
+
+def affine_backward(dout, x, W, need_dx=True):
+    n, (k, m) = dout.shape[0], W.shape
+    dx = np.empty((n, k), dtype=dout.dtype) if need_dx else None
+    dW = np.empty((k, m), dtype=dout.dtype)
+    db = np.empty(m, dtype=dout.dtype)
+    _native.affine_backward(dout, x, W, dx, dW, db, n, k, m)
+    return dx, dW, db
 
 
 def relu_forward(x):
@@ -23,5 +41,62 @@ def relu_backward(dout, mask):
     return dx
 
 
+def sigmoid_forward(x):
+    out = np.empty_like(x)
+    _native.sigmoid_forward(x, out)
+    return out
+
+
+def sigmoid_backward(dout, out):
+    dx = np.empty_like(dout)
+    _native.sigmoid_backward(dout, out, dx)
+    return dx
+
+
+def softmax_cross_entropy_forward(x, labels):
+    y = np.empty_like(x)
+    loss = _native.softmax_xent_forward(x, labels, y, x.shape[0], x.shape[1])
+    return x.dtype.type(loss), y
+
+
+def softmax_cross_entropy_backward(y, labels, dout):
+    dx = np.empty_like(y)
+    _native.softmax_xent_backward(y, labels, dout / y.shape[0], dx, y.shape[0], y.shape[1])
+    return dx
+
+
+def mse_forward(y, t):
+    return y.dtype.type(_native.half_squared_error(y, t) / y.shape[0])
+
+
+def mse_backward(y, t, dout):
+    dx = np.empty_like(y)
+    _native.scaled_difference(y, t, dout / y.shape[0], dx)
+    return dx
+
+
 def sgd_update(param, grad, lr):
     _native.sgd_update(param, grad, lr)
+
+
+def momentum_update(param, grad, velocity, lr, momentum):
+    _native.momentum_update(param, grad, velocity, lr, momentum)
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, t):
+    lr_t = lr * np.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
+    _native.adam_update(param, grad, m, v, lr_t, beta1, beta2, eps)
+
+
+def train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses):
+    """Same contract as reference.train_steps: the whole block of steps in one C call."""
+    batches = np.ascontiguousarray(batches, dtype=np.int64)
+    return _native.train_steps(x, x.shape[0], np.ascontiguousarray(labels, dtype=np.int64), batches, batches.shape[0],
+                               params, grads, np.ascontiguousarray(sizes, dtype=np.int64), activation, optimizer,
+                               hyper, state, step0, losses)
+
+
+def predict_labels(x, params, sizes, activation):
+    labels = np.empty(x.shape[0], dtype=np.int64)
+    _native.predict_labels(x, x.shape[0], params, np.ascontiguousarray(sizes, dtype=np.int64), activation, labels)
+    return labels

@@ -1,0 +1,238 @@
+/* The native kernels for one floating type, compiled twice by ops.c:
+ *   REAL (float or double), SFX (f32 or f64), GEMM (fastbp_gemm_f32 / _f64), EXP, LOG, SQRT, FABS.
+ * Arrays are C-contiguous; lengths were checked by module.c. Same math as fastbp/backends/reference.py.
+ */
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(fastbp_##name, SFX)
+
+void FN(affine_forward)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
+{
+    GEMM(0, 0, n, m, k, (REAL)1, x, W, (REAL)0, out);
+    for (int i = 0; i < n; ++i)
+        for (int j = 0; j < m; ++j) out[(ptrdiff_t)i * m + j] += b[j];
+}
+
+static void FN(column_sums)(const REAL *a, REAL *sums, int n, int m)
+{
+    for (int j = 0; j < m; ++j) sums[j] = 0;
+    for (int i = 0; i < n; ++i)
+        for (int j = 0; j < m; ++j) sums[j] += a[(ptrdiff_t)i * m + j];
+}
+
+/* dx = dout W^T (skipped when dx is NULL), dW = x^T dout, db = column sums of dout. */
+void FN(affine_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db,
+                         int n, int k, int m)
+{
+    if (dx) GEMM(0, 1, n, k, m, (REAL)1, dout, W, (REAL)0, dx);
+    GEMM(1, 0, k, m, n, (REAL)1, x, dout, (REAL)0, dW);
+    FN(column_sums)(dout, db, n, m);
+}
+
+static inline REAL FN(sigmoid1)(REAL v)
+{
+    const REAL e = EXP(-FABS(v)); /* exp never overflows */
+    return (v >= 0 ? (REAL)1 : e) / ((REAL)1 + e);
+}
+
+void FN(sigmoid_forward)(const REAL *x, REAL *out, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; ++i) out[i] = FN(sigmoid1)(x[i]);
+}
+
+void FN(sigmoid_backward)(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = dout[i] * ((REAL)1 - out[i]) * out[i];
+}
+
+/* y = softmax(x) row by row (shifted by the row maximum); returns the mean of -log y[label]. */
+double FN(softmax_xent_forward)(const REAL *x, const int64_t *labels, REAL *y, int n, int c)
+{
+    double loss = 0;
+    for (int i = 0; i < n; ++i) {
+        const REAL *xi = x + (ptrdiff_t)i * c;
+        REAL *yi = y + (ptrdiff_t)i * c;
+        REAL top = xi[0];
+        for (int j = 1; j < c; ++j) top = xi[j] > top ? xi[j] : top;
+        double total = 0;
+        for (int j = 0; j < c; ++j) {
+            yi[j] = EXP(xi[j] - top);
+            total += yi[j];
+        }
+        const REAL scale = (REAL)(1.0 / total);
+        for (int j = 0; j < c; ++j) yi[j] *= scale;
+        loss += log(total) - (double)(xi[labels[i]] - top);
+    }
+    return loss / n;
+}
+
+/* dx = scale * (y - onehot(labels)), scale = dout / N. */
+void FN(softmax_xent_backward)(const REAL *y, const int64_t *labels, REAL scale, REAL *dx, int n, int c)
+{
+    for (int i = 0; i < n; ++i) {
+        for (int j = 0; j < c; ++j) dx[(ptrdiff_t)i * c + j] = y[(ptrdiff_t)i * c + j] * scale;
+        dx[(ptrdiff_t)i * c + labels[i]] -= scale;
+    }
+}
+
+double FN(half_squared_error)(const REAL *y, const REAL *t, ptrdiff_t n)
+{
+    double total = 0;
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        const double d = (double)y[i] - (double)t[i];
+        total += d * d;
+    }
+    return 0.5 * total;
+}
+
+void FN(scaled_difference)(const REAL *y, const REAL *t, REAL scale, REAL *dx, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = (y[i] - t[i]) * scale;
+}
+
+void FN(momentum_update)(REAL *restrict param, const REAL *restrict grad, REAL *restrict v, REAL lr,
+                         REAL momentum, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        v[i] = momentum * v[i] - lr * grad[i];
+        param[i] += v[i];
+    }
+}
+
+void FN(adam_update)(REAL *restrict param, const REAL *restrict grad, REAL *restrict m, REAL *restrict v,
+                     REAL lr_t, REAL beta1, REAL beta2, REAL eps, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        m[i] += (1 - beta1) * (grad[i] - m[i]);
+        v[i] += (1 - beta2) * (grad[i] * grad[i] - v[i]);
+        param[i] -= lr_t * m[i] / (SQRT(v[i]) + eps);
+    }
+}
+
+/* ---- whole network (layout: fastbp/backends/_network.py) -------------------------------- */
+
+static void FN(optimizer_step)(int optimizer, REAL *params, const REAL *grads, REAL *state, ptrdiff_t count,
+                               const REAL *hyper, int64_t t)
+{
+    if (optimizer == FASTBP_SGD) {
+        CAT(fastbp_sgd_update, SFX)(params, grads, hyper[0], count);
+    } else if (optimizer == FASTBP_MOMENTUM) {
+        FN(momentum_update)(params, grads, state, hyper[0], hyper[1], count);
+    } else {
+        const double correction = sqrt(1.0 - pow((double)hyper[2], (double)t)) / (1.0 - pow((double)hyper[1], (double)t));
+        FN(adam_update)(params, grads, state, state + count, (REAL)(hyper[0] * correction), hyper[1], hyper[2],
+                        hyper[3], count);
+    }
+}
+
+static void FN(hidden_forward)(int activation, REAL *z, unsigned char *mask, ptrdiff_t n)
+{
+    if (activation == FASTBP_RELU) CAT(fastbp_relu_forward, SFX)(z, z, mask, n);
+    else FN(sigmoid_forward)(z, z, n);
+}
+
+/* Runs n_steps of mini-batch training; returns the number done (fewer when a loss is not
+ * finite: that step's update is not applied). x is (rows, sizes[0]); batches (n_steps, batch). */
+ptrdiff_t FN(train_steps)(const REAL *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps, int batch,
+                          REAL *params, REAL *grads, const int64_t *sizes, int n_layers, int activation,
+                          int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses)
+{
+    const int n_in = (int)sizes[0], n_classes = (int)sizes[n_layers];
+    ptrdiff_t total = 0, widest = 0, count = fastbp_parameter_count(sizes, n_layers);
+    for (int i = 1; i <= n_layers; ++i) {
+        total += sizes[i];
+        widest = sizes[i] > widest ? sizes[i] : widest;
+    }
+    REAL *x_batch = malloc(sizeof(REAL) * (size_t)batch * n_in);
+    REAL *acts = malloc(sizeof(REAL) * (size_t)batch * total);
+    unsigned char *masks = malloc((size_t)batch * total);
+    REAL *grad_a = malloc(sizeof(REAL) * (size_t)batch * widest), *grad_b = malloc(sizeof(REAL) * (size_t)batch * widest);
+    REAL *y = malloc(sizeof(REAL) * (size_t)batch * n_classes);
+    int64_t *t_batch = malloc(sizeof(int64_t) * (size_t)batch);
+    ptrdiff_t done = n_steps;
+    if (!x_batch || !acts || !masks || !grad_a || !grad_b || !y || !t_batch) { done = -1; goto out; }
+
+    for (ptrdiff_t s = 0; s < n_steps; ++s) {
+        const int64_t *rows = batches + s * batch;
+        for (int r = 0; r < batch; ++r) {
+            memcpy(x_batch + (ptrdiff_t)r * n_in, x + rows[r] * n_in, sizeof(REAL) * n_in);
+            t_batch[r] = labels[rows[r]];
+        }
+        /* forward */
+        const REAL *in = x_batch;
+        ptrdiff_t at = 0;
+        for (int l = 0; l < n_layers; ++l) {
+            ptrdiff_t w_at, b_at;
+            fastbp_layer_offsets(sizes, l, &w_at, &b_at);
+            REAL *z = acts + at;
+            FN(affine_forward)(in, params + w_at, params + b_at, z, batch, (int)sizes[l], (int)sizes[l + 1]);
+            if (l < n_layers - 1) FN(hidden_forward)(activation, z, masks + at, (ptrdiff_t)batch * sizes[l + 1]);
+            in = z;
+            at += (ptrdiff_t)batch * sizes[l + 1];
+        }
+        const double loss = FN(softmax_xent_forward)(in, t_batch, y, batch, n_classes);
+        if (!isfinite(loss)) { done = s; break; }
+        losses[s] = loss;
+
+        /* backward: dout and dx take turns in grad_a / grad_b */
+        REAL *dout = grad_a, *spare = grad_b;
+        FN(softmax_xent_backward)(y, t_batch, (REAL)(1.0 / batch), dout, batch, n_classes);
+        for (int l = n_layers - 1; l >= 0; --l) {
+            at -= (ptrdiff_t)batch * sizes[l + 1]; /* offset of layer l's output */
+            ptrdiff_t w_at, b_at;
+            fastbp_layer_offsets(sizes, l, &w_at, &b_at);
+            const ptrdiff_t below = (ptrdiff_t)batch * sizes[l];
+            const REAL *input = l == 0 ? x_batch : acts + at - below;
+            /* the first layer's input gradient is never used: not computed */
+            FN(affine_backward)(dout, input, params + w_at, l > 0 ? spare : NULL, grads + w_at, grads + b_at,
+                                batch, (int)sizes[l], (int)sizes[l + 1]);
+            if (l > 0) {
+                if (activation == FASTBP_RELU) CAT(fastbp_relu_backward, SFX)(spare, masks + at - below, spare, below);
+                else FN(sigmoid_backward)(spare, acts + at - below, spare, below);
+                REAL *swap = dout; dout = spare; spare = swap;
+            }
+        }
+        FN(optimizer_step)(optimizer, params, grads, state, count, hyper, step0 + s + 1);
+    }
+out:
+    free(x_batch); free(acts); free(masks); free(grad_a); free(grad_b); free(y); free(t_batch);
+    return done;
+}
+
+/* labels[i] = argmax of the network's output for row i (first maximum wins, as np.argmax). */
+int FN(predict_labels)(const REAL *x, ptrdiff_t n_rows, REAL *params, const int64_t *sizes, int n_layers,
+                       int activation, int64_t *labels)
+{
+    const int chunk = 2048;
+    ptrdiff_t widest = 0;
+    for (int i = 1; i <= n_layers; ++i) widest = sizes[i] > widest ? sizes[i] : widest;
+    REAL *buffers = malloc(sizeof(REAL) * 2 * (size_t)chunk * widest);
+    unsigned char *mask = malloc((size_t)chunk * widest);
+    if (!buffers || !mask) { free(buffers); free(mask); return -1; }
+    for (ptrdiff_t start = 0; start < n_rows; start += chunk) {
+        const int rows = (int)(n_rows - start < chunk ? n_rows - start : chunk);
+        const REAL *in = x + start * sizes[0];
+        for (int l = 0; l < n_layers; ++l) {
+            ptrdiff_t w_at, b_at;
+            fastbp_layer_offsets(sizes, l, &w_at, &b_at);
+            REAL *z = buffers + (ptrdiff_t)(l % 2) * chunk * widest;
+            FN(affine_forward)(in, params + w_at, params + b_at, z, rows, (int)sizes[l], (int)sizes[l + 1]);
+            if (l < n_layers - 1) FN(hidden_forward)(activation, z, mask, (ptrdiff_t)rows * sizes[l + 1]);
+            in = z;
+        }
+        const int c = (int)sizes[n_layers];
+        for (int r = 0; r < rows; ++r) {
+            int best = 0;
+            for (int j = 1; j < c; ++j)
+                if (in[(ptrdiff_t)r * c + j] > in[(ptrdiff_t)r * c + best]) best = j;
+            labels[start + r] = best;
+        }
+    }
+    free(buffers);
+    free(mask);
+    return 0;
+}
+
+#undef FN
+#undef CAT
+#undef CAT_
