@@ -4,9 +4,11 @@
 10000 iterations, accuracy on the full train and test sets after iteration i when
 i % 600 == 0 (17 evaluations). Each variant runs in its own process (no shared thread pools):
 
-  fastbp-fused       fastbp.train.Trainer, fused numba path, float32
-  fastbp-seed-loop   the seed's loop verbatim, TwoLayerNet with fastbp's numba layers (float64, as the seed)
-  reference-loop     the same loop with the reference (NumPy) layers
+  fused-native       fastbp.train.Trainer, fused path on the native (C) backend, float32
+  fused-numba        the same on the numba backend
+  seed-loop-native   the seed's loop verbatim, TwoLayerNet with fastbp's native layers (float64, as the seed)
+  seed-loop-numba    the same loop with the numba layers
+  seed-loop-reference  the same loop with the reference (NumPy) layers
   torch-eager        idiomatic PyTorch: nn.Sequential, F.cross_entropy, optim.SGD (float32)
   jax-jit            JAX, one jitted update per step, batch gathered inside the jit (float32)
 
@@ -30,7 +32,8 @@ import time
 import numpy as np
 
 ITERATIONS, BATCH, LR, HIDDEN = 10000, 100, 0.1, 50
-VARIANTS = ("fastbp-fused", "fastbp-seed-loop", "reference-loop", "torch-eager", "jax-jit")
+VARIANTS = ("fused-native", "fused-numba", "seed-loop-native", "seed-loop-numba", "seed-loop-reference",
+            "torch-eager", "jax-jit")
 
 
 def experiment_flops(iterations: int, evaluations: int, n_eval: int = 70000) -> float:
@@ -63,12 +66,12 @@ def timed_loop(iterations, step, evaluate, finish=None, per_epoch=600) -> dict:
 
 # ---- variants: each returns a dict with train/eval seconds and the last test accuracy ------
 
-def run_fastbp_fused(data, iterations):
+def run_fastbp_fused(data, iterations, backend):
     from fastbp.nets import MultiLayerNet
     from fastbp.train import TrainConfig, Trainer
 
     (x, t), (xt, tt) = data
-    net = MultiLayerNet(784, [HIDDEN], 10, weight_init_std=0.01, dtype=np.float32, seed=0)
+    net = MultiLayerNet(784, [HIDDEN], 10, weight_init_std=0.01, dtype=np.float32, backend=backend, seed=0)
     config = TrainConfig(iterations=iterations, batch_size=BATCH, lr=LR, eval_at_end=False, progress=False)
     start = time.perf_counter()
     history = Trainer(net, config).fit(x, t, xt, tt)
@@ -179,12 +182,10 @@ def run_variant(name: str, iterations: int) -> dict:
     from fastbp.data import load_mnist
 
     data = load_mnist()
-    if name == "fastbp-fused":
-        return run_fastbp_fused(data, iterations)
-    if name == "fastbp-seed-loop":
-        return run_seed_loop(data, iterations, "numba")
-    if name == "reference-loop":
-        return run_seed_loop(data, iterations, "reference")
+    if name.startswith("fused-"):
+        return run_fastbp_fused(data, iterations, name.split("-", 1)[1])
+    if name.startswith("seed-loop-"):
+        return run_seed_loop(data, iterations, name.split("-", 2)[2])
     if name == "torch-eager":
         return run_torch(data, iterations)
     if name == "jax-jit":
@@ -199,18 +200,22 @@ def in_subprocess(args: list[str], env: dict | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def compile_times() -> dict:
-    """First fused run (a short one) on a fresh numba cache, then again on the warm cache."""
-    code = ("import time; t0 = time.perf_counter(); import sys; sys.argv = ['x', '--variant', 'fastbp-fused', '--iterations', '1'];"
-            "from fastbp.backends import numba; import numpy as np; from fastbp.nets import MultiLayerNet; from fastbp.train import TrainConfig, Trainer;"
-            "x = np.random.default_rng(0).random((200, 784), np.float32); t = np.arange(200) % 10;"
-            "Trainer(MultiLayerNet(784, [50], 10), TrainConfig(iterations=2, progress=False)).fit(x, t, x, t);"
+def first_use_times() -> dict:
+    """A short fused run in a fresh process, whole process timed: numba on a fresh cache, numba
+    on the warm cache, and native (compiled ahead of time: nothing to warm up)."""
+    code = ("import sys, time; t0 = time.perf_counter(); import numpy as np; from fastbp.nets import MultiLayerNet; "
+            "from fastbp.train import TrainConfig, Trainer; "
+            "x = np.random.default_rng(0).random((200, 784), np.float32); t = np.arange(200) % 10; "
+            "Trainer(MultiLayerNet(784, [50], 10, backend=sys.argv[1]), TrainConfig(iterations=2, progress=False)).fit(x, t, x, t); "
             "print(time.perf_counter() - t0)")
+
+    def run(backend, env):
+        out = subprocess.run([sys.executable, "-c", code, backend], env=env, capture_output=True, text=True, check=True)
+        return float(out.stdout)
+
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        runs = [float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
-                for _ in range(2)]
-    return {"first_use_s": runs[0], "cached_s": runs[1]}
+        return {"numba_first_use_s": run("numba", env), "numba_cached_s": run("numba", env), "native_s": run("native", env)}
 
 
 def main() -> int:
@@ -231,13 +236,14 @@ def main() -> int:
     for name in args.variants:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         results[name] = in_subprocess(["--variant", name, "--iterations", str(args.iterations)])
-    compile_info = compile_times()
+    compile_info = first_use_times()
     # the peak is measured in a process of its own too: OpenBLAS threads keep spinning for a while
     # after a product, and on 2 cores they would slow down whatever runs next in this process
     peak = float(subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import numpy as np; "
                                  "from machine import matmul_peak; print(matmul_peak(np.float32))", os.path.dirname(__file__)],
                                 capture_output=True, text=True, check=True).stdout)
-    base = results.get("fastbp-fused", {}).get("seconds")
+    base_name = "fused-native" if "seconds" in results.get("fused-native", {}) else "fused-numba"
+    base = results.get(base_name, {}).get("seconds")
     flops = experiment_flops(args.iterations, len(eval_points(args.iterations)))
     lines = [
         f"Machine: {describe()}",
@@ -245,7 +251,7 @@ def main() -> int:
         f"{len(eval_points(args.iterations))} evaluations of train+test accuracy; {flops / 1e9:.1f} GFLOP dense-equivalent.",
         f"float32 matmul peak (NumPy BLAS, 1024^3, all threads): {peak:.1f} GFLOP/s",
         "",
-        "| variant | total s | train s | eval s | test acc | GFLOP/s | % of peak | time / fastbp-fused |",
+        f"| variant | total s | train s | eval s | test acc | GFLOP/s | % of peak | time / {base_name} |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
@@ -256,8 +262,9 @@ def main() -> int:
         ratio = f"{r['seconds'] / base:.2f}x" if base else "n/a"
         lines.append(f"| {name} | {r['seconds']:.2f} | {r['train_s']:.2f} | {r['eval_s']:.2f} | {r['test_acc']:.4f} "
                      f"| {gflops:.1f} | {100 * gflops / peak:.0f}% | {ratio} |")
-    lines += ["", f"numba compile time of the fused path (short run, whole process): first use {compile_info['first_use_s']:.1f} s, "
-                  f"cached {compile_info['cached_s']:.1f} s"]
+    lines += ["", "First use (a 2-step fused run in a fresh process, timed whole): "
+                  f"numba on a fresh cache {compile_info['numba_first_use_s']:.1f} s, numba cached {compile_info['numba_cached_s']:.1f} s, "
+                  f"native {compile_info['native_s']:.1f} s"]
     if "jax-jit" in results and "compile_s" in results["jax-jit"]:
         lines.append(f"JAX compile time (excluded above): {results['jax-jit']['compile_s']:.2f} s")
     table = "\n".join(lines)

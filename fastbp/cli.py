@@ -195,6 +195,12 @@ def cmd_info(args) -> int:
     print(f"backends    {', '.join(backends.available())} (default: {backends.current()})")
     for name, reason in backends.unavailable().items():
         print(f"  {name}: unavailable, {reason}")
+    if "native" in backends.available():
+        from fastbp import _native
+
+        omp = _native.openmp()
+        print(f"native      OpenMP {'with ' + str(omp) + ' threads' if omp else 'not available: single-threaded'}; "
+              f"BLAS: SciPy's")
     print(f"numba cache {os.environ.get('NUMBA_CACHE_DIR') or '__pycache__ beside the package'}")
     print(f"MNIST       {os.environ.get('FASTBP_DATA') or 'FASTBP_DATA not set (user cache or download)'}")
     return 0

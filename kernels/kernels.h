@@ -10,6 +10,29 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Elementwise loops get an AVX2 version beside the baseline one, chosen when the module loads
+ * (GCC/Clang function multiversioning): a wheel built here runs on any x86-64, fast on AVX2. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define FASTBP_SIMD __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define FASTBP_SIMD
+#endif
+
+/* Elementwise loops run on OpenMP threads when the condition holds (callers pass the size
+ * threshold of fastbp/threads.py, or PTRDIFF_MAX for "never"). */
+#ifdef _OPENMP
+#define FASTBP_PRAGMA(x) _Pragma(#x)
+#define FASTBP_PARALLEL_FOR(cond) FASTBP_PRAGMA(omp parallel for if (cond) schedule(static))
+#define FASTBP_PARALLEL_FOR_SUM(cond, total) FASTBP_PRAGMA(omp parallel for if (cond) schedule(static) reduction(+ : total))
+#else
+#define FASTBP_PARALLEL_FOR(cond)
+#define FASTBP_PARALLEL_FOR_SUM(cond, total)
+#endif
+#define FASTBP_SERIAL PTRDIFF_MAX
+
+/* Products with fewer multiply-adds than this skip BLAS (its call overhead dominates them). */
+#define FASTBP_SMALL_PRODUCT (1 << 16)
+
 /* must match fastbp/backends/_network.py */
 enum { FASTBP_RELU = 0, FASTBP_SIGMOID = 1 };
 enum { FASTBP_SGD = 0, FASTBP_MOMENTUM = 1, FASTBP_ADAM = 2 };
@@ -18,24 +41,27 @@ ptrdiff_t fastbp_parameter_count(const int64_t *sizes, int n_layers);
 void fastbp_layer_offsets(const int64_t *sizes, int layer, ptrdiff_t *w_at, ptrdiff_t *b_at);
 
 #define FASTBP_DECLARE(SFX, REAL)                                                                          \
-    void fastbp_sgd_update_##SFX(REAL *param, const REAL *grad, REAL lr, ptrdiff_t n);                    \
-    void fastbp_relu_forward_##SFX(const REAL *x, REAL *out, unsigned char *mask, ptrdiff_t n);           \
-    void fastbp_relu_backward_##SFX(const REAL *dout, const unsigned char *mask, REAL *dx, ptrdiff_t n);  \
+    void fastbp_sgd_update_##SFX(REAL *param, const REAL *grad, REAL lr, ptrdiff_t n, ptrdiff_t parallel_min);                    \
+    void fastbp_relu_forward_##SFX(const REAL *x, REAL *out, unsigned char *mask, ptrdiff_t n, ptrdiff_t parallel_min);           \
+    void fastbp_relu_backward_##SFX(const REAL *dout, const unsigned char *mask, REAL *dx, ptrdiff_t n,             \
+                                    ptrdiff_t parallel_min);  \
     void fastbp_affine_forward_##SFX(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, \
                                      int m);                                                               \
     void fastbp_affine_backward_##SFX(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW,  \
                                       REAL *db, int n, int k, int m);                                      \
-    void fastbp_sigmoid_forward_##SFX(const REAL *x, REAL *out, ptrdiff_t n);                             \
-    void fastbp_sigmoid_backward_##SFX(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t n);         \
-    double fastbp_softmax_xent_forward_##SFX(const REAL *x, const int64_t *labels, REAL *y, int n, int c); \
+    void fastbp_sigmoid_forward_##SFX(const REAL *x, REAL *out, ptrdiff_t n, ptrdiff_t parallel_min);                             \
+    void fastbp_sigmoid_backward_##SFX(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);         \
+    double fastbp_softmax_xent_forward_##SFX(const REAL *x, const int64_t *labels, REAL *y, int n, int c,             \
+                                             ptrdiff_t parallel_min); \
     void fastbp_softmax_xent_backward_##SFX(const REAL *y, const int64_t *labels, REAL scale, REAL *dx,   \
-                                            int n, int c);                                                 \
+                                            int n, int c, ptrdiff_t parallel_min);                                                 \
     double fastbp_half_squared_error_##SFX(const REAL *y, const REAL *t, ptrdiff_t n);                    \
-    void fastbp_scaled_difference_##SFX(const REAL *y, const REAL *t, REAL scale, REAL *dx, ptrdiff_t n); \
+    void fastbp_scaled_difference_##SFX(const REAL *y, const REAL *t, REAL scale, REAL *dx, ptrdiff_t n,             \
+                                         ptrdiff_t parallel_min); \
     void fastbp_momentum_update_##SFX(REAL *param, const REAL *grad, REAL *v, REAL lr, REAL momentum,     \
-                                      ptrdiff_t n);                                                        \
+                                      ptrdiff_t n, ptrdiff_t parallel_min);                                                        \
     void fastbp_adam_update_##SFX(REAL *param, const REAL *grad, REAL *m, REAL *v, REAL lr_t, REAL beta1, \
-                                  REAL beta2, REAL eps, ptrdiff_t n);                                      \
+                                  REAL beta2, REAL eps, ptrdiff_t n, ptrdiff_t parallel_min);                                      \
     ptrdiff_t fastbp_train_steps_##SFX(const REAL *x, const int64_t *labels, const int64_t *batches,      \
                                        ptrdiff_t n_steps, int batch, REAL *params, REAL *grads,            \
                                        const int64_t *sizes, int n_layers, int activation, int optimizer,  \

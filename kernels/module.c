@@ -12,6 +12,13 @@
 #include "blas.h"
 #include "kernels.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* elementwise loops of at least this many elements run on OpenMP threads (set from Python) */
+static Py_ssize_t parallel_min = PY_SSIZE_T_MAX;
+
 enum kind { K_REAL, K_I64, K_F64, K_BOOL };
 enum real_kind { REAL_NONE = 0, REAL_F32, REAL_F64 };
 
@@ -164,8 +171,8 @@ static PyObject *relu_forward(PyObject *self, PyObject *args)
     void *out = x ? take(&a, oout, K_REAL, 1, "out", n) : NULL, *mask = out ? take(&a, omask, K_BOOL, 1, "mask", n) : NULL;
     if (!mask) FAIL(a);
     Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_relu_forward_f32(x, out, mask, n);
-    else fastbp_relu_forward_f64(x, out, mask, n);
+    if (F32(a)) fastbp_relu_forward_f32(x, out, mask, n, parallel_min);
+    else fastbp_relu_forward_f64(x, out, mask, n, parallel_min);
     Py_END_ALLOW_THREADS
     release(&a);
     Py_RETURN_NONE;
@@ -182,8 +189,8 @@ static PyObject *relu_backward(PyObject *self, PyObject *args)
     void *mask = dout ? take(&a, omask, K_BOOL, 0, "mask", n) : NULL, *dx = mask ? take(&a, odx, K_REAL, 1, "dx", n) : NULL;
     if (!dx) FAIL(a);
     Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_relu_backward_f32(dout, mask, dx, n);
-    else fastbp_relu_backward_f64(dout, mask, dx, n);
+    if (F32(a)) fastbp_relu_backward_f32(dout, mask, dx, n, parallel_min);
+    else fastbp_relu_backward_f64(dout, mask, dx, n, parallel_min);
     Py_END_ALLOW_THREADS
     release(&a);
     Py_RETURN_NONE;
@@ -200,8 +207,8 @@ static PyObject *sigmoid_forward(PyObject *self, PyObject *args)
     void *out = x ? take(&a, oout, K_REAL, 1, "out", n) : NULL;
     if (!out) FAIL(a);
     Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_sigmoid_forward_f32(x, out, n);
-    else fastbp_sigmoid_forward_f64(x, out, n);
+    if (F32(a)) fastbp_sigmoid_forward_f32(x, out, n, parallel_min);
+    else fastbp_sigmoid_forward_f64(x, out, n, parallel_min);
     Py_END_ALLOW_THREADS
     release(&a);
     Py_RETURN_NONE;
@@ -218,8 +225,8 @@ static PyObject *sigmoid_backward(PyObject *self, PyObject *args)
     void *out = dout ? take(&a, oout, K_REAL, 0, "out", n) : NULL, *dx = out ? take(&a, odx, K_REAL, 1, "dx", n) : NULL;
     if (!dx) FAIL(a);
     Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_sigmoid_backward_f32(dout, out, dx, n);
-    else fastbp_sigmoid_backward_f64(dout, out, dx, n);
+    if (F32(a)) fastbp_sigmoid_backward_f32(dout, out, dx, n, parallel_min);
+    else fastbp_sigmoid_backward_f64(dout, out, dx, n, parallel_min);
     Py_END_ALLOW_THREADS
     release(&a);
     Py_RETURN_NONE;
@@ -239,7 +246,8 @@ static PyObject *softmax_xent_forward(PyObject *self, PyObject *args)
     if (!y || check_range(labels, n, c, "labels") < 0) FAIL(a);
     double loss;
     Py_BEGIN_ALLOW_THREADS
-    loss = F32(a) ? fastbp_softmax_xent_forward_f32(x, labels, y, n, c) : fastbp_softmax_xent_forward_f64(x, labels, y, n, c);
+    loss = F32(a) ? fastbp_softmax_xent_forward_f32(x, labels, y, n, c, parallel_min)
+                  : fastbp_softmax_xent_forward_f64(x, labels, y, n, c, parallel_min);
     Py_END_ALLOW_THREADS
     release(&a);
     return PyFloat_FromDouble(loss);
@@ -258,8 +266,8 @@ static PyObject *softmax_xent_backward(PyObject *self, PyObject *args)
     void *dx = labels ? take(&a, odx, K_REAL, 1, "dx", (Py_ssize_t)n * c) : NULL;
     if (!dx || check_range(labels, n, c, "labels") < 0) FAIL(a);
     Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_softmax_xent_backward_f32(y, labels, (float)scale, dx, n, c);
-    else fastbp_softmax_xent_backward_f64(y, labels, scale, dx, n, c);
+    if (F32(a)) fastbp_softmax_xent_backward_f32(y, labels, (float)scale, dx, n, c, parallel_min);
+    else fastbp_softmax_xent_backward_f64(y, labels, scale, dx, n, c, parallel_min);
     Py_END_ALLOW_THREADS
     release(&a);
     Py_RETURN_NONE;
@@ -291,8 +299,8 @@ static PyObject *scaled_difference(PyObject *self, PyObject *args)
     Py_ssize_t n = y ? items(&a, 0) : 0;
     void *t = y ? take(&a, ot, K_REAL, 0, "t", n) : NULL, *dx = t ? take(&a, odx, K_REAL, 1, "dx", n) : NULL;
     if (!dx) FAIL(a);
-    if (F32(a)) fastbp_scaled_difference_f32(y, t, (float)scale, dx, n);
-    else fastbp_scaled_difference_f64(y, t, scale, dx, n);
+    if (F32(a)) fastbp_scaled_difference_f32(y, t, (float)scale, dx, n, parallel_min);
+    else fastbp_scaled_difference_f64(y, t, scale, dx, n, parallel_min);
     release(&a);
     Py_RETURN_NONE;
 }
@@ -309,8 +317,8 @@ static PyObject *sgd_update(PyObject *self, PyObject *args)
     void *g = p ? take(&a, og, K_REAL, 0, "grad", n) : NULL;
     if (!g) FAIL(a);
     Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_sgd_update_f32(p, g, (float)lr, n);
-    else fastbp_sgd_update_f64(p, g, lr, n);
+    if (F32(a)) fastbp_sgd_update_f32(p, g, (float)lr, n, parallel_min);
+    else fastbp_sgd_update_f64(p, g, lr, n, parallel_min);
     Py_END_ALLOW_THREADS
     release(&a);
     Py_RETURN_NONE;
@@ -327,8 +335,8 @@ static PyObject *momentum_update(PyObject *self, PyObject *args)
     Py_ssize_t n = p ? items(&a, 0) : 0;
     void *g = p ? take(&a, og, K_REAL, 0, "grad", n) : NULL, *v = g ? take(&a, ov, K_REAL, 1, "velocity", n) : NULL;
     if (!v) FAIL(a);
-    if (F32(a)) fastbp_momentum_update_f32(p, g, v, (float)lr, (float)momentum, n);
-    else fastbp_momentum_update_f64(p, g, v, lr, momentum, n);
+    if (F32(a)) fastbp_momentum_update_f32(p, g, v, (float)lr, (float)momentum, n, parallel_min);
+    else fastbp_momentum_update_f64(p, g, v, lr, momentum, n, parallel_min);
     release(&a);
     Py_RETURN_NONE;
 }
@@ -345,8 +353,8 @@ static PyObject *adam_update(PyObject *self, PyObject *args)
     void *g = p ? take(&a, og, K_REAL, 0, "grad", n) : NULL, *m = g ? take(&a, om, K_REAL, 1, "m", n) : NULL;
     void *v = m ? take(&a, ov, K_REAL, 1, "v", n) : NULL;
     if (!v) FAIL(a);
-    if (F32(a)) fastbp_adam_update_f32(p, g, m, v, (float)lr_t, (float)beta1, (float)beta2, (float)eps, n);
-    else fastbp_adam_update_f64(p, g, m, v, lr_t, beta1, beta2, eps, n);
+    if (F32(a)) fastbp_adam_update_f32(p, g, m, v, (float)lr_t, (float)beta1, (float)beta2, (float)eps, n, parallel_min);
+    else fastbp_adam_update_f64(p, g, m, v, lr_t, beta1, beta2, eps, n, parallel_min);
     release(&a);
     Py_RETURN_NONE;
 }
@@ -438,7 +446,43 @@ static PyObject *predict_labels(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *set_parallel_min(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "n:set_parallel_min", &n)) return NULL;
+    if (n < 1) return PyErr_Format(PyExc_ValueError, "set_parallel_min needs a positive size, got %zd", n);
+    parallel_min = n;
+    Py_RETURN_NONE;
+}
+
+static PyObject *set_num_threads(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int n;
+    if (!PyArg_ParseTuple(args, "i:set_num_threads", &n)) return NULL;
+    if (n < 1) return PyErr_Format(PyExc_ValueError, "set_num_threads needs a positive count, got %d", n);
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    Py_RETURN_NONE;
+}
+
+static PyObject *openmp(PyObject *self, PyObject *args)
+{
+    (void)self;
+    (void)args;
+#ifdef _OPENMP
+    return PyLong_FromLong(omp_get_max_threads());
+#else
+    return PyLong_FromLong(0);
+#endif
+}
+
 static PyMethodDef native_methods[] = {
+    {"set_parallel_min", set_parallel_min, METH_VARARGS, "set_parallel_min(n): thread elementwise loops of n elements or more."},
+    {"set_num_threads", set_num_threads, METH_VARARGS, "set_num_threads(n): OpenMP threads of the elementwise loops."},
+    {"openmp", openmp, METH_NOARGS, "openmp() -> OpenMP threads available, or 0 when built without OpenMP."},
     {"set_blas", set_blas, METH_VARARGS, "set_blas(sgemm_capsule, dgemm_capsule): the BLAS to use (SciPy's)."},
     {"affine_forward", affine_forward, METH_VARARGS, "affine_forward(x, W, b, out, n, k, m): out = x W + b."},
     {"affine_backward", affine_backward, METH_VARARGS,

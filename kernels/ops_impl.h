@@ -6,14 +6,54 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(fastbp_##name, SFX)
 
-void FN(affine_forward)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
+/* Small products as plain loops over contiguous rows (the compiler vectorizes the inner loop). */
+FASTBP_SIMD static void FN(small_x_w)(const REAL *x, const REAL *W, REAL *out, int n, int k, int m) /* out = x W */
 {
-    GEMM(0, 0, n, m, k, (REAL)1, x, W, (REAL)0, out);
+    for (int i = 0; i < n; ++i) {
+        REAL *o = out + (ptrdiff_t)i * m;
+        for (int j = 0; j < m; ++j) o[j] = 0;
+        for (int c = 0; c < k; ++c) {
+            const REAL v = x[(ptrdiff_t)i * k + c];
+            const REAL *w = W + (ptrdiff_t)c * m;
+            for (int j = 0; j < m; ++j) o[j] += v * w[j];
+        }
+    }
+}
+
+FASTBP_SIMD static void FN(small_d_wt)(const REAL *d, const REAL *W, REAL *dx, int n, int k, int m) /* dx = d W^T */
+{
+    for (int i = 0; i < n; ++i)
+        for (int c = 0; c < k; ++c) {
+            const REAL *w = W + (ptrdiff_t)c * m, *di = d + (ptrdiff_t)i * m;
+            REAL total = 0;
+            for (int j = 0; j < m; ++j) total += di[j] * w[j];
+            dx[(ptrdiff_t)i * k + c] = total;
+        }
+}
+
+FASTBP_SIMD static void FN(small_xt_d)(const REAL *x, const REAL *d, REAL *dW, int n, int k, int m) /* dW = x^T d */
+{
+    for (ptrdiff_t e = 0; e < (ptrdiff_t)k * m; ++e) dW[e] = 0;
+    for (int i = 0; i < n; ++i)
+        for (int c = 0; c < k; ++c) {
+            const REAL v = x[(ptrdiff_t)i * k + c];
+            const REAL *di = d + (ptrdiff_t)i * m;
+            REAL *g = dW + (ptrdiff_t)c * m;
+            for (int j = 0; j < m; ++j) g[j] += v * di[j];
+        }
+}
+
+static int FN(is_small)(int n, int k, int m) { return (double)n * k * m < FASTBP_SMALL_PRODUCT; }
+
+FASTBP_SIMD void FN(affine_forward)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
+{
+    if (FN(is_small)(n, k, m)) FN(small_x_w)(x, W, out, n, k, m);
+    else GEMM(0, 0, n, m, k, (REAL)1, x, W, (REAL)0, out);
     for (int i = 0; i < n; ++i)
         for (int j = 0; j < m; ++j) out[(ptrdiff_t)i * m + j] += b[j];
 }
 
-static void FN(column_sums)(const REAL *a, REAL *sums, int n, int m)
+FASTBP_SIMD static void FN(column_sums)(const REAL *a, REAL *sums, int n, int m)
 {
     for (int j = 0; j < m; ++j) sums[j] = 0;
     for (int i = 0; i < n; ++i)
@@ -24,8 +64,13 @@ static void FN(column_sums)(const REAL *a, REAL *sums, int n, int m)
 void FN(affine_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db,
                          int n, int k, int m)
 {
-    if (dx) GEMM(0, 1, n, k, m, (REAL)1, dout, W, (REAL)0, dx);
-    GEMM(1, 0, k, m, n, (REAL)1, x, dout, (REAL)0, dW);
+    if (FN(is_small)(n, k, m)) {
+        if (dx) FN(small_d_wt)(dout, W, dx, n, k, m);
+        FN(small_xt_d)(x, dout, dW, n, k, m);
+    } else {
+        if (dx) GEMM(0, 1, n, k, m, (REAL)1, dout, W, (REAL)0, dx);
+        GEMM(1, 0, k, m, n, (REAL)1, x, dout, (REAL)0, dW);
+    }
     FN(column_sums)(dout, db, n, m);
 }
 
@@ -35,20 +80,24 @@ static inline REAL FN(sigmoid1)(REAL v)
     return (v >= 0 ? (REAL)1 : e) / ((REAL)1 + e);
 }
 
-void FN(sigmoid_forward)(const REAL *x, REAL *out, ptrdiff_t n)
+FASTBP_SIMD void FN(sigmoid_forward)(const REAL *x, REAL *out, ptrdiff_t n, ptrdiff_t parallel_min)
 {
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
     for (ptrdiff_t i = 0; i < n; ++i) out[i] = FN(sigmoid1)(x[i]);
 }
 
-void FN(sigmoid_backward)(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t n)
+FASTBP_SIMD void FN(sigmoid_backward)(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min)
 {
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
     for (ptrdiff_t i = 0; i < n; ++i) dx[i] = dout[i] * ((REAL)1 - out[i]) * out[i];
 }
 
 /* y = softmax(x) row by row (shifted by the row maximum); returns the mean of -log y[label]. */
-double FN(softmax_xent_forward)(const REAL *x, const int64_t *labels, REAL *y, int n, int c)
+FASTBP_SIMD double FN(softmax_xent_forward)(const REAL *x, const int64_t *labels, REAL *y, int n, int c,
+                                             ptrdiff_t parallel_min)
 {
     double loss = 0;
+    FASTBP_PARALLEL_FOR_SUM((ptrdiff_t)n * c >= parallel_min, loss)
     for (int i = 0; i < n; ++i) {
         const REAL *xi = x + (ptrdiff_t)i * c;
         REAL *yi = y + (ptrdiff_t)i * c;
@@ -67,15 +116,17 @@ double FN(softmax_xent_forward)(const REAL *x, const int64_t *labels, REAL *y, i
 }
 
 /* dx = scale * (y - onehot(labels)), scale = dout / N. */
-void FN(softmax_xent_backward)(const REAL *y, const int64_t *labels, REAL scale, REAL *dx, int n, int c)
+FASTBP_SIMD void FN(softmax_xent_backward)(const REAL *y, const int64_t *labels, REAL scale, REAL *dx, int n, int c,
+                                            ptrdiff_t parallel_min)
 {
+    FASTBP_PARALLEL_FOR((ptrdiff_t)n * c >= parallel_min)
     for (int i = 0; i < n; ++i) {
         for (int j = 0; j < c; ++j) dx[(ptrdiff_t)i * c + j] = y[(ptrdiff_t)i * c + j] * scale;
         dx[(ptrdiff_t)i * c + labels[i]] -= scale;
     }
 }
 
-double FN(half_squared_error)(const REAL *y, const REAL *t, ptrdiff_t n)
+FASTBP_SIMD double FN(half_squared_error)(const REAL *y, const REAL *t, ptrdiff_t n)
 {
     double total = 0;
     for (ptrdiff_t i = 0; i < n; ++i) {
@@ -85,23 +136,27 @@ double FN(half_squared_error)(const REAL *y, const REAL *t, ptrdiff_t n)
     return 0.5 * total;
 }
 
-void FN(scaled_difference)(const REAL *y, const REAL *t, REAL scale, REAL *dx, ptrdiff_t n)
+FASTBP_SIMD void FN(scaled_difference)(const REAL *y, const REAL *t, REAL scale, REAL *dx, ptrdiff_t n,
+                                        ptrdiff_t parallel_min)
 {
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
     for (ptrdiff_t i = 0; i < n; ++i) dx[i] = (y[i] - t[i]) * scale;
 }
 
-void FN(momentum_update)(REAL *restrict param, const REAL *restrict grad, REAL *restrict v, REAL lr,
-                         REAL momentum, ptrdiff_t n)
+FASTBP_SIMD void FN(momentum_update)(REAL *restrict param, const REAL *restrict grad, REAL *restrict v, REAL lr,
+                         REAL momentum, ptrdiff_t n, ptrdiff_t parallel_min)
 {
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
     for (ptrdiff_t i = 0; i < n; ++i) {
         v[i] = momentum * v[i] - lr * grad[i];
         param[i] += v[i];
     }
 }
 
-void FN(adam_update)(REAL *restrict param, const REAL *restrict grad, REAL *restrict m, REAL *restrict v,
-                     REAL lr_t, REAL beta1, REAL beta2, REAL eps, ptrdiff_t n)
+FASTBP_SIMD void FN(adam_update)(REAL *restrict param, const REAL *restrict grad, REAL *restrict m, REAL *restrict v,
+                     REAL lr_t, REAL beta1, REAL beta2, REAL eps, ptrdiff_t n, ptrdiff_t parallel_min)
 {
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
     for (ptrdiff_t i = 0; i < n; ++i) {
         m[i] += (1 - beta1) * (grad[i] - m[i]);
         v[i] += (1 - beta2) * (grad[i] * grad[i] - v[i]);
@@ -115,20 +170,21 @@ static void FN(optimizer_step)(int optimizer, REAL *params, const REAL *grads, R
                                const REAL *hyper, int64_t t)
 {
     if (optimizer == FASTBP_SGD) {
-        CAT(fastbp_sgd_update, SFX)(params, grads, hyper[0], count);
+        CAT(fastbp_sgd_update, SFX)(params, grads, hyper[0], count, FASTBP_SERIAL);
     } else if (optimizer == FASTBP_MOMENTUM) {
-        FN(momentum_update)(params, grads, state, hyper[0], hyper[1], count);
+        FN(momentum_update)(params, grads, state, hyper[0], hyper[1], count, FASTBP_SERIAL);
     } else {
         const double correction = sqrt(1.0 - pow((double)hyper[2], (double)t)) / (1.0 - pow((double)hyper[1], (double)t));
         FN(adam_update)(params, grads, state, state + count, (REAL)(hyper[0] * correction), hyper[1], hyper[2],
-                        hyper[3], count);
+                        hyper[3], count, FASTBP_SERIAL);
     }
 }
 
 static void FN(hidden_forward)(int activation, REAL *z, unsigned char *mask, ptrdiff_t n)
 {
-    if (activation == FASTBP_RELU) CAT(fastbp_relu_forward, SFX)(z, z, mask, n);
-    else FN(sigmoid_forward)(z, z, n);
+    /* the whole-network kernels interleave BLAS with these loops: never threaded (fastbp/threads.py) */
+    if (activation == FASTBP_RELU) CAT(fastbp_relu_forward, SFX)(z, z, mask, n, FASTBP_SERIAL);
+    else FN(sigmoid_forward)(z, z, n, FASTBP_SERIAL);
 }
 
 /* Runs n_steps of mini-batch training; returns the number done (fewer when a loss is not
@@ -170,13 +226,13 @@ ptrdiff_t FN(train_steps)(const REAL *x, const int64_t *labels, const int64_t *b
             in = z;
             at += (ptrdiff_t)batch * sizes[l + 1];
         }
-        const double loss = FN(softmax_xent_forward)(in, t_batch, y, batch, n_classes);
+        const double loss = FN(softmax_xent_forward)(in, t_batch, y, batch, n_classes, FASTBP_SERIAL);
         if (!isfinite(loss)) { done = s; break; }
         losses[s] = loss;
 
         /* backward: dout and dx take turns in grad_a / grad_b */
         REAL *dout = grad_a, *spare = grad_b;
-        FN(softmax_xent_backward)(y, t_batch, (REAL)(1.0 / batch), dout, batch, n_classes);
+        FN(softmax_xent_backward)(y, t_batch, (REAL)(1.0 / batch), dout, batch, n_classes, FASTBP_SERIAL);
         for (int l = n_layers - 1; l >= 0; --l) {
             at -= (ptrdiff_t)batch * sizes[l + 1]; /* offset of layer l's output */
             ptrdiff_t w_at, b_at;
@@ -187,8 +243,9 @@ ptrdiff_t FN(train_steps)(const REAL *x, const int64_t *labels, const int64_t *b
             FN(affine_backward)(dout, input, params + w_at, l > 0 ? spare : NULL, grads + w_at, grads + b_at,
                                 batch, (int)sizes[l], (int)sizes[l + 1]);
             if (l > 0) {
-                if (activation == FASTBP_RELU) CAT(fastbp_relu_backward, SFX)(spare, masks + at - below, spare, below);
-                else FN(sigmoid_backward)(spare, acts + at - below, spare, below);
+                if (activation == FASTBP_RELU)
+                    CAT(fastbp_relu_backward, SFX)(spare, masks + at - below, spare, below, FASTBP_SERIAL);
+                else FN(sigmoid_backward)(spare, acts + at - below, spare, below, FASTBP_SERIAL);
                 REAL *swap = dout; dout = spare; spare = swap;
             }
         }

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastbp
+import fastbp.threads
 from fastbp import reference
 from fastbp.testing import check_layer
 
@@ -63,11 +64,31 @@ def test_activations_match_reference(backend, dtype, shape, layer_name, rng):
         check_layer(getattr(fastbp, layer_name)(backend=backend), getattr(reference, layer_name)(), view)
 
 
-def test_activations_on_large_arrays_use_the_parallel_path(backend, dtype, rng):
-    # above numba's PARALLEL_MIN_ELEMENTS the kernels run under prange
+@pytest.fixture
+def threaded_loops(monkeypatch):
+    """Thread every elementwise loop, whatever its size, so that the threaded kernels are tested."""
+    import fastbp.backends.numba as numba_backend
+
+    monkeypatch.setattr(numba_backend, "PARALLEL_MIN_ELEMENTS", 1)
+    if "native" in fastbp.available_backends():
+        from fastbp import _native
+        from fastbp.threads import PARALLEL_MIN_ELEMENTS
+
+        _native.set_parallel_min(1)
+        fastbp.threads.set_num_threads(2)
+        yield
+        _native.set_parallel_min(PARALLEL_MIN_ELEMENTS)
+    else:
+        yield
+
+
+def test_threaded_elementwise_kernels_match_reference(backend, dtype, rng, threaded_loops):
     x = away_from_zero(rng, (256, 1024), dtype)
     for layer_name in ("Relu", "Sigmoid"):
         check_layer(getattr(fastbp, layer_name)(backend=backend), getattr(reference, layer_name)(), x, gradcheck=False)
+    t = rng.integers(0, 1024, 256)
+    check_layer(fastbp.SoftmaxWithLoss(backend=backend), reference.SoftmaxWithLoss(), x, t, gradcheck=False)
+    check_layer(fastbp.IdentityWithLoss(backend=backend), reference.IdentityWithLoss(), x, x[::-1].copy(), gradcheck=False)
 
 
 @pytest.mark.parametrize("shape", [(1, 2), (7, 13), (100, 10), (1024, 100)], ids=str)

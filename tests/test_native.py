@@ -1,4 +1,6 @@
-"""The C kernels in fastbp._native against the reference, and their argument checks."""
+"""fastbp._native's own guards (dtype, length and index checks before any C runs) and its
+kernels against the reference. The native backend also runs every differential test of the
+suite, since tests parametrize over every available backend."""
 
 import numpy as np
 import pytest

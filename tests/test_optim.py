@@ -45,3 +45,17 @@ def test_sgd_rejects_bad_arguments():
         sgd_step([0.0, 1.0], np.zeros(2), 0.1)
     with pytest.raises(KeyError, match="no gradient"):
         fastbp.SGD().update({"W": np.zeros(2)}, {})
+
+
+def test_threads_setting_is_shared_and_checked():
+    import numba
+
+    from fastbp.threads import get_num_threads, set_num_threads
+
+    set_num_threads(1)
+    assert get_num_threads() == 1 == numba.get_num_threads()
+    set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    with pytest.raises(ValueError, match="at most"):
+        set_num_threads(numba.config.NUMBA_NUM_THREADS + 1)
+    with pytest.raises(ValueError, match="positive integer"):
+        set_num_threads(0)

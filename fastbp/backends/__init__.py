@@ -1,7 +1,8 @@
 """Backends: modules of functions with identical signatures that do the layers' math.
 
-``reference`` is plain NumPy and is the specification; ``numba`` holds JIT-compiled kernels.
-``native`` (ahead-of-time C, fastbp._native) is offered once it implements every operation.
+``reference`` is plain NumPy and is the specification; ``numba`` holds JIT-compiled kernels;
+``native`` wraps the ahead-of-time compiled C of fastbp._native. A backend is offered only when
+it implements every operation in ``OPS``.
 
 Pick one globally with :func:`set_backend` or :func:`use_backend`, or per layer with the
 ``backend=`` argument of a layer or network. The default is the fastest backend that loads,
@@ -60,8 +61,8 @@ def _load(name: str) -> ModuleType:
         raise BackendUnavailable(f"backend {name!r} is unavailable: {_unavailable[name]}")
     try:
         module = importlib.import_module(f"{__name__}.{name}")
-    except ImportError as exc:
-        _unavailable[name] = f"import failed ({exc})"
+    except Exception as exc:  # a broken build or a missing dependency must not take the other backends down
+        _unavailable[name] = f"import failed ({type(exc).__name__}: {exc})"
         raise BackendUnavailable(f"backend {name!r} is unavailable: {_unavailable[name]}") from exc
     missing = [op for op in OPS if not callable(getattr(module, op, None))]
     if missing:

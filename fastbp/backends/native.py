@@ -9,8 +9,10 @@ import numpy as np
 from scipy.linalg import cython_blas
 
 from .. import _native
+from ..threads import PARALLEL_MIN_ELEMENTS
 
 _native.set_blas(cython_blas.__pyx_capi__["sgemm"], cython_blas.__pyx_capi__["dgemm"])
+_native.set_parallel_min(PARALLEL_MIN_ELEMENTS)  # the same threshold as numba's
 
 
 def affine_forward(x, W, b):

@@ -25,12 +25,11 @@ import numpy as np
 from numba import njit, prange
 
 from . import _network
+from ..threads import PARALLEL_MIN_ELEMENTS
 from ._network import ADAM, MOMENTUM, RELU, SGD
 
-# Elementwise work below this many elements runs on one thread. Threads pay off only for large
-# arrays: between BLAS calls, numba's OpenMP threads and OpenBLAS's threads spin against each
-# other (measured on 2 cores: a 784-50-10 forward over MNIST took 236 ms threaded, 56 ms not).
-PARALLEL_MIN_ELEMENTS = 1 << 22
+# Elementwise work below this many elements runs on one thread (the reason: fastbp/threads.py).
+# Elementwise work below PARALLEL_MIN_ELEMENTS runs on one thread (the reason: fastbp/threads.py).
 # The whole-network kernels interleave BLAS with elementwise loops on every layer: never thread those.
 _SERIAL = np.iinfo(np.int64).max
 
