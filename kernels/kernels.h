@@ -30,7 +30,7 @@
 #endif
 #define FASTBP_SERIAL PTRDIFF_MAX
 
-/* Products with fewer multiply-adds than this skip BLAS (its call overhead dominates them). */
+/* Products of a few rows and fewer multiply-adds than this skip BLAS (its call overhead dominates). */
 #define FASTBP_SMALL_PRODUCT (1 << 16)
 
 /* must match fastbp/backends/_network.py */

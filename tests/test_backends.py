@@ -11,9 +11,9 @@ import fastbp
 from fastbp import backends
 
 
-def test_reference_and_numba_are_available_and_numba_is_the_default():
-    assert fastbp.available_backends()[:1] == ["numba"]
-    assert "reference" in fastbp.available_backends()
+def test_all_backends_are_available_and_native_is_the_default():
+    assert fastbp.available_backends() == ["native", "numba", "reference"]
+    assert fastbp.get_backend() == "native"
 
 
 def test_every_available_backend_implements_every_op():
