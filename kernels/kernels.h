@@ -13,7 +13,8 @@
 /* Elementwise loops get an AVX2 version beside the baseline one, chosen when the module loads
  * (GCC/Clang function multiversioning): a wheel built here runs on any x86-64, fast on AVX2. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define FASTBP_SIMD __attribute__((target_clones("arch=haswell", "default")))
+/* feature-based: "arch=haswell" would dispatch on the CPU model and give AMD the baseline clone */
+#define FASTBP_SIMD __attribute__((target_clones("avx2", "default")))
 #else
 #define FASTBP_SIMD
 #endif
