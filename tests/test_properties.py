@@ -1,6 +1,7 @@
-"""Property tests (hypothesis): the numba kernels agree with the reference on arbitrary shapes and values."""
+"""Property tests (hypothesis): the compiled backends agree with the reference on arbitrary shapes and values."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -10,6 +11,7 @@ from fastbp import reference
 from fastbp.testing import check_layer
 
 finite = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=64)
+COMPILED = [b for b in fastbp.available_backends() if b != "reference"]
 
 
 @st.composite
@@ -22,17 +24,19 @@ def logits_and_labels(draw):
     return x, t
 
 
+@pytest.mark.parametrize("backend", COMPILED)
 @settings(max_examples=60, deadline=None)
-@given(logits_and_labels())
-def test_softmax_with_loss_numba_matches_reference(case):
+@given(case=logits_and_labels())
+def test_softmax_with_loss_matches_reference(backend, case):
     x, t = case
-    report = check_layer(fastbp.SoftmaxWithLoss(backend="numba"), reference.SoftmaxWithLoss(), x, t,
+    report = check_layer(fastbp.SoftmaxWithLoss(backend=backend), reference.SoftmaxWithLoss(), x, t,
                          gradcheck=False, rtol=1e-5 if x.dtype == np.float32 else 1e-12)
     assert report.passed
 
 
+@pytest.mark.parametrize("backend", COMPILED)
 @settings(max_examples=60, deadline=None)
-@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=20), elements=finite))
-def test_relu_and_sigmoid_numba_match_reference(x):
+@given(x=hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=20), elements=finite))
+def test_relu_and_sigmoid_match_reference(backend, x):
     for name in ("Relu", "Sigmoid"):
-        check_layer(getattr(fastbp, name)(backend="numba"), getattr(reference, name)(), x, gradcheck=False)
+        check_layer(getattr(fastbp, name)(backend=backend), getattr(reference, name)(), x, gradcheck=False)
