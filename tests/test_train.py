@@ -31,10 +31,14 @@ def test_evaluates_on_the_seeds_schedule(rng):
     assert len(history.losses) == 25
 
 
-def test_seeds_experiment_has_17_evaluations():
-    config = TrainConfig(iterations=10000, batch_size=100)
-    eval_every = 60000 // config.batch_size
-    assert len([i for i in range(config.iterations) if i % eval_every == 0]) == 17
+def test_seeds_experiment_has_17_evaluations(rng):
+    """10000 steps over 600 samples with batch 1: one epoch is 600 steps, as MNIST's 60000 / 100."""
+    x, t = blobs(rng, n=600)
+    net = MultiLayerNet(12, [4], 3, seed=0)
+    config = TrainConfig(iterations=10000, batch_size=1, lr=0.01, eval_at_end=False, progress=False)
+    history = Trainer(net, config).fit(x, t)
+    assert [e.step for e in history.evaluations] == [1 + 600 * k for k in range(17)]
+    assert len(history.losses) == 10000
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
