@@ -13,7 +13,7 @@ import pytest
 
 import fastbp
 from fastbp import backends
-from fastbp.testing import default_rtol
+from fastbp.testing import assert_close, default_rtol
 
 BACKENDS = fastbp.available_backends()
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -71,9 +71,7 @@ def assert_matches(got, ref, dtype, reduction):
     if ref is None:
         assert got is None
         return
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    rtol = default_rtol(dtype, reduction)
-    np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * max(float(np.max(np.abs(ref), initial=0)), 1e-30))
+    assert_close(got, ref, default_rtol(dtype, reduction))
 
 
 @pytest.mark.parametrize("shape_name", list(SHAPES))

@@ -86,6 +86,14 @@ def _compare(report: LayerCheckReport, quantity: str, got, ref, rtol: float) -> 
     report.comparisons.append(Comparison(quantity, error, rtol, error <= rtol, detail))
 
 
+def assert_close(got, ref, rtol: float, quantity: str = "result") -> None:
+    """The harness's comparison on its own: shape, dtype, and |got - ref| <= rtol (|ref| + max|ref|)."""
+    report = LayerCheckReport(quantity)
+    _compare(report, quantity, got, ref, rtol)
+    if not report.passed:
+        raise AssertionError(str(report))
+
+
 def _snapshot(values):
     return [np.array(v, copy=True) if isinstance(v, np.ndarray) else v for v in values]
 

@@ -164,6 +164,7 @@ static void FN(optimizer_step)(int optimizer, REAL *params, const REAL *grads, R
     } else if (optimizer == FASTBP_MOMENTUM) {
         FN(momentum_update)(params, grads, state, hyper[0], hyper[1], count, FASTBP_SERIAL);
     } else {
+        /* fastbp/backends/_network.py: adam_step_size */
         const double correction = sqrt(1.0 - pow((double)hyper[2], (double)t)) / (1.0 - pow((double)hyper[1], (double)t));
         FN(adam_update)(params, grads, state, state + count, (REAL)(hyper[0] * correction), hyper[1], hyper[2],
                         hyper[3], count, FASTBP_SERIAL);

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fastbp import reference
-from fastbp.testing import check_layer, default_rtol
+from fastbp.testing import assert_close, check_layer, default_rtol
 
 
 class SeedRelu:
@@ -98,3 +98,12 @@ def test_default_tolerances_scale_with_dtype_and_reduction_length():
     assert default_rtol(np.float64) == 1e-12
     assert default_rtol(np.float32, 784) == pytest.approx(8 * np.finfo(np.float32).eps * 28)
     assert default_rtol(np.float32, 100) > default_rtol(np.float32, 1)
+
+
+def test_assert_close_judges_entries_at_the_arrays_scale():
+    ref = np.array([1000.0, 1e-9])
+    assert_close(ref + np.array([1e-10, 1e-10]), ref, rtol=1e-12)  # 1e-10 against max|ref| = 1000: fine
+    with pytest.raises(AssertionError, match="err"):
+        assert_close(ref + np.array([1e-6, 0.0]), ref, rtol=1e-12)
+    with pytest.raises(AssertionError, match="dtype float32 != float64"):
+        assert_close(ref.astype(np.float32), ref, rtol=1e-3)

@@ -18,6 +18,12 @@ OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 HYPER_LENGTH = 4
 
 
+def adam_step_size(lr, beta1, beta2, t):
+    """Adam's step size at step t (1-based), with the bias corrections of m and v folded in, as the
+    book does (plain arithmetic: numba compiles it too; kernels/ops_impl.h repeats it in C)."""
+    return lr * (1.0 - beta2**t) ** 0.5 / (1.0 - beta1**t)
+
+
 def layer_offsets(sizes, layer):
     """Offsets of W_layer and b_layer in the flat buffer (plain arithmetic: numba compiles it too)."""
     offset = 0

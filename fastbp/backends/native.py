@@ -10,6 +10,7 @@ from scipy.linalg import cython_blas
 
 from .. import _native
 from ..threads import PARALLEL_MIN_ELEMENTS
+from . import _network
 
 _native.set_blas(cython_blas.__pyx_capi__["sgemm"], cython_blas.__pyx_capi__["dgemm"])
 _native.set_parallel_min(PARALLEL_MIN_ELEMENTS)  # the same threshold as numba's
@@ -86,8 +87,7 @@ def momentum_update(param, grad, velocity, lr, momentum):
 
 
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, t):
-    lr_t = lr * np.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
-    _native.adam_update(param, grad, m, v, lr_t, beta1, beta2, eps)
+    _native.adam_update(param, grad, m, v, _network.adam_step_size(lr, beta1, beta2, t), beta1, beta2, eps)
 
 
 def train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses):

@@ -28,7 +28,6 @@ from . import _network
 from ..threads import PARALLEL_MIN_ELEMENTS
 from ._network import ADAM, MOMENTUM, RELU, SGD
 
-# Elementwise work below this many elements runs on one thread (the reason: fastbp/threads.py).
 # Elementwise work below PARALLEL_MIN_ELEMENTS runs on one thread (the reason: fastbp/threads.py).
 # The whole-network kernels interleave BLAS with elementwise loops on every layer: never thread those.
 _SERIAL = np.iinfo(np.int64).max
@@ -38,6 +37,7 @@ _jit = njit(cache=True, nogil=True, fastmath=_FASTMATH)
 _jit_parallel = njit(cache=True, nogil=True, fastmath=_FASTMATH, parallel=True)
 
 _layer_offsets = _jit(_network.layer_offsets)
+_adam_step_size = _jit(_network.adam_step_size)
 
 # A cached function that calls a parallel one (train_steps -> _relu_forward) does not start
 # numba's thread pool when it is loaded from the cache, and segfaults at its first prange
@@ -323,7 +323,7 @@ def momentum_update(param, grad, velocity, lr, momentum):
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, t):
     p, g, m_, v_ = _flat(param, grad, m, v)
     dt = param.dtype.type
-    lr_t = lr * np.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
+    lr_t = _network.adam_step_size(lr, beta1, beta2, t)
     _adam_update(p, g, m_, v_, dt(lr_t), dt(beta1), dt(beta2), dt(eps), PARALLEL_MIN_ELEMENTS)
 
 
@@ -337,8 +337,7 @@ def _optimizer_step(optimizer, params, grads, state, hyper, t, parallel_min):
     elif optimizer == MOMENTUM:
         _momentum_update(params, grads, state[0], lr, beta1, parallel_min)
     elif optimizer == ADAM:
-        correction = np.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
-        lr_t = hyper[:1] * correction  # a 1-element array keeps the parameters' dtype
+        lr_t = hyper[:1] * _adam_step_size(1.0, beta1, beta2, t)  # a 1-element array keeps the parameters' dtype
         _adam_update(params, grads, state[0], state[1], lr_t[0], beta1, beta2, eps, parallel_min)
 
 

@@ -15,7 +15,7 @@ Contract (the layers guarantee it): arrays are C-contiguous and share one float 
 
 import numpy as np
 
-from ._network import ADAM, MOMENTUM, RELU, SGD, layer_views
+from ._network import ADAM, MOMENTUM, RELU, SGD, adam_step_size, layer_views
 
 
 # ---- Affine: out = x W + b -------------------------------------------------------------
@@ -114,7 +114,7 @@ def momentum_update(param, grad, velocity, lr, momentum):
 
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, t):
     """Adam step ``t`` (1-based), in place, with the bias correction folded into the step size."""
-    lr_t = lr * np.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
+    lr_t = adam_step_size(lr, beta1, beta2, t)
     m += (1 - beta1) * (grad - m)
     v += (1 - beta2) * (grad**2 - v)
     param -= lr_t * m / (np.sqrt(v) + eps)
