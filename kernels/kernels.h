@@ -31,6 +31,7 @@
 #endif
 #define FASTBP_SERIAL PTRDIFF_MAX
 
+
 /* Products of a few rows and fewer multiply-adds than this skip BLAS (its call overhead dominates). */
 #define FASTBP_SMALL_PRODUCT (1 << 16)
 
@@ -39,6 +40,15 @@ enum { FASTBP_RELU = 0, FASTBP_SIGMOID = 1 };
 enum { FASTBP_SGD = 0, FASTBP_MOMENTUM = 1, FASTBP_ADAM = 2 };
 
 ptrdiff_t fastbp_parameter_count(const int64_t *sizes, int n_layers);
+
+/* The input of the whole-network kernels: a dense row-major matrix, or compact rows (CSR: row
+ * i's nonzeros are values[p] at columns indices[p], p in [indptr[i], indptr[i + 1])). */
+typedef struct {
+    const void *dense; /* NULL when the rows are compact */
+    const int64_t *indptr;
+    const int32_t *indices;
+    const void *values;
+} fastbp_rows;
 void fastbp_layer_offsets(const int64_t *sizes, int layer, ptrdiff_t *w_at, ptrdiff_t *b_at);
 
 #define FASTBP_DECLARE(SFX, REAL)                                                                          \
@@ -63,11 +73,19 @@ void fastbp_layer_offsets(const int64_t *sizes, int layer, ptrdiff_t *w_at, ptrd
                                       ptrdiff_t n, ptrdiff_t parallel_min);                                                        \
     void fastbp_adam_update_##SFX(REAL *param, const REAL *grad, REAL *m, REAL *v, REAL lr_t, REAL beta1, \
                                   REAL beta2, REAL eps, ptrdiff_t n, ptrdiff_t parallel_min);                                      \
-    ptrdiff_t fastbp_train_steps_##SFX(const REAL *x, const int64_t *labels, const int64_t *batches,      \
+    void fastbp_compact_affine_forward_##SFX(const int64_t *indptr, const int32_t *indices, const REAL *values, \
+                                             const int64_t *rows, int64_t row0, int n, const REAL *W,           \
+                                             const REAL *b, REAL *out, int m);                                  \
+    void fastbp_compact_weight_grad_##SFX(const int64_t *indptr, const int32_t *indices, const REAL *values,    \
+                                          const int64_t *rows, int n, const REAL *dout, REAL *dW, int k, int m); \
+    void fastbp_count_nonzeros_##SFX(const REAL *x, int64_t n, int64_t k, int64_t *indptr);                     \
+    void fastbp_compact_rows_##SFX(const REAL *x, int64_t n, int64_t k, const int64_t *indptr,                 \
+                                   int32_t *indices, REAL *values);                                             \
+    ptrdiff_t fastbp_train_steps_##SFX(const fastbp_rows *x, const int64_t *labels, const int64_t *batches,      \
                                        ptrdiff_t n_steps, int batch, REAL *params, REAL *grads,            \
                                        const int64_t *sizes, int n_layers, int activation, int optimizer,  \
                                        const REAL *hyper, REAL *state, int64_t step0, double *losses);     \
-    int fastbp_predict_labels_##SFX(const REAL *x, ptrdiff_t n_rows, REAL *params, const int64_t *sizes,  \
+    int fastbp_predict_labels_##SFX(const fastbp_rows *x, ptrdiff_t n_rows, REAL *params, const int64_t *sizes,  \
                                     int n_layers, int activation, int64_t *labels);
 
 FASTBP_DECLARE(f32, float)

@@ -359,6 +359,97 @@ static PyObject *adam_update(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ---- compact rows: a C-owned, immutable CSR copy of a data set, made once --------------- */
+
+#define COMPACT_CAPSULE "fastbp._native.compact_rows"
+
+typedef struct {
+    Py_ssize_t n, k;
+    enum real_kind real;
+    int64_t *indptr;
+    int32_t *indices;
+    void *values;
+} Compact;
+
+static void compact_free(PyObject *capsule)
+{
+    Compact *c = PyCapsule_GetPointer(capsule, COMPACT_CAPSULE);
+    if (!c) return;
+    free(c->indptr);
+    free(c->indices);
+    free(c->values);
+    free(c);
+}
+
+/* compact_rows(x, n, k) -> (capsule, nnz): the nonzeros of the (n, k) matrix x, row by row. Only
+ * this function makes the capsule, so its column indices are in range by construction and the
+ * kernels need not check them on every call. */
+static PyObject *compact_rows(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *ox;
+    Py_ssize_t n, k;
+    if (!PyArg_ParseTuple(args, "Onn:compact_rows", &ox, &n, &k)) return NULL;
+    if (n < 0 || k < 1 || k > INT32_MAX) return PyErr_Format(PyExc_ValueError, "bad shape (%zd, %zd)", n, k);
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *x = take(&a, ox, K_REAL, 0, "x", n * k);
+    if (!x) FAIL(a);
+    Compact *c = calloc(1, sizeof(Compact));
+    if (!c || !(c->indptr = malloc(sizeof(int64_t) * (size_t)(n + 1)))) {
+        free(c);
+        release(&a);
+        return PyErr_NoMemory();
+    }
+    c->n = n;
+    c->k = k;
+    c->real = a.real;
+    const size_t item = F32(a) ? sizeof(float) : sizeof(double);
+    Py_BEGIN_ALLOW_THREADS
+    if (F32(a)) fastbp_count_nonzeros_f32(x, n, k, c->indptr);
+    else fastbp_count_nonzeros_f64(x, n, k, c->indptr);
+    Py_END_ALLOW_THREADS
+    const int64_t nnz = c->indptr[n];
+    c->indices = malloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
+    c->values = malloc(item * (size_t)(nnz > 0 ? nnz : 1));
+    if (!c->indices || !c->values) {
+        release(&a);
+        free(c->indptr); free(c->indices); free(c->values); free(c);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (F32(a)) fastbp_compact_rows_f32(x, n, k, c->indptr, c->indices, c->values);
+    else fastbp_compact_rows_f64(x, n, k, c->indptr, c->indices, c->values);
+    Py_END_ALLOW_THREADS
+    release(&a);
+    PyObject *capsule = PyCapsule_New(c, COMPACT_CAPSULE, compact_free);
+    if (!capsule) {
+        free(c->indptr); free(c->indices); free(c->values); free(c);
+        return NULL;
+    }
+    return Py_BuildValue("NL", capsule, (long long)nnz);
+}
+
+/* The x of the whole-network kernels: a float array of n_rows * k items, or compact rows of that
+ * shape (whose dtype then becomes the one the other float arguments must share). */
+static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp_rows *rows)
+{
+    if (PyCapsule_IsValid(ox, COMPACT_CAPSULE)) {
+        const Compact *c = PyCapsule_GetPointer(ox, COMPACT_CAPSULE);
+        if (c->n != n_rows || c->k != k) {
+            PyErr_Format(PyExc_ValueError, "x: compact rows of shape (%zd, %zd), expected (%zd, %lld)", c->n, c->k, n_rows,
+                         (long long)k);
+            return -1;
+        }
+        a->real = c->real;
+        *rows = (fastbp_rows){.dense = NULL, .indptr = c->indptr, .indices = c->indices, .values = c->values};
+        return 0;
+    }
+    void *x = take(a, ox, K_REAL, 0, "x", n_rows * k);
+    if (!x) return -1;
+    *rows = (fastbp_rows){.dense = x, .indptr = NULL, .indices = NULL, .values = NULL};
+    return 0;
+}
+
 /* Checks a network's layer sizes; returns the number of layers or -1. */
 static int network_layers(Args *a, PyObject *osizes, int64_t **sizes)
 {
@@ -389,8 +480,9 @@ static PyObject *train_steps(PyObject *self, PyObject *args)
     int n_layers = network_layers(&a, osizes, &sizes);
     if (n_layers < 0) FAIL(a);
     Py_ssize_t count = fastbp_parameter_count(sizes, n_layers);
-    void *x = take(&a, ox, K_REAL, 0, "x", n_rows * sizes[0]);
-    int64_t *labels = x ? take(&a, olab, K_I64, 0, "labels", n_rows) : NULL;
+    fastbp_rows x;
+    if (take_rows(&a, ox, n_rows, sizes[0], &x) < 0) FAIL(a);
+    int64_t *labels = take(&a, olab, K_I64, 0, "labels", n_rows);
     int64_t *batches = labels ? take(&a, obat, K_I64, 0, "batches", -1) : NULL;
     if (!batches) FAIL(a);
     Py_ssize_t n_batch_items = items(&a, a.count - 1);
@@ -409,9 +501,9 @@ static PyObject *train_steps(PyObject *self, PyObject *args)
         FAIL(a);
     Py_ssize_t done;
     Py_BEGIN_ALLOW_THREADS
-    done = F32(a) ? fastbp_train_steps_f32(x, labels, batches, n_steps, batch, params, grads, sizes, n_layers, activation,
+    done = F32(a) ? fastbp_train_steps_f32(&x, labels, batches, n_steps, batch, params, grads, sizes, n_layers, activation,
                                            optimizer, hyper, state, step0, losses)
-                  : fastbp_train_steps_f64(x, labels, batches, n_steps, batch, params, grads, sizes, n_layers, activation,
+                  : fastbp_train_steps_f64(&x, labels, batches, n_steps, batch, params, grads, sizes, n_layers, activation,
                                            optimizer, hyper, state, step0, losses);
     Py_END_ALLOW_THREADS
     release(&a);
@@ -432,14 +524,15 @@ static PyObject *predict_labels(PyObject *self, PyObject *args)
     int64_t *sizes;
     int n_layers = network_layers(&a, osizes, &sizes);
     if (n_layers < 0) FAIL(a);
-    void *x = take(&a, ox, K_REAL, 0, "x", n_rows * sizes[0]);
-    void *params = x ? take(&a, op, K_REAL, 0, "params", fastbp_parameter_count(sizes, n_layers)) : NULL;
+    fastbp_rows x;
+    if (take_rows(&a, ox, n_rows, sizes[0], &x) < 0) FAIL(a);
+    void *params = take(&a, op, K_REAL, 0, "params", fastbp_parameter_count(sizes, n_layers));
     int64_t *labels = params ? take(&a, olabels, K_I64, 1, "labels", n_rows) : NULL;
     if (!labels) FAIL(a);
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = F32(a) ? fastbp_predict_labels_f32(x, n_rows, params, sizes, n_layers, activation, labels)
-                    : fastbp_predict_labels_f64(x, n_rows, params, sizes, n_layers, activation, labels);
+    status = F32(a) ? fastbp_predict_labels_f32(&x, n_rows, params, sizes, n_layers, activation, labels)
+                    : fastbp_predict_labels_f64(&x, n_rows, params, sizes, n_layers, activation, labels);
     Py_END_ALLOW_THREADS
     release(&a);
     if (status < 0) return PyErr_NoMemory();
@@ -500,11 +593,13 @@ static PyMethodDef native_methods[] = {
     {"sgd_update", sgd_update, METH_VARARGS, "sgd_update(param, grad, lr): param -= lr grad, in place."},
     {"momentum_update", momentum_update, METH_VARARGS, "momentum_update(param, grad, v, lr, momentum), in place."},
     {"adam_update", adam_update, METH_VARARGS, "adam_update(param, grad, m, v, lr_t, beta1, beta2, eps), in place."},
+    {"compact_rows", compact_rows, METH_VARARGS,
+     "compact_rows(x, n, k) -> (rows, nnz): the nonzeros of the (n, k) matrix x, for train_steps and predict_labels."},
     {"train_steps", train_steps, METH_VARARGS,
-     "train_steps(x, n_rows, labels, batches, n_steps, params, grads, sizes, activation, optimizer, hyper, state, "
+     "train_steps(x or compact rows, n_rows, labels, batches, n_steps, params, grads, sizes, activation, optimizer, hyper, state, "
      "step0, losses) -> steps done."},
     {"predict_labels", predict_labels, METH_VARARGS,
-     "predict_labels(x, n_rows, params, sizes, activation, labels): argmax of the network's output per row."},
+     "predict_labels(x or compact rows, n_rows, params, sizes, activation, labels): argmax of the network's output per row."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -178,41 +178,75 @@ static void FN(hidden_forward)(int activation, REAL *z, unsigned char *mask, ptr
     else FN(sigmoid_forward)(z, z, n, FASTBP_SERIAL);
 }
 
+/* Asks the memory system early for the compact rows rows[0, n): the next step's images. */
+static void FN(prefetch_rows)(const fastbp_rows *x, const int64_t *rows, int n)
+{
+    const REAL *values = x->values;
+    for (int r = 0; r < n; ++r) {
+        const int64_t lo = x->indptr[rows[r]], hi = x->indptr[rows[r] + 1];
+        for (int64_t p = lo; p < hi; p += 64 / sizeof(REAL)) __builtin_prefetch(values + p);
+        for (int64_t p = lo; p < hi; p += 16) __builtin_prefetch(x->indices + p);
+    }
+}
+
+/* The first layer, whose input is the data set's rows `rows` (dense: already gathered in x_batch). */
+static void FN(first_forward)(const fastbp_rows *x, const REAL *x_batch, const int64_t *rows, int n, const REAL *W,
+                              const REAL *b, REAL *out, int k, int m)
+{
+    if (x->dense) FN(affine_forward)(x_batch, W, b, out, n, k, m);
+    else CAT(fastbp_compact_affine_forward, SFX)(x->indptr, x->indices, x->values, rows, 0, n, W, b, out, m);
+}
+
+static void FN(first_weight_grad)(const fastbp_rows *x, const REAL *x_batch, const int64_t *rows, const REAL *dout,
+                                  const REAL *W, REAL *dW, REAL *db, int n, int k, int m)
+{
+    if (x->dense) {
+        FN(affine_backward)(dout, x_batch, W, NULL, dW, db, n, k, m);
+    } else {
+        CAT(fastbp_compact_weight_grad, SFX)(x->indptr, x->indices, x->values, rows, n, dout, dW, k, m);
+        FN(column_sums)(dout, db, n, m);
+    }
+}
+
 /* Runs n_steps of mini-batch training; returns the number done (fewer when a loss is not
- * finite: that step's update is not applied). x is (rows, sizes[0]); batches (n_steps, batch). */
-ptrdiff_t FN(train_steps)(const REAL *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps, int batch,
-                          REAL *params, REAL *grads, const int64_t *sizes, int n_layers, int activation,
+ * finite: that step's update is not applied). x has sizes[0] columns; batches is (n_steps, batch).
+ * The first layer's input gradient is never used, so it is not computed. */
+ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps,
+                          int batch, REAL *params, REAL *grads, const int64_t *sizes, int n_layers, int activation,
                           int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses)
 {
     const int n_in = (int)sizes[0], n_classes = (int)sizes[n_layers];
+    const REAL *dense = x->dense;
     ptrdiff_t total = 0, widest = 0, count = fastbp_parameter_count(sizes, n_layers);
     for (int i = 1; i <= n_layers; ++i) {
         total += sizes[i];
         widest = sizes[i] > widest ? sizes[i] : widest;
     }
-    REAL *x_batch = malloc(sizeof(REAL) * (size_t)batch * n_in);
+    REAL *x_batch = dense ? malloc(sizeof(REAL) * (size_t)batch * n_in) : NULL;
     REAL *acts = malloc(sizeof(REAL) * (size_t)batch * total);
     unsigned char *masks = malloc((size_t)batch * total);
     REAL *grad_a = malloc(sizeof(REAL) * (size_t)batch * widest), *grad_b = malloc(sizeof(REAL) * (size_t)batch * widest);
     REAL *y = malloc(sizeof(REAL) * (size_t)batch * n_classes);
     int64_t *t_batch = malloc(sizeof(int64_t) * (size_t)batch);
     ptrdiff_t done = n_steps;
-    if (!x_batch || !acts || !masks || !grad_a || !grad_b || !y || !t_batch) { done = -1; goto out; }
+    if ((dense && !x_batch) || !acts || !masks || !grad_a || !grad_b || !y || !t_batch) { done = -1; goto out; }
 
     for (ptrdiff_t s = 0; s < n_steps; ++s) {
         const int64_t *rows = batches + s * batch;
-        for (int r = 0; r < batch; ++r) {
-            memcpy(x_batch + (ptrdiff_t)r * n_in, x + rows[r] * n_in, sizeof(REAL) * n_in);
-            t_batch[r] = labels[rows[r]];
-        }
+        if (dense)
+            for (int r = 0; r < batch; ++r) memcpy(x_batch + (ptrdiff_t)r * n_in, dense + rows[r] * n_in, sizeof(REAL) * n_in);
+        else if (s + 1 < n_steps)
+            FN(prefetch_rows)(x, rows + batch, batch);
+        for (int r = 0; r < batch; ++r) t_batch[r] = labels[rows[r]];
         /* forward */
-        const REAL *in = x_batch;
+        const REAL *in = NULL;
         ptrdiff_t at = 0;
         for (int l = 0; l < n_layers; ++l) {
             ptrdiff_t w_at, b_at;
             fastbp_layer_offsets(sizes, l, &w_at, &b_at);
             REAL *z = acts + at;
-            FN(affine_forward)(in, params + w_at, params + b_at, z, batch, (int)sizes[l], (int)sizes[l + 1]);
+            if (l == 0) FN(first_forward)(x, x_batch, rows, batch, params + w_at, params + b_at, z, n_in, (int)sizes[1]);
+            else FN(affine_forward)(in, params + w_at, params + b_at, z, batch, (int)sizes[l], (int)sizes[l + 1]);
             if (l < n_layers - 1) FN(hidden_forward)(activation, z, masks + at, (ptrdiff_t)batch * sizes[l + 1]);
             in = z;
             at += (ptrdiff_t)batch * sizes[l + 1];
@@ -228,17 +262,18 @@ ptrdiff_t FN(train_steps)(const REAL *x, const int64_t *labels, const int64_t *b
             at -= (ptrdiff_t)batch * sizes[l + 1]; /* offset of layer l's output */
             ptrdiff_t w_at, b_at;
             fastbp_layer_offsets(sizes, l, &w_at, &b_at);
-            const ptrdiff_t below = (ptrdiff_t)batch * sizes[l];
-            const REAL *input = l == 0 ? x_batch : acts + at - below;
-            /* the first layer's input gradient is never used: not computed */
-            FN(affine_backward)(dout, input, params + w_at, l > 0 ? spare : NULL, grads + w_at, grads + b_at,
-                                batch, (int)sizes[l], (int)sizes[l + 1]);
-            if (l > 0) {
-                if (activation == FASTBP_RELU)
-                    CAT(fastbp_relu_backward, SFX)(spare, masks + at - below, spare, below, FASTBP_SERIAL);
-                else FN(sigmoid_backward)(spare, acts + at - below, spare, below, FASTBP_SERIAL);
-                REAL *swap = dout; dout = spare; spare = swap;
+            if (l == 0) {
+                FN(first_weight_grad)(x, x_batch, rows, dout, params + w_at, grads + w_at, grads + b_at, batch, n_in,
+                                      (int)sizes[1]);
+                break;
             }
+            const ptrdiff_t below = (ptrdiff_t)batch * sizes[l];
+            FN(affine_backward)(dout, acts + at - below, params + w_at, spare, grads + w_at, grads + b_at, batch,
+                                (int)sizes[l], (int)sizes[l + 1]);
+            if (activation == FASTBP_RELU)
+                CAT(fastbp_relu_backward, SFX)(spare, masks + at - below, spare, below, FASTBP_SERIAL);
+            else FN(sigmoid_backward)(spare, acts + at - below, spare, below, FASTBP_SERIAL);
+            REAL *swap = dout; dout = spare; spare = swap;
         }
         FN(optimizer_step)(optimizer, params, grads, state, count, hyper, step0 + s + 1);
     }
@@ -248,7 +283,7 @@ out:
 }
 
 /* labels[i] = argmax of the network's output for row i (first maximum wins, as np.argmax). */
-int FN(predict_labels)(const REAL *x, ptrdiff_t n_rows, REAL *params, const int64_t *sizes, int n_layers,
+int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, REAL *params, const int64_t *sizes, int n_layers,
                        int activation, int64_t *labels)
 {
     const int chunk = 2048;
@@ -259,12 +294,17 @@ int FN(predict_labels)(const REAL *x, ptrdiff_t n_rows, REAL *params, const int6
     if (!buffers || !mask) { free(buffers); free(mask); return -1; }
     for (ptrdiff_t start = 0; start < n_rows; start += chunk) {
         const int rows = (int)(n_rows - start < chunk ? n_rows - start : chunk);
-        const REAL *in = x + start * sizes[0];
+        const REAL *in = NULL;
         for (int l = 0; l < n_layers; ++l) {
             ptrdiff_t w_at, b_at;
             fastbp_layer_offsets(sizes, l, &w_at, &b_at);
             REAL *z = buffers + (ptrdiff_t)(l % 2) * chunk * widest;
-            FN(affine_forward)(in, params + w_at, params + b_at, z, rows, (int)sizes[l], (int)sizes[l + 1]);
+            if (l == 0 && !x->dense)
+                CAT(fastbp_compact_affine_forward, SFX)(x->indptr, x->indices, x->values, NULL, start, rows,
+                                                        params + w_at, params + b_at, z, (int)sizes[1]);
+            else
+                FN(affine_forward)(l == 0 ? (const REAL *)x->dense + start * sizes[0] : in, params + w_at,
+                                   params + b_at, z, rows, (int)sizes[l], (int)sizes[l + 1]);
             if (l < n_layers - 1) FN(hidden_forward)(activation, z, mask, (ptrdiff_t)rows * sizes[l + 1]);
             in = z;
         }

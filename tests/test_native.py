@@ -89,6 +89,21 @@ def test_native_train_steps_checks_indices_and_sizes():
         _native.predict_labels(np.zeros((5, 3)), 5, args["params"], sizes, 7, np.zeros(5, np.int64))
 
 
+def test_native_compact_rows_are_checked_against_the_call():
+    rows, nnz = _native.compact_rows(np.array([[0.0, 1.5, 0.0], [2.0, 0.0, 0.0]]), 2, 3)
+    assert nnz == 2
+    sizes = np.array([3, 4, 2])
+    params = np.zeros(3 * 4 + 4 + 4 * 2 + 2)
+    labels = np.zeros(2, np.int64)
+    _native.predict_labels(rows, 2, params, sizes, 0, labels)
+    with pytest.raises(ValueError, match=r"compact rows of shape \(2, 3\), expected \(5, 3\)"):
+        _native.predict_labels(rows, 5, params, sizes, 0, np.zeros(5, np.int64))
+    with pytest.raises(TypeError, match="same dtype"):
+        _native.predict_labels(rows, 2, params.astype(np.float32), sizes, 0, labels)
+    with pytest.raises(ValueError, match=r"x has 6 elements, expected 9"):
+        _native.compact_rows(np.zeros(6), 3, 3)
+
+
 def test_native_skips_dx_when_asked(rng):
     dout, x, W = rng.standard_normal((4, 3)), rng.standard_normal((4, 5)), rng.standard_normal((5, 3))
     dx, dW, db = native.affine_backward(dout, x, W, need_dx=False)

@@ -94,29 +94,83 @@ def test_save_and_load(tmp_path, rng):
 
 # ---- whole-network backend ops: the fused kernels against the reference ---------------------
 
+def mostly_zeros(rng, shape, dtype, zero_fraction=0.8):
+    """Inputs like MNIST's: most entries exactly zero, so the native backend takes its compact-rows path."""
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < zero_fraction] = 0
+    x[1] = 0  # a row with no nonzero at all
+    return x
+
+
+# first-layer widths: two whole vectors; more than one register block with a partial vector; narrower than a vector
+SIZES = {"20-16-12-5": [20, 16, 12, 5], "30-75-7": [30, 75, 7], "9-3-4": [9, 3, 4]}
+
+
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-def test_train_steps_matches_reference(backend, dtype, activation, optimizer, rng):
-    sizes = np.array([20, 16, 12, 5])
+@pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
+@pytest.mark.parametrize("layout", list(SIZES))
+def test_train_steps_matches_reference(backend, dtype, activation, optimizer, inputs, layout, rng):
+    sizes = np.array(SIZES[layout])
     n_params = _network.parameter_count(sizes)
     start = (rng.standard_normal(n_params) * 0.3).astype(dtype)
-    x = rng.standard_normal((200, 20)).astype(dtype)
-    labels = rng.integers(0, 5, 200)
+    shape = (200, sizes[0])
+    x = rng.standard_normal(shape).astype(dtype) if inputs == "dense" else mostly_zeros(rng, shape, dtype)
+    labels = rng.integers(0, sizes[-1], 200)
     batches = rng.integers(0, 200, (30, 8))
+    batches[0, :2] = 1  # the all-zero row
     hyper = np.array([0.05, 0.9, 0.999, 1e-7], dtype)
     results = {}
     for name in ("reference", backend):
+        ops = backends.get(name)
+        rows = ops.prepare_rows(x)
         params, grads = start.copy(), np.zeros_like(start)
         state, losses = np.zeros((2, n_params), dtype), np.zeros(30)
-        done = backends.get(name).train_steps(x, labels, batches, params, grads, sizes, _network.ACTIVATIONS[activation],
-                                              _network.OPTIMIZERS[optimizer], hyper, state, 0, losses)
-        results[name] = (done, params, losses)
-    (done_ref, p_ref, l_ref), (done, p, losses) = results["reference"], results[backend]
+        done = ops.train_steps(rows, labels, batches, params, grads, sizes, _network.ACTIVATIONS[activation],
+                               _network.OPTIMIZERS[optimizer], hyper, state, 0, losses)
+        results[name] = (done, params, losses, ops.predict_labels(rows, params, sizes, _network.ACTIVATIONS[activation]))
+    (done_ref, p_ref, l_ref, y_ref), (done, p, losses, y) = results["reference"], results[backend]
     assert done == done_ref == 30
     # float32: 30 steps of rounding, amplified by Adam's division by sqrt(v)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(p, p_ref, rtol=tol, atol=tol * np.abs(p_ref).max())
     np.testing.assert_allclose(losses, l_ref, rtol=tol)
+    assert np.mean(y != y_ref) <= (0 if dtype == np.float64 else 0.01)  # float32: a near tie may flip
+
+
+def test_native_keeps_mostly_zero_sets_as_compact_rows(rng):
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp.backends import native
+
+    sparse = mostly_zeros(rng, (50, 30), np.float32)
+    rows = native.prepare_rows(sparse)
+    assert isinstance(rows, native.CompactRows)
+    assert rows.shape == (50, 30) and rows.nnz == np.count_nonzero(sparse)
+    assert f"density={np.count_nonzero(sparse) / sparse.size:.3f}" in repr(rows)
+    dense = rng.standard_normal((50, 30))
+    assert native.prepare_rows(dense) is dense  # dense sets stay as they are: BLAS is faster on them
+    empty = np.zeros((0, 30))
+    assert native.prepare_rows(empty) is empty
+
+
+def test_compact_rows_keep_nan_and_inf(rng):
+    """NaN != 0, so a NaN pixel is kept, and the loss it poisons stops training as on dense rows."""
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp.backends import native
+
+    sizes = np.array([10, 8, 2])
+    x = mostly_zeros(rng, (6, 10), np.float64)
+    x[3, 4] = np.nan
+    params = np.full(_network.parameter_count(sizes), 0.1)
+    losses = np.zeros(3)
+    rows = native.prepare_rows(x)
+    assert isinstance(rows, native.CompactRows)
+    done = native.train_steps(rows, np.zeros(6, np.int64), np.array([[0, 2], [3, 5], [0, 1]]), params,
+                              np.zeros_like(params), sizes, 0, 0, np.array([0.1, 0, 0, 0]),
+                              np.zeros((2, params.size)), 0, losses)
+    assert done == 1 and np.isfinite(params).all()
 
 
 def test_train_steps_stops_before_applying_a_non_finite_step(backend):

@@ -11,6 +11,8 @@ or the one named by the ``FASTBP_BACKEND`` environment variable.
 Every backend function follows one contract, which the layers guarantee before calling:
 arrays are C-contiguous and share one float dtype (float32 or float64), shapes are consistent,
 class labels are int64 indices in range. Backend functions do no validation of their own.
+The whole-network operations (train_steps, predict_labels) take a data set in the form the
+backend's prepare_rows gave it: the array itself, or the native backend's compact rows.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ OPS = (
     "sgd_update",
     "momentum_update",
     "adam_update",
+    "prepare_rows",
     "train_steps",
     "predict_labels",
 )

@@ -90,15 +90,52 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, t):
     _native.adam_update(param, grad, m, v, _network.adam_step_size(lr, beta1, beta2, t), beta1, beta2, eps)
 
 
+# A data set at most this dense (fraction of nonzero entries) is kept as compact rows: then the
+# first layer's products skip the zeros. Measured (benchmarks/compact_rows.py, 784-50-10 float32):
+# compact is 1.2-1.4x faster at MNIST's 0.19, level at 0.3 for training and 0.25 for prediction.
+COMPACT_MAX_DENSITY = 0.25
+
+
+class CompactRows:
+    """A (rows, columns) data set kept as the nonzero entries of each row, in C-owned memory.
+
+    Made once per data set by prepare_rows; immutable, so the kernels trust its column indices.
+    train_steps and predict_labels take it in place of the dense array.
+    """
+
+    def __init__(self, x: np.ndarray):
+        self.shape, self.dtype = x.shape, x.dtype
+        self.handle, self.nnz = _native.compact_rows(x, x.shape[0], x.shape[1])
+
+    @property
+    def density(self) -> float:
+        return self.nnz / max(self.shape[0] * self.shape[1], 1)
+
+    def __repr__(self):
+        return f"CompactRows(shape={self.shape}, dtype={self.dtype}, density={self.density:.3f})"
+
+
+def prepare_rows(x):
+    """Same contract as reference.prepare_rows: compact rows when x is mostly zeros (MNIST is 19%
+    nonzero), so that the first layer costs one weight row per nonzero pixel instead of per pixel."""
+    if x.ndim != 2 or x.size == 0 or np.count_nonzero(x) > COMPACT_MAX_DENSITY * x.size:
+        return x
+    return CompactRows(x)
+
+
+def _rows(x):
+    return x.handle if isinstance(x, CompactRows) else x
+
+
 def train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses):
     """Same contract as reference.train_steps: the whole block of steps in one C call."""
     batches = np.ascontiguousarray(batches, dtype=np.int64)
-    return _native.train_steps(x, x.shape[0], np.ascontiguousarray(labels, dtype=np.int64), batches, batches.shape[0],
+    return _native.train_steps(_rows(x), x.shape[0], np.ascontiguousarray(labels, dtype=np.int64), batches, batches.shape[0],
                                params, grads, np.ascontiguousarray(sizes, dtype=np.int64), activation, optimizer,
                                hyper, state, step0, losses)
 
 
 def predict_labels(x, params, sizes, activation):
     labels = np.empty(x.shape[0], dtype=np.int64)
-    _native.predict_labels(x, x.shape[0], params, np.ascontiguousarray(sizes, dtype=np.int64), activation, labels)
+    _native.predict_labels(_rows(x), x.shape[0], params, np.ascontiguousarray(sizes, dtype=np.int64), activation, labels)
     return labels

@@ -419,6 +419,11 @@ def _train_steps(x, labels, batches, params, grads, sizes, activation, optimizer
     return n_steps
 
 
+def prepare_rows(x):
+    """Same contract as reference.prepare_rows: numba's kernels read the dense rows."""
+    return x
+
+
 def train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses):
     """Same contract as reference.train_steps: the whole block of steps in one compiled call."""
     return _train_steps(x, labels, batches, params, grads, sizes, activation, optimizer,
