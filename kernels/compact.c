@@ -82,12 +82,12 @@ static int use_avx2(void)
                                              const int64_t *rows, int64_t row0, int n, const REAL *W,           \
                                              const REAL *b, REAL *out, int m)                                   \
     {                                                                                                           \
-        DISPATCH(affine_forward, SFX, (indptr, indices, values, rows, row0, n, W, b, out, m, 0, m));            \
+        DISPATCH(affine_forward, SFX, (indptr, indices, values, rows, row0, n, W, b, out, m));            \
     }                                                                                                           \
     void fastbp_compact_weight_grad_##SFX(const int64_t *indptr, const int32_t *indices, const REAL *values,    \
                                           const int64_t *rows, int n, const REAL *dout, REAL *dW, int k, int m) \
     {                                                                                                           \
-        DISPATCH(weight_grad, SFX, (indptr, indices, values, rows, n, dout, dW, k, m, 0, m));                   \
+        DISPATCH(weight_grad, SFX, (indptr, indices, values, rows, n, dout, dW, k, m));                   \
     }                                                                                                           \
     /* indptr[i + 1] = indptr[i] + the number of nonzeros of row i (NaN counts as nonzero). */                 \
     void fastbp_count_nonzeros_##SFX(const REAL *x, int64_t n, int64_t k, int64_t *indptr)                      \

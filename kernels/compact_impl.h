@@ -52,26 +52,25 @@ TARGET static inline __attribute__((always_inline)) void CFN(sum_rows)(const int
     case 7: { const int NV = 7; call; } break; default: { const int NV = 8; call; } break;             \
     }
 
-/* out[r, lo:hi] = b[lo:hi] + x[row r] W[:, lo:hi], for the n rows rows[r] (rows NULL: row0 + r);
- * W is (k, m), out (n, m). */
+/* out[r, :] = b + x[row r] W, for the n rows rows[r] (rows NULL: row0 + r); W is (k, m), out (n, m). */
 TARGET void CFN(affine_forward)(const int64_t *indptr, const int32_t *indices, const REAL *values,
                                 const int64_t *rows, int64_t row0, int n, const REAL *W, const REAL *b, REAL *out,
-                                int m, int lo, int hi)
+                                int m)
 {
     for (int r = 0; r < n; ++r) {
         const int64_t row = rows ? rows[r] : row0 + r, first = indptr[row], nnz = indptr[row + 1] - first;
         REAL *o = out + (ptrdiff_t)r * m;
-        if (hi - lo < LANES) { /* narrower than one vector */
-            for (int j = lo; j < hi; ++j) o[j] = b[j];
+        if (m < LANES) { /* narrower than one vector */
+            for (int j = 0; j < m; ++j) o[j] = b[j];
             for (int64_t p = first; p < first + nnz; ++p)
-                for (int j = lo; j < hi; ++j) o[j] += values[p] * W[(ptrdiff_t)indices[p] * m + j];
+                for (int j = 0; j < m; ++j) o[j] += values[p] * W[(ptrdiff_t)indices[p] * m + j];
             continue;
         }
-        for (int j0 = lo; j0 < hi; j0 += BLOCK) {
-            const int width = hi - j0 < BLOCK ? hi - j0 : BLOCK, nv = (width + LANES - 1) / LANES;
-            /* a partial last vector is loaded whole, ending at column hi, overlapping its neighbour
+        for (int j0 = 0; j0 < m; j0 += BLOCK) {
+            const int width = m - j0 < BLOCK ? m - j0 : BLOCK, nv = (width + LANES - 1) / LANES;
+            /* a partial last vector is loaded whole, ending at column m, overlapping its neighbour
              * (out is written only at the end, from b and W: the overlap gets equal values twice) */
-            const int last = width % LANES ? hi - LANES - j0 : (nv - 1) * LANES;
+            const int last = width % LANES ? m - LANES - j0 : (nv - 1) * LANES;
             CASES_1_TO_8(nv, CFN(sum_rows)(NV, last, b + j0, W + j0, m, indices + first, values + first, nnz, o + j0))
         }
     }
@@ -98,16 +97,16 @@ TARGET static inline __attribute__((always_inline)) void CFN(scatter_row)(const 
 #define CASES_0_TO_8(nv, call) \
     if ((nv) == 0) { const int NV = 0; call; } else CASES_1_TO_8(nv, call)
 
-/* dW[:, lo:hi] = (x^T dout)[:, lo:hi] over the n rows rows[r]: each nonzero (c, v) of row r adds
- * v * dout[r, lo:hi] to dW[c, lo:hi]; rows of dW no nonzero touches are zero. dW is (k, m). */
+/* dW = x^T dout over the n rows rows[r]: each nonzero (c, v) of row r adds v * dout[r, :] to
+ * dW[c, :]; rows of dW no nonzero touches are zero. dW is (k, m), dout (n, m). */
 TARGET void CFN(weight_grad)(const int64_t *indptr, const int32_t *indices, const REAL *values, const int64_t *rows,
-                             int n, const REAL *dout, REAL *dW, int k, int m, int lo, int hi)
+                             int n, const REAL *dout, REAL *dW, int k, int m)
 {
-    for (int c = 0; c < k; ++c) memset(dW + (ptrdiff_t)c * m + lo, 0, sizeof(REAL) * (size_t)(hi - lo));
+    memset(dW, 0, sizeof(REAL) * (size_t)k * (size_t)m);
     for (int r = 0; r < n; ++r) {
         const int64_t first = indptr[rows[r]], nnz = indptr[rows[r] + 1] - first;
-        for (int j0 = lo; j0 < hi; j0 += BLOCK) {
-            const int width = hi - j0 < BLOCK ? hi - j0 : BLOCK;
+        for (int j0 = 0; j0 < m; j0 += BLOCK) {
+            const int width = m - j0 < BLOCK ? m - j0 : BLOCK;
             CASES_0_TO_8(width / LANES, CFN(scatter_row)(NV, width % LANES, dout + (ptrdiff_t)r * m + j0, dW + j0, m,
                                                         indices + first, values + first, nnz))
         }

@@ -371,15 +371,16 @@ typedef struct {
     void *values;
 } Compact;
 
-static void compact_free(PyObject *capsule)
+static void compact_destroy(Compact *c)
 {
-    Compact *c = PyCapsule_GetPointer(capsule, COMPACT_CAPSULE);
     if (!c) return;
     free(c->indptr);
     free(c->indices);
     free(c->values);
     free(c);
 }
+
+static void compact_free(PyObject *capsule) { compact_destroy(PyCapsule_GetPointer(capsule, COMPACT_CAPSULE)); }
 
 /* compact_rows(x, n, k) -> (capsule, nnz): the nonzeros of the (n, k) matrix x, row by row. Only
  * this function makes the capsule, so its column indices are in range by construction and the
@@ -396,7 +397,7 @@ static PyObject *compact_rows(PyObject *self, PyObject *args)
     if (!x) FAIL(a);
     Compact *c = calloc(1, sizeof(Compact));
     if (!c || !(c->indptr = malloc(sizeof(int64_t) * (size_t)(n + 1)))) {
-        free(c);
+        compact_destroy(c);
         release(&a);
         return PyErr_NoMemory();
     }
@@ -413,7 +414,7 @@ static PyObject *compact_rows(PyObject *self, PyObject *args)
     c->values = malloc(item * (size_t)(nnz > 0 ? nnz : 1));
     if (!c->indices || !c->values) {
         release(&a);
-        free(c->indptr); free(c->indices); free(c->values); free(c);
+        compact_destroy(c);
         return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS
@@ -423,7 +424,7 @@ static PyObject *compact_rows(PyObject *self, PyObject *args)
     release(&a);
     PyObject *capsule = PyCapsule_New(c, COMPACT_CAPSULE, compact_free);
     if (!capsule) {
-        free(c->indptr); free(c->indices); free(c->values); free(c);
+        compact_destroy(c);
         return NULL;
     }
     return Py_BuildValue("NL", capsule, (long long)nnz);
