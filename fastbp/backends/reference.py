@@ -157,8 +157,9 @@ def train_steps(x, labels, batches, params, grads, sizes, activation, optimizer,
 
     ``x`` is a data set as prepare_rows returned it. Each step runs forward, softmax-with-loss,
     backward (no dx for the first layer) and the optimizer update on the flat buffers
-    ``params``/``grads``/``state``. ``losses[s]`` gets the loss of step s's forward pass. Returns the number of steps done: fewer than asked when a
-    loss is not finite, in which case that step's update is not applied.
+    ``params``/``grads``/``state``. ``losses[s]`` gets the loss of step s's forward pass. Returns
+    the number of steps done: fewer than asked when a loss is not finite, in which case that
+    step's update is not applied.
     """
     with np.errstate(invalid="ignore", over="ignore"):  # a non-finite loss is detected and reported below
         return _train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses)
