@@ -30,10 +30,23 @@
 #define FASTBP_PARALLEL_FOR_SUM(cond, total)
 #endif
 #define FASTBP_SERIAL PTRDIFF_MAX
+#ifdef _OPENMP
+#include <omp.h>
+#define FASTBP_THREAD_NUM() omp_get_thread_num()
+#define FASTBP_MAX_THREADS() omp_get_max_threads()
+#else
+#define FASTBP_THREAD_NUM() 0
+#define FASTBP_MAX_THREADS() 1
+#endif
+/* a data set of this many items or more is compacted on the OpenMP threads */
+#define FASTBP_PARALLEL_SCAN ((int64_t)1 << 20)
 
 
 /* Products of a few rows and fewer multiply-adds than this skip BLAS (its call overhead dominates). */
 #define FASTBP_SMALL_PRODUCT (1 << 16)
+/* The whole-network kernels multiply layers (after the first) with at most this many weights by
+ * their own row loops, on the calling thread; larger ones by BLAS. */
+#define FASTBP_OWN_PRODUCT (1 << 15)
 
 /* must match fastbp/backends/_network.py */
 enum { FASTBP_RELU = 0, FASTBP_SIGMOID = 1 };
@@ -48,7 +61,12 @@ typedef struct {
     const int64_t *indptr;
     const int32_t *indices;
     const void *values;
+    const int64_t *column_counts; /* entries per column, over all rows */
 } fastbp_rows;
+void fastbp_column_counts(const int32_t *indices, int64_t nnz, int64_t *counts, int64_t k);
+void fastbp_split_columns(const int64_t *counts, int k, int threads, int32_t *cuts);
+void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int32_t lo, int32_t hi, int k, int64_t *begin,
+                      int64_t *end);
 void fastbp_layer_offsets(const int64_t *sizes, int layer, ptrdiff_t *w_at, ptrdiff_t *b_at);
 
 #define FASTBP_DECLARE(SFX, REAL)                                                                          \
@@ -73,11 +91,13 @@ void fastbp_layer_offsets(const int64_t *sizes, int layer, ptrdiff_t *w_at, ptrd
                                       ptrdiff_t n, ptrdiff_t parallel_min);                                                        \
     void fastbp_adam_update_##SFX(REAL *param, const REAL *grad, REAL *m, REAL *v, REAL lr_t, REAL beta1, \
                                   REAL beta2, REAL eps, ptrdiff_t n, ptrdiff_t parallel_min);                                      \
-    void fastbp_compact_affine_forward_##SFX(const int64_t *indptr, const int32_t *indices, const REAL *values, \
-                                             const int64_t *rows, int64_t row0, int n, const REAL *W,           \
-                                             const REAL *b, REAL *out, int m);                                  \
-    void fastbp_compact_weight_grad_##SFX(const int64_t *indptr, const int32_t *indices, const REAL *values,    \
-                                          const int64_t *rows, int n, const REAL *dout, REAL *dW, int k, int m); \
+    void fastbp_spans_times_##SFX(const int64_t *begin, const int64_t *end, int n, const int32_t *indices,      \
+                                  const REAL *values, const REAL *M, const REAL *start, REAL *out, int m);      \
+    void fastbp_dense_times_##SFX(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out,     \
+                                  int m);                                                                       \
+    void fastbp_spans_scatter_##SFX(const int64_t *begin, const int64_t *end, int n, const int32_t *indices,    \
+                                    const REAL *values, const REAL *d, REAL *G, int m);                         \
+    void fastbp_dense_scatter_##SFX(const REAL *x, int n, int k, const REAL *d, REAL *G, int m);                \
     void fastbp_count_nonzeros_##SFX(const REAL *x, int64_t n, int64_t k, int64_t *indptr);                     \
     void fastbp_compact_rows_##SFX(const REAL *x, int64_t n, int64_t k, const int64_t *indptr,                 \
                                    int32_t *indices, REAL *values);                                             \

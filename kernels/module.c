@@ -369,6 +369,7 @@ typedef struct {
     int64_t *indptr;
     int32_t *indices;
     void *values;
+    int64_t *column_counts; /* where the fused step splits the columns between threads */
 } Compact;
 
 static void compact_destroy(Compact *c)
@@ -377,6 +378,7 @@ static void compact_destroy(Compact *c)
     free(c->indptr);
     free(c->indices);
     free(c->values);
+    free(c->column_counts);
     free(c);
 }
 
@@ -412,7 +414,8 @@ static PyObject *compact_rows(PyObject *self, PyObject *args)
     const int64_t nnz = c->indptr[n];
     c->indices = malloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
     c->values = malloc(item * (size_t)(nnz > 0 ? nnz : 1));
-    if (!c->indices || !c->values) {
+    c->column_counts = malloc(sizeof(int64_t) * (size_t)k);
+    if (!c->indices || !c->values || !c->column_counts) {
         release(&a);
         compact_destroy(c);
         return PyErr_NoMemory();
@@ -420,6 +423,7 @@ static PyObject *compact_rows(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     if (F32(a)) fastbp_compact_rows_f32(x, n, k, c->indptr, c->indices, c->values);
     else fastbp_compact_rows_f64(x, n, k, c->indptr, c->indices, c->values);
+    fastbp_column_counts(c->indices, nnz, c->column_counts, k);
     Py_END_ALLOW_THREADS
     release(&a);
     PyObject *capsule = PyCapsule_New(c, COMPACT_CAPSULE, compact_free);
@@ -442,12 +446,13 @@ static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp
             return -1;
         }
         a->real = c->real;
-        *rows = (fastbp_rows){.dense = NULL, .indptr = c->indptr, .indices = c->indices, .values = c->values};
+        *rows = (fastbp_rows){.dense = NULL, .indptr = c->indptr, .indices = c->indices, .values = c->values,
+                              .column_counts = c->column_counts};
         return 0;
     }
     void *x = take(a, ox, K_REAL, 0, "x", n_rows * k);
     if (!x) return -1;
-    *rows = (fastbp_rows){.dense = x, .indptr = NULL, .indices = NULL, .values = NULL};
+    *rows = (fastbp_rows){.dense = x};
     return 0;
 }
 

@@ -22,6 +22,43 @@ void fastbp_layer_offsets(const int64_t *sizes, int layer, ptrdiff_t *w_at, ptrd
     *b_at = offset + sizes[layer] * sizes[layer + 1];
 }
 
+/* cuts[0] = 0 <= cuts[1] <= ... <= cuts[threads] = k: column ranges holding about equal
+ * numbers of entries (counts[j]: the entries of column j). */
+void fastbp_split_columns(const int64_t *counts, int k, int threads, int32_t *cuts)
+{
+    double total = 0, seen = 0;
+    for (int j = 0; j < k; ++j) total += (double)counts[j];
+    int j = 0;
+    cuts[0] = 0;
+    for (int t = 1; t < threads; ++t) {
+        while (j < k && seen < total * t / threads) seen += (double)counts[j++];
+        cuts[t] = j;
+    }
+    cuts[threads] = k;
+}
+
+/* The first entry at or after lo whose column is at least col (a row's columns are sorted). */
+static int64_t first_column_at_least(const int32_t *indices, int64_t lo, int64_t hi, int32_t col)
+{
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (indices[mid] < col) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* [begin[r], end[r]): the entries of compact row rows[r] whose columns are in [lo, hi). */
+void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int32_t lo, int32_t hi, int k, int64_t *begin,
+                      int64_t *end)
+{
+    for (int r = 0; r < n; ++r) {
+        const int64_t first = x->indptr[rows[r]], last = x->indptr[rows[r] + 1];
+        begin[r] = lo > 0 ? first_column_at_least(x->indices, first, last, lo) : first;
+        end[r] = hi < k ? first_column_at_least(x->indices, begin[r], last, hi) : last;
+    }
+}
+
 #define REAL float
 #define SFX f32
 #define GEMM fastbp_gemm_f32

@@ -156,169 +156,317 @@ FASTBP_SIMD void FN(adam_update)(REAL *restrict param, const REAL *restrict grad
 
 /* ---- whole network (layout: fastbp/backends/_network.py) -------------------------------- */
 
-static void FN(optimizer_step)(int optimizer, REAL *params, const REAL *grads, REAL *state, ptrdiff_t count,
-                               const REAL *hyper, int64_t t)
+/* The optimizer's update of params[from, to) (every optimizer is elementwise, so a range of the
+ * flat buffer updates on its own). */
+static void FN(optimizer_range)(int optimizer, REAL *params, const REAL *grads, REAL *state, ptrdiff_t count,
+                                ptrdiff_t from, ptrdiff_t to, const REAL *hyper, int64_t t)
 {
+    const ptrdiff_t n = to - from;
     if (optimizer == FASTBP_SGD) {
-        CAT(fastbp_sgd_update, SFX)(params, grads, hyper[0], count, FASTBP_SERIAL);
+        CAT(fastbp_sgd_update, SFX)(params + from, grads + from, hyper[0], n, FASTBP_SERIAL);
     } else if (optimizer == FASTBP_MOMENTUM) {
-        FN(momentum_update)(params, grads, state, hyper[0], hyper[1], count, FASTBP_SERIAL);
+        FN(momentum_update)(params + from, grads + from, state + from, hyper[0], hyper[1], n, FASTBP_SERIAL);
     } else {
         /* fastbp/backends/_network.py: adam_step_size */
         const double correction = sqrt(1.0 - pow((double)hyper[2], (double)t)) / (1.0 - pow((double)hyper[1], (double)t));
-        FN(adam_update)(params, grads, state, state + count, (REAL)(hyper[0] * correction), hyper[1], hyper[2],
-                        hyper[3], count, FASTBP_SERIAL);
+        FN(adam_update)(params + from, grads + from, state + from, state + count + from, (REAL)(hyper[0] * correction),
+                        hyper[1], hyper[2], hyper[3], n, FASTBP_SERIAL);
     }
 }
 
 static void FN(hidden_forward)(int activation, REAL *z, unsigned char *mask, ptrdiff_t n)
 {
-    /* the whole-network kernels interleave BLAS with these loops: never threaded (fastbp/threads.py) */
+    /* the whole-network kernels interleave products with these loops: never threaded (fastbp/threads.py) */
     if (activation == FASTBP_RELU) CAT(fastbp_relu_forward, SFX)(z, z, mask, n, FASTBP_SERIAL);
     else FN(sigmoid_forward)(z, z, n, FASTBP_SERIAL);
 }
 
-/* Asks the memory system early for the compact rows rows[0, n): the next step's images. */
-static void FN(prefetch_rows)(const fastbp_rows *x, const int64_t *rows, int n)
+/* A layer after the first: small ones (784-50-10's second layer) by the row loops of rows.c on
+ * the calling thread, larger ones by BLAS. */
+static int FN(small_layer)(int k, int m) { return (ptrdiff_t)k * m <= FASTBP_OWN_PRODUCT; }
+
+static void FN(layer_forward)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
 {
+    if (FN(small_layer)(k, m)) CAT(fastbp_dense_times, SFX)(x, n, k, W, b, out, m);
+    else FN(affine_forward)(x, W, b, out, n, k, m);
+}
+
+/* dx = dout W^T, dW = x^T dout, db = column sums of dout; wt has room for W^T (k * m). */
+static void FN(layer_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n,
+                               int k, int m, REAL *wt)
+{
+    if (!FN(small_layer)(k, m)) {
+        FN(affine_backward)(dout, x, W, dx, dW, db, n, k, m);
+        return;
+    }
+    for (int c = 0; c < k; ++c)
+        for (int j = 0; j < m; ++j) wt[(ptrdiff_t)j * k + c] = W[(ptrdiff_t)c * m + j];
+    CAT(fastbp_dense_times, SFX)(dout, n, m, wt, NULL, dx, k);
+    memset(dW, 0, sizeof(REAL) * (size_t)k * (size_t)m);
+    CAT(fastbp_dense_scatter, SFX)(x, n, k, dout, dW, m);
+    FN(column_sums)(dout, db, n, m);
+}
+
+/* One mini-batch's buffers, shared by the dense and the compact training steps. */
+typedef struct {
+    const int64_t *sizes;
+    int n_layers, activation, batch;
+    REAL *params, *grads;
+    REAL *acts;           /* every layer's output, batch rows each (hidden ones activated in place) */
+    unsigned char *masks; /* ReLU's, beside acts */
+    REAL *grad_a, *grad_b; /* dout and dx of the backward pass, taking turns */
+    REAL *y;               /* softmax output */
+    REAL *wt;              /* a small layer's W^T */
+    int64_t *t_batch;      /* the batch's labels */
+} FN(net);
+
+static void FN(net_free)(FN(net) *net)
+{
+    free(net->acts); free(net->masks); free(net->grad_a); free(net->grad_b); free(net->y); free(net->wt); free(net->t_batch);
+}
+
+/* Allocates the buffers; returns -1 when out of memory. */
+static int FN(net_init)(FN(net) *net, const int64_t *sizes, int n_layers, int activation, int batch, REAL *params,
+                        REAL *grads)
+{
+    ptrdiff_t total = 0, widest = 0, weights = 0;
+    for (int l = 0; l < n_layers; ++l) {
+        total += sizes[l + 1];
+        widest = sizes[l + 1] > widest ? sizes[l + 1] : widest;
+        if (l > 0 && sizes[l] * sizes[l + 1] > weights) weights = sizes[l] * sizes[l + 1];
+    }
+    *net = (FN(net)){.sizes = sizes, .n_layers = n_layers, .activation = activation, .batch = batch, .params = params,
+                     .grads = grads};
+    net->acts = malloc(sizeof(REAL) * (size_t)batch * total);
+    net->masks = malloc((size_t)batch * total);
+    net->grad_a = malloc(sizeof(REAL) * (size_t)batch * widest);
+    net->grad_b = malloc(sizeof(REAL) * (size_t)batch * widest);
+    net->y = malloc(sizeof(REAL) * (size_t)batch * sizes[n_layers]);
+    net->wt = malloc(sizeof(REAL) * (size_t)(weights > 0 ? weights : 1));
+    net->t_batch = malloc(sizeof(int64_t) * (size_t)batch);
+    if (net->acts && net->masks && net->grad_a && net->grad_b && net->y && net->wt && net->t_batch) return 0;
+    FN(net_free)(net);
+    return -1;
+}
+
+/* The forward pass after the first layer's affine output (in acts), and the batch's loss. */
+static double FN(forward_rest)(FN(net) *net)
+{
+    const int batch = net->batch, n_layers = net->n_layers;
+    const int64_t *sizes = net->sizes;
+    REAL *in = NULL;
+    ptrdiff_t at = 0;
+    for (int l = 0; l < n_layers; ++l) {
+        REAL *z = net->acts + at;
+        if (l > 0) {
+            ptrdiff_t w_at, b_at;
+            fastbp_layer_offsets(sizes, l, &w_at, &b_at);
+            FN(layer_forward)(in, net->params + w_at, net->params + b_at, z, batch, (int)sizes[l], (int)sizes[l + 1]);
+        }
+        if (l < n_layers - 1) FN(hidden_forward)(net->activation, z, net->masks + at, (ptrdiff_t)batch * sizes[l + 1]);
+        in = z;
+        at += (ptrdiff_t)batch * sizes[l + 1];
+    }
+    return FN(softmax_xent_forward)(in, net->t_batch, net->y, batch, (int)sizes[n_layers], FASTBP_SERIAL);
+}
+
+/* The backward pass down to the first layer's affine output: fills the gradients of the layers
+ * after the first and returns d loss / d (first layer's output), batch x sizes[1]. */
+static REAL *FN(backward_rest)(FN(net) *net)
+{
+    const int batch = net->batch, n_layers = net->n_layers;
+    const int64_t *sizes = net->sizes;
+    REAL *dout = net->grad_a, *spare = net->grad_b;
+    FN(softmax_xent_backward)(net->y, net->t_batch, (REAL)(1.0 / batch), dout, batch, (int)sizes[n_layers],
+                              FASTBP_SERIAL);
+    ptrdiff_t in_at = 0; /* offset in acts of layer l's input (layer l - 1's output) */
+    for (int l = 1; l < n_layers - 1; ++l) in_at += (ptrdiff_t)batch * sizes[l];
+    for (int l = n_layers - 1; l >= 1; --l) {
+        ptrdiff_t w_at, b_at;
+        fastbp_layer_offsets(sizes, l, &w_at, &b_at);
+        const ptrdiff_t below = (ptrdiff_t)batch * sizes[l];
+        FN(layer_backward)(dout, net->acts + in_at, net->params + w_at, spare, net->grads + w_at, net->grads + b_at, batch,
+                           (int)sizes[l], (int)sizes[l + 1], net->wt);
+        if (net->activation == FASTBP_RELU)
+            CAT(fastbp_relu_backward, SFX)(spare, net->masks + in_at, spare, below, FASTBP_SERIAL);
+        else FN(sigmoid_backward)(spare, net->acts + in_at, spare, below, FASTBP_SERIAL);
+        REAL *swap = dout; dout = spare; spare = swap;
+        if (l > 1) in_at -= (ptrdiff_t)batch * sizes[l - 1];
+    }
+    return dout;
+}
+
+/* Dense rows: each batch gathered, the first layer by BLAS (which threads it). */
+static ptrdiff_t FN(train_dense)(const REAL *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps,
+                                 FN(net) *net, int optimizer, const REAL *hyper, REAL *state, int64_t step0,
+                                 double *losses)
+{
+    const int batch = net->batch, n_in = (int)net->sizes[0], m = (int)net->sizes[1];
+    const ptrdiff_t count = fastbp_parameter_count(net->sizes, net->n_layers), b_at = (ptrdiff_t)n_in * m;
+    REAL *x_batch = malloc(sizeof(REAL) * (size_t)batch * n_in);
+    if (!x_batch) return -1;
+    ptrdiff_t done = n_steps;
+    for (ptrdiff_t s = 0; s < n_steps; ++s) {
+        const int64_t *rows = batches + s * batch;
+        for (int r = 0; r < batch; ++r) {
+            memcpy(x_batch + (ptrdiff_t)r * n_in, x + rows[r] * n_in, sizeof(REAL) * n_in);
+            net->t_batch[r] = labels[rows[r]];
+        }
+        FN(affine_forward)(x_batch, net->params, net->params + b_at, net->acts, batch, n_in, m);
+        const double loss = FN(forward_rest)(net);
+        if (!isfinite(loss)) { done = s; break; }
+        losses[s] = loss;
+        const REAL *d1 = FN(backward_rest)(net);
+        FN(affine_backward)(d1, x_batch, net->params, NULL, net->grads, net->grads + b_at, batch, n_in, m);
+        FN(optimizer_range)(optimizer, net->params, net->grads, state, count, 0, count, hyper, step0 + s + 1);
+    }
+    free(x_batch);
+    return done;
+}
+
+/* Compact rows: the first layer's columns (its weight rows) are split between the threads, in
+ * ranges of about equal nonzero counts. Thread t owns rows [cuts[t], cuts[t+1]) of W and dW:
+ * it adds their part of the forward product, then computes and applies their gradient. Each
+ * thread's half of W stays in its own core's cache, and no two threads write the same rows.
+ * Thread 0 runs the small rest of the network in between. Per step:
+ *   1. all: partial first-layer products         | barrier
+ *   2. thread 0: sum of partials, later layers, loss, backward, their update | barrier
+ *   3. all: own rows of dW, their update (the next step's forward reads only those rows). */
+static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches,
+                                   ptrdiff_t n_steps, FN(net) *net, int optimizer, const REAL *hyper, REAL *state,
+                                   int64_t step0, double *losses, int threads)
+{
+    const int batch = net->batch, n_in = (int)net->sizes[0], m = (int)net->sizes[1];
+    const ptrdiff_t count = fastbp_parameter_count(net->sizes, net->n_layers), b_at = (ptrdiff_t)n_in * m;
     const REAL *values = x->values;
-    for (int r = 0; r < n; ++r) {
-        const int64_t lo = x->indptr[rows[r]], hi = x->indptr[rows[r] + 1];
-        for (int64_t p = lo; p < hi; p += 64 / sizeof(REAL)) __builtin_prefetch(values + p);
-        for (int64_t p = lo; p < hi; p += 16) __builtin_prefetch(x->indices + p);
+    REAL *W = net->params, *dW = net->grads;
+    int32_t *cuts = malloc(sizeof(int32_t) * (size_t)(threads + 1));
+    int64_t *spans = malloc(sizeof(int64_t) * 2 * (size_t)batch * threads);
+    REAL *parts = malloc(sizeof(REAL) * (size_t)batch * m * (threads > 1 ? threads - 1 : 1));
+    const int ready = cuts && spans && parts;
+    ptrdiff_t done = ready ? n_steps : -1;
+    REAL *d1 = NULL;
+    if (ready) fastbp_split_columns(x->column_counts, n_in, threads, cuts);
+#pragma omp parallel num_threads(threads) if (ready)
+    {
+        const int t = FASTBP_THREAD_NUM();
+        int64_t *begin = spans + (ptrdiff_t)2 * batch * t, *end = begin + batch;
+        if (ready) fastbp_own_spans(x, batches, batch, cuts[t], cuts[t + 1], n_in, begin, end);
+        for (ptrdiff_t s = 0; ready && s < n_steps; ++s) {
+            const int64_t *rows = batches + s * batch;
+            CAT(fastbp_spans_times, SFX)(begin, end, batch, x->indices, values, W, t ? NULL : W + b_at,
+                                        t ? parts + (ptrdiff_t)(t - 1) * batch * m : net->acts, m);
+#pragma omp barrier
+#pragma omp master
+            {
+                for (int r = 0; r < batch; ++r) net->t_batch[r] = labels[rows[r]];
+                for (int u = 1; u < threads; ++u)
+                    for (ptrdiff_t e = 0; e < (ptrdiff_t)batch * m; ++e) net->acts[e] += parts[(ptrdiff_t)(u - 1) * batch * m + e];
+                const double loss = FN(forward_rest)(net);
+                if (isfinite(loss)) {
+                    losses[s] = loss;
+                    d1 = FN(backward_rest)(net);
+                    FN(column_sums)(d1, net->grads + b_at, batch, m);
+                    FN(optimizer_range)(optimizer, net->params, net->grads, state, count, b_at, count, hyper, step0 + s + 1);
+                } else {
+                    done = s; /* that step's update is not applied */
+                }
+            }
+#pragma omp barrier
+            if (s == done) break;
+            const ptrdiff_t from = (ptrdiff_t)cuts[t] * m, to = (ptrdiff_t)cuts[t + 1] * m;
+            memset(dW + from, 0, sizeof(REAL) * (size_t)(to - from));
+            CAT(fastbp_spans_scatter, SFX)(begin, end, batch, x->indices, values, d1, dW, m);
+            FN(optimizer_range)(optimizer, W, dW, state, count, from, to, hyper, step0 + s + 1);
+            if (s + 1 < n_steps) { /* the next batch's entries, asked for early */
+                fastbp_own_spans(x, rows + batch, batch, cuts[t], cuts[t + 1], n_in, begin, end);
+                for (int r = 0; r < batch; ++r) {
+                    for (int64_t p = begin[r]; p < end[r]; p += 64 / sizeof(REAL)) __builtin_prefetch(values + p);
+                    for (int64_t p = begin[r]; p < end[r]; p += 16) __builtin_prefetch(x->indices + p);
+                }
+            }
+        }
     }
+    free(cuts); free(spans); free(parts);
+    return done;
 }
 
-/* The first layer, whose input is the data set's rows `rows` (dense: already gathered in x_batch). */
-static void FN(first_forward)(const fastbp_rows *x, const REAL *x_batch, const int64_t *rows, int n, const REAL *W,
-                              const REAL *b, REAL *out, int k, int m)
+/* Threads for the compact paths: all of OpenMP's when every layer after the first is small
+ * (a large one goes to BLAS, whose threads would fight ours), else one. */
+static int FN(fused_threads)(const fastbp_rows *x, const int64_t *sizes, int n_layers)
 {
-    if (x->dense) FN(affine_forward)(x_batch, W, b, out, n, k, m);
-    else CAT(fastbp_compact_affine_forward, SFX)(x->indptr, x->indices, x->values, rows, 0, n, W, b, out, m);
-}
-
-static void FN(first_weight_grad)(const fastbp_rows *x, const REAL *x_batch, const int64_t *rows, const REAL *dout,
-                                  const REAL *W, REAL *dW, REAL *db, int n, int k, int m)
-{
-    if (x->dense) {
-        FN(affine_backward)(dout, x_batch, W, NULL, dW, db, n, k, m);
-    } else {
-        CAT(fastbp_compact_weight_grad, SFX)(x->indptr, x->indices, x->values, rows, n, dout, dW, k, m);
-        FN(column_sums)(dout, db, n, m);
-    }
+    if (x->dense) return 1;
+    for (int l = 1; l < n_layers; ++l)
+        if (!FN(small_layer)((int)sizes[l], (int)sizes[l + 1])) return 1;
+    return FASTBP_MAX_THREADS();
 }
 
 /* Runs n_steps of mini-batch training; returns the number done (fewer when a loss is not
- * finite: that step's update is not applied). x has sizes[0] columns; batches is (n_steps, batch).
- * The first layer's input gradient is never used, so it is not computed. */
+ * finite: that step's update is not applied), or -1 when out of memory. x has sizes[0] columns;
+ * batches is (n_steps, batch). The first layer's input gradient is never used, so it is not
+ * computed. */
 ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps,
                           int batch, REAL *params, REAL *grads, const int64_t *sizes, int n_layers, int activation,
                           int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses)
 {
-    const int n_in = (int)sizes[0], n_classes = (int)sizes[n_layers];
-    const REAL *dense = x->dense;
-    ptrdiff_t total = 0, widest = 0, count = fastbp_parameter_count(sizes, n_layers);
-    for (int i = 1; i <= n_layers; ++i) {
-        total += sizes[i];
-        widest = sizes[i] > widest ? sizes[i] : widest;
-    }
-    REAL *x_batch = dense ? malloc(sizeof(REAL) * (size_t)batch * n_in) : NULL;
-    REAL *acts = malloc(sizeof(REAL) * (size_t)batch * total);
-    unsigned char *masks = malloc((size_t)batch * total);
-    REAL *grad_a = malloc(sizeof(REAL) * (size_t)batch * widest), *grad_b = malloc(sizeof(REAL) * (size_t)batch * widest);
-    REAL *y = malloc(sizeof(REAL) * (size_t)batch * n_classes);
-    int64_t *t_batch = malloc(sizeof(int64_t) * (size_t)batch);
-    ptrdiff_t done = n_steps;
-    if ((dense && !x_batch) || !acts || !masks || !grad_a || !grad_b || !y || !t_batch) { done = -1; goto out; }
-
-    for (ptrdiff_t s = 0; s < n_steps; ++s) {
-        const int64_t *rows = batches + s * batch;
-        if (dense)
-            for (int r = 0; r < batch; ++r) memcpy(x_batch + (ptrdiff_t)r * n_in, dense + rows[r] * n_in, sizeof(REAL) * n_in);
-        else if (s + 1 < n_steps)
-            FN(prefetch_rows)(x, rows + batch, batch);
-        for (int r = 0; r < batch; ++r) t_batch[r] = labels[rows[r]];
-        /* forward */
-        const REAL *in = NULL;
-        ptrdiff_t at = 0;
-        for (int l = 0; l < n_layers; ++l) {
-            ptrdiff_t w_at, b_at;
-            fastbp_layer_offsets(sizes, l, &w_at, &b_at);
-            REAL *z = acts + at;
-            if (l == 0) FN(first_forward)(x, x_batch, rows, batch, params + w_at, params + b_at, z, n_in, (int)sizes[1]);
-            else FN(affine_forward)(in, params + w_at, params + b_at, z, batch, (int)sizes[l], (int)sizes[l + 1]);
-            if (l < n_layers - 1) FN(hidden_forward)(activation, z, masks + at, (ptrdiff_t)batch * sizes[l + 1]);
-            in = z;
-            at += (ptrdiff_t)batch * sizes[l + 1];
-        }
-        const double loss = FN(softmax_xent_forward)(in, t_batch, y, batch, n_classes, FASTBP_SERIAL);
-        if (!isfinite(loss)) { done = s; break; }
-        losses[s] = loss;
-
-        /* backward: dout and dx take turns in grad_a / grad_b */
-        REAL *dout = grad_a, *spare = grad_b;
-        FN(softmax_xent_backward)(y, t_batch, (REAL)(1.0 / batch), dout, batch, n_classes, FASTBP_SERIAL);
-        for (int l = n_layers - 1; l >= 0; --l) {
-            at -= (ptrdiff_t)batch * sizes[l + 1]; /* offset of layer l's output */
-            ptrdiff_t w_at, b_at;
-            fastbp_layer_offsets(sizes, l, &w_at, &b_at);
-            if (l == 0) {
-                FN(first_weight_grad)(x, x_batch, rows, dout, params + w_at, grads + w_at, grads + b_at, batch, n_in,
-                                      (int)sizes[1]);
-                break;
-            }
-            const ptrdiff_t below = (ptrdiff_t)batch * sizes[l];
-            FN(affine_backward)(dout, acts + at - below, params + w_at, spare, grads + w_at, grads + b_at, batch,
-                                (int)sizes[l], (int)sizes[l + 1]);
-            if (activation == FASTBP_RELU)
-                CAT(fastbp_relu_backward, SFX)(spare, masks + at - below, spare, below, FASTBP_SERIAL);
-            else FN(sigmoid_backward)(spare, acts + at - below, spare, below, FASTBP_SERIAL);
-            REAL *swap = dout; dout = spare; spare = swap;
-        }
-        FN(optimizer_step)(optimizer, params, grads, state, count, hyper, step0 + s + 1);
-    }
-out:
-    free(x_batch); free(acts); free(masks); free(grad_a); free(grad_b); free(y); free(t_batch);
+    if (n_steps == 0) return 0;
+    FN(net) net;
+    if (FN(net_init)(&net, sizes, n_layers, activation, batch, params, grads) < 0) return -1;
+    const ptrdiff_t done =
+        x->dense ? FN(train_dense)(x->dense, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses)
+                 : FN(train_compact)(x, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses,
+                                     FN(fused_threads)(x, sizes, n_layers));
+    FN(net_free)(&net);
     return done;
 }
 
-/* labels[i] = argmax of the network's output for row i (first maximum wins, as np.argmax). */
+/* labels[i] = argmax of the network's output for row i (first maximum wins, as np.argmax).
+ * Compact rows: chunks of rows on all threads, as in train_compact; dense rows: BLAS's threads. */
 int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, REAL *params, const int64_t *sizes, int n_layers,
                        int activation, int64_t *labels)
 {
-    const int chunk = 2048;
+    const int chunk = x->dense ? 2048 : 256, threads = FN(fused_threads)(x, sizes, n_layers), c = (int)sizes[n_layers];
+    const ptrdiff_t n_chunks = (n_rows + chunk - 1) / chunk;
     ptrdiff_t widest = 0;
     for (int i = 1; i <= n_layers; ++i) widest = sizes[i] > widest ? sizes[i] : widest;
-    REAL *buffers = malloc(sizeof(REAL) * 2 * (size_t)chunk * widest);
-    unsigned char *mask = malloc((size_t)chunk * widest);
-    if (!buffers || !mask) { free(buffers); free(mask); return -1; }
-    for (ptrdiff_t start = 0; start < n_rows; start += chunk) {
-        const int rows = (int)(n_rows - start < chunk ? n_rows - start : chunk);
-        const REAL *in = NULL;
-        for (int l = 0; l < n_layers; ++l) {
-            ptrdiff_t w_at, b_at;
-            fastbp_layer_offsets(sizes, l, &w_at, &b_at);
-            REAL *z = buffers + (ptrdiff_t)(l % 2) * chunk * widest;
-            if (l == 0 && !x->dense)
-                CAT(fastbp_compact_affine_forward, SFX)(x->indptr, x->indices, x->values, NULL, start, rows,
-                                                        params + w_at, params + b_at, z, (int)sizes[1]);
-            else
-                FN(affine_forward)(l == 0 ? (const REAL *)x->dense + start * sizes[0] : in, params + w_at,
-                                   params + b_at, z, rows, (int)sizes[l], (int)sizes[l + 1]);
-            if (l < n_layers - 1) FN(hidden_forward)(activation, z, mask, (ptrdiff_t)rows * sizes[l + 1]);
-            in = z;
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        REAL *buffers = malloc(sizeof(REAL) * 2 * (size_t)chunk * widest);
+        unsigned char *mask = malloc((size_t)chunk * widest);
+        if (!buffers || !mask) failed = 1;
+#pragma omp for schedule(dynamic)
+        for (ptrdiff_t i = 0; i < n_chunks; ++i) {
+            if (!buffers || !mask) continue;
+            const ptrdiff_t start = i * chunk;
+            const int rows = (int)(n_rows - start < chunk ? n_rows - start : chunk);
+            const REAL *in = NULL;
+            for (int l = 0; l < n_layers; ++l) {
+                ptrdiff_t w_at, b_at;
+                fastbp_layer_offsets(sizes, l, &w_at, &b_at);
+                REAL *z = buffers + (ptrdiff_t)(l % 2) * chunk * widest;
+                if (l > 0)
+                    FN(layer_forward)(in, params + w_at, params + b_at, z, rows, (int)sizes[l], (int)sizes[l + 1]);
+                else if (x->dense)
+                    FN(affine_forward)((const REAL *)x->dense + start * sizes[0], params, params + b_at, z, rows,
+                                       (int)sizes[0], (int)sizes[1]);
+                else
+                    CAT(fastbp_spans_times, SFX)(x->indptr + start, x->indptr + start + 1, rows, x->indices, x->values,
+                                                params, params + b_at, z, (int)sizes[1]);
+                if (l < n_layers - 1) FN(hidden_forward)(activation, z, mask, (ptrdiff_t)rows * sizes[l + 1]);
+                in = z;
+            }
+            for (int r = 0; r < rows; ++r) {
+                int best = 0;
+                for (int j = 1; j < c; ++j)
+                    if (in[(ptrdiff_t)r * c + j] > in[(ptrdiff_t)r * c + best]) best = j;
+                labels[start + r] = best;
+            }
         }
-        const int c = (int)sizes[n_layers];
-        for (int r = 0; r < rows; ++r) {
-            int best = 0;
-            for (int j = 1; j < c; ++j)
-                if (in[(ptrdiff_t)r * c + j] > in[(ptrdiff_t)r * c + best]) best = j;
-            labels[start + r] = best;
-        }
+        free(buffers);
+        free(mask);
     }
-    free(buffers);
-    free(mask);
-    return 0;
+    return failed ? -1 : 0;
 }
 
 #undef FN

@@ -1,6 +1,7 @@
-/* Compact rows (the nonzeros of a mostly-zero matrix, row by row) and the products on them.
+/* Products row by row (compact or dense rows, rows_impl.h), and compact rows themselves: the
+ * nonzeros of a mostly-zero matrix, row by row.
  *
- * compact_impl.h is compiled for float and double, each twice: for AVX2 + FMA and for the
+ * rows_impl.h is compiled for float and double, each twice: for AVX2 + FMA and for the
  * baseline x86-64 (or whatever the target is), chosen once at run time from the CPU's features.
  * GCC's vector extensions keep the code one source for every width.
  */
@@ -20,14 +21,14 @@ typedef double vec32_f64 __attribute__((vector_size(32)));
 #define REAL float
 #define SFX f32
 #define VEC vec16_f32
-#include "compact_impl.h"
+#include "rows_impl.h"
 #undef REAL
 #undef SFX
 #undef VEC
 #define REAL double
 #define SFX f64
 #define VEC vec16_f64
-#include "compact_impl.h"
+#include "rows_impl.h"
 #undef REAL
 #undef SFX
 #undef VEC
@@ -41,14 +42,14 @@ typedef double vec32_f64 __attribute__((vector_size(32)));
 #define REAL float
 #define SFX f32
 #define VEC vec32_f32
-#include "compact_impl.h"
+#include "rows_impl.h"
 #undef REAL
 #undef SFX
 #undef VEC
 #define REAL double
 #define SFX f64
 #define VEC vec32_f64
-#include "compact_impl.h"
+#include "rows_impl.h"
 #undef REAL
 #undef SFX
 #undef VEC
@@ -72,37 +73,49 @@ static int use_avx2(void)
 
 #ifdef HAVE_AVX2_BUILD
 #define DISPATCH(name, SFX, args) \
-    if (use_avx2()) fastbp_compact_##name##_##SFX##_avx2 args; else fastbp_compact_##name##_##SFX##_base args
+    if (use_avx2()) fastbp_rows_##name##_##SFX##_avx2 args; else fastbp_rows_##name##_##SFX##_base args
 #else
-#define DISPATCH(name, SFX, args) fastbp_compact_##name##_##SFX##_base args
+#define DISPATCH(name, SFX, args) fastbp_rows_##name##_##SFX##_base args
 #endif
 
-#define DEFINE_COMPACT(SFX, REAL)                                                                              \
-    void fastbp_compact_affine_forward_##SFX(const int64_t *indptr, const int32_t *indices, const REAL *values, \
-                                             const int64_t *rows, int64_t row0, int n, const REAL *W,           \
-                                             const REAL *b, REAL *out, int m)                                   \
+#define DEFINE_ROWS(SFX, REAL)                                                                                  \
+    void fastbp_spans_times_##SFX(const int64_t *begin, const int64_t *end, int n, const int32_t *indices,      \
+                                  const REAL *values, const REAL *M, const REAL *start, REAL *out, int m)       \
     {                                                                                                           \
-        DISPATCH(affine_forward, SFX, (indptr, indices, values, rows, row0, n, W, b, out, m));            \
+        DISPATCH(spans_times, SFX, (begin, end, n, indices, values, M, start, out, m));                         \
     }                                                                                                           \
-    void fastbp_compact_weight_grad_##SFX(const int64_t *indptr, const int32_t *indices, const REAL *values,    \
-                                          const int64_t *rows, int n, const REAL *dout, REAL *dW, int k, int m) \
+    void fastbp_dense_times_##SFX(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out,     \
+                                  int m)                                                                        \
     {                                                                                                           \
-        DISPATCH(weight_grad, SFX, (indptr, indices, values, rows, n, dout, dW, k, m));                   \
+        DISPATCH(dense_times, SFX, (x, n, k, M, start, out, m));                                                \
     }                                                                                                           \
-    /* indptr[i + 1] = indptr[i] + the number of nonzeros of row i (NaN counts as nonzero). */                 \
+    void fastbp_spans_scatter_##SFX(const int64_t *begin, const int64_t *end, int n, const int32_t *indices,    \
+                                    const REAL *values, const REAL *d, REAL *G, int m)                          \
+    {                                                                                                           \
+        DISPATCH(spans_scatter, SFX, (begin, end, n, indices, values, d, G, m));                                \
+    }                                                                                                           \
+    void fastbp_dense_scatter_##SFX(const REAL *x, int n, int k, const REAL *d, REAL *G, int m)                 \
+    {                                                                                                           \
+        DISPATCH(dense_scatter, SFX, (x, n, k, d, G, m));                                                       \
+    }                                                                                                           \
+    /* indptr[i + 1] - indptr[i] = the number of nonzeros of row i (NaN counts as nonzero), row by row  \
+     * on the OpenMP threads, then summed up. */                                                              \
     void fastbp_count_nonzeros_##SFX(const REAL *x, int64_t n, int64_t k, int64_t *indptr)                      \
     {                                                                                                           \
         indptr[0] = 0;                                                                                          \
+        FASTBP_PARALLEL_FOR(n * k >= FASTBP_PARALLEL_SCAN)                                                      \
         for (int64_t i = 0; i < n; ++i) {                                                                       \
             int64_t count = 0;                                                                                  \
             for (int64_t j = 0; j < k; ++j) count += x[i * k + j] != 0;                                         \
-            indptr[i + 1] = indptr[i] + count;                                                                  \
+            indptr[i + 1] = count;                                                                              \
         }                                                                                                       \
+        for (int64_t i = 0; i < n; ++i) indptr[i + 1] += indptr[i];                                             \
     }                                                                                                           \
     /* The nonzeros of each row, in column order, at [indptr[i], indptr[i + 1]). */                           \
     void fastbp_compact_rows_##SFX(const REAL *x, int64_t n, int64_t k, const int64_t *indptr,                  \
                                    int32_t *indices, REAL *values)                                              \
     {                                                                                                           \
+        FASTBP_PARALLEL_FOR(n * k >= FASTBP_PARALLEL_SCAN)                                                      \
         for (int64_t i = 0; i < n; ++i) {                                                                       \
             int64_t at = indptr[i];                                                                             \
             for (int64_t j = 0; j < k; ++j) {                                                                   \
@@ -115,5 +128,12 @@ static int use_avx2(void)
         }                                                                                                       \
     }
 
-DEFINE_COMPACT(f32, float)
-DEFINE_COMPACT(f64, double)
+DEFINE_ROWS(f32, float)
+DEFINE_ROWS(f64, double)
+
+/* counts[j] = the number of entries in column j, over all rows. */
+void fastbp_column_counts(const int32_t *indices, int64_t nnz, int64_t *counts, int64_t k)
+{
+    memset(counts, 0, sizeof(int64_t) * (size_t)k);
+    for (int64_t p = 0; p < nnz; ++p) ++counts[indices[p]];
+}
