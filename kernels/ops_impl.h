@@ -191,19 +191,26 @@ static void FN(layer_forward)(const REAL *x, const REAL *W, const REAL *b, REAL 
     else FN(affine_forward)(x, W, b, out, n, k, m);
 }
 
-/* dx = dout W^T, dW = x^T dout, db = column sums of dout; wt has room for W^T (k * m). */
+static void FN(transpose)(const REAL *a, REAL *at, int rows, int cols)
+{
+    for (int i = 0; i < rows; ++i)
+        for (int j = 0; j < cols; ++j) at[(ptrdiff_t)j * rows + i] = a[(ptrdiff_t)i * cols + j];
+}
+
+/* dx = dout W^T, dW = x^T dout, db = column sums of dout. Small layers: both products as rows
+ * times a matrix (sums held in registers), through transposed copies in `spare` (room for
+ * k * max(m, n)). */
 static void FN(layer_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n,
-                               int k, int m, REAL *wt)
+                               int k, int m, REAL *spare)
 {
     if (!FN(small_layer)(k, m)) {
         FN(affine_backward)(dout, x, W, dx, dW, db, n, k, m);
         return;
     }
-    for (int c = 0; c < k; ++c)
-        for (int j = 0; j < m; ++j) wt[(ptrdiff_t)j * k + c] = W[(ptrdiff_t)c * m + j];
-    CAT(fastbp_dense_times, SFX)(dout, n, m, wt, NULL, dx, k);
-    memset(dW, 0, sizeof(REAL) * (size_t)k * (size_t)m);
-    CAT(fastbp_dense_scatter, SFX)(x, n, k, dout, dW, m);
+    FN(transpose)(W, spare, k, m);
+    CAT(fastbp_dense_times, SFX)(dout, n, m, spare, NULL, dx, k);
+    FN(transpose)(x, spare, n, k);
+    CAT(fastbp_dense_times, SFX)(spare, k, n, dout, NULL, dW, m);
     FN(column_sums)(dout, db, n, m);
 }
 
@@ -216,24 +223,25 @@ typedef struct {
     unsigned char *masks; /* ReLU's, beside acts */
     REAL *grad_a, *grad_b; /* dout and dx of the backward pass, taking turns */
     REAL *y;               /* softmax output */
-    REAL *wt;              /* a small layer's W^T */
+    REAL *spare;           /* transposed copies for layer_backward */
     int64_t *t_batch;      /* the batch's labels */
 } FN(net);
 
 static void FN(net_free)(FN(net) *net)
 {
-    free(net->acts); free(net->masks); free(net->grad_a); free(net->grad_b); free(net->y); free(net->wt); free(net->t_batch);
+    free(net->acts); free(net->masks); free(net->grad_a); free(net->grad_b); free(net->y); free(net->spare); free(net->t_batch);
 }
 
 /* Allocates the buffers; returns -1 when out of memory. */
 static int FN(net_init)(FN(net) *net, const int64_t *sizes, int n_layers, int activation, int batch, REAL *params,
                         REAL *grads)
 {
-    ptrdiff_t total = 0, widest = 0, weights = 0;
+    ptrdiff_t total = 0, widest = 0, spare = 0;
     for (int l = 0; l < n_layers; ++l) {
         total += sizes[l + 1];
         widest = sizes[l + 1] > widest ? sizes[l + 1] : widest;
-        if (l > 0 && sizes[l] * sizes[l + 1] > weights) weights = sizes[l] * sizes[l + 1];
+        const ptrdiff_t room = sizes[l] * (sizes[l + 1] > batch ? sizes[l + 1] : batch);
+        if (l > 0 && room > spare) spare = room;
     }
     *net = (FN(net)){.sizes = sizes, .n_layers = n_layers, .activation = activation, .batch = batch, .params = params,
                      .grads = grads};
@@ -242,9 +250,9 @@ static int FN(net_init)(FN(net) *net, const int64_t *sizes, int n_layers, int ac
     net->grad_a = malloc(sizeof(REAL) * (size_t)batch * widest);
     net->grad_b = malloc(sizeof(REAL) * (size_t)batch * widest);
     net->y = malloc(sizeof(REAL) * (size_t)batch * sizes[n_layers]);
-    net->wt = malloc(sizeof(REAL) * (size_t)(weights > 0 ? weights : 1));
+    net->spare = malloc(sizeof(REAL) * (size_t)(spare > 0 ? spare : 1));
     net->t_batch = malloc(sizeof(int64_t) * (size_t)batch);
-    if (net->acts && net->masks && net->grad_a && net->grad_b && net->y && net->wt && net->t_batch) return 0;
+    if (net->acts && net->masks && net->grad_a && net->grad_b && net->y && net->spare && net->t_batch) return 0;
     FN(net_free)(net);
     return -1;
 }
@@ -286,7 +294,7 @@ static REAL *FN(backward_rest)(FN(net) *net)
         fastbp_layer_offsets(sizes, l, &w_at, &b_at);
         const ptrdiff_t below = (ptrdiff_t)batch * sizes[l];
         FN(layer_backward)(dout, net->acts + in_at, net->params + w_at, spare, net->grads + w_at, net->grads + b_at, batch,
-                           (int)sizes[l], (int)sizes[l + 1], net->wt);
+                           (int)sizes[l], (int)sizes[l + 1], net->spare);
         if (net->activation == FASTBP_RELU)
             CAT(fastbp_relu_backward, SFX)(spare, net->masks + in_at, spare, below, FASTBP_SERIAL);
         else FN(sigmoid_backward)(spare, net->acts + in_at, spare, below, FASTBP_SERIAL);
@@ -324,13 +332,76 @@ static ptrdiff_t FN(train_dense)(const REAL *x, const int64_t *labels, const int
     return done;
 }
 
+/* Asks the memory system early for thread t's share of the compact rows rows[0, n): all of
+ * each row's columns (its own range is searched for in them), and the t-th of `threads` equal
+ * parts of its values, about those of the columns the thread owns. */
+static void FN(prefetch_share)(const fastbp_rows *x, const int64_t *rows, int n, int t, int threads)
+{
+    const REAL *values = x->values;
+    for (int r = 0; r < n; ++r) {
+        const int64_t first = x->indptr[rows[r]], count = x->indptr[rows[r] + 1] - first;
+        const int64_t lo = first + count * t / threads, hi = first + count * (t + 1) / threads;
+        for (int64_t p = lo; p < hi; p += 64 / sizeof(REAL)) __builtin_prefetch(values + p);
+        for (int64_t p = first; p < first + count; p += 16) __builtin_prefetch(x->indices + p);
+    }
+}
+
+/* One thread's entries of a batch, regrouped by column: column lo + j's entries are q in
+ * [start[j], start[j + 1]), value vv[q] in batch row rr[q]. */
+typedef struct {
+    int lo, hi;            /* the thread's columns */
+    int64_t *begin, *end;  /* each batch row's entries in [lo, hi) */
+    int64_t *start, *next; /* hi - lo + 1 each */
+    int32_t *rr;           /* room for batch * (the longest row's entry count) */
+    REAL *vv;
+} FN(columns);
+
+static void FN(columns_free)(FN(columns) *g)
+{
+    free(g->begin); free(g->end); free(g->start); free(g->next); free(g->rr); free(g->vv);
+}
+
+static int FN(columns_init)(FN(columns) *g, int lo, int hi, int batch, int64_t longest_row)
+{
+    *g = (FN(columns)){.lo = lo, .hi = hi};
+    const size_t room = (size_t)batch * (size_t)(longest_row > 0 ? longest_row : 1);
+    g->begin = malloc(sizeof(int64_t) * (size_t)batch);
+    g->end = malloc(sizeof(int64_t) * (size_t)batch);
+    g->start = malloc(sizeof(int64_t) * (size_t)(hi - lo + 1));
+    g->next = malloc(sizeof(int64_t) * (size_t)(hi - lo + 1));
+    g->rr = malloc(sizeof(int32_t) * room);
+    g->vv = malloc(sizeof(REAL) * room);
+    return g->begin && g->end && g->start && g->next && g->rr && g->vv ? 0 : -1;
+}
+
+/* Groups the batch entries [begin[r], end[r]) by column: a counting sort. */
+static void FN(group_by_column)(FN(columns) *g, const fastbp_rows *x, int n)
+{
+    const int32_t *indices = x->indices;
+    const REAL *values = x->values;
+    const int lo = g->lo, width = g->hi - g->lo;
+    memset(g->start, 0, sizeof(int64_t) * (size_t)(width + 1));
+    for (int r = 0; r < n; ++r)
+        for (int64_t p = g->begin[r]; p < g->end[r]; ++p) ++g->start[indices[p] - lo + 1];
+    for (int j = 0; j < width; ++j) g->start[j + 1] += g->start[j];
+    memcpy(g->next, g->start, sizeof(int64_t) * (size_t)width);
+    for (int r = 0; r < n; ++r)
+        for (int64_t p = g->begin[r]; p < g->end[r]; ++p) {
+            const int64_t q = g->next[indices[p] - lo]++;
+            g->rr[q] = r;
+            g->vv[q] = values[p];
+        }
+}
+
 /* Compact rows: the first layer's columns (its weight rows) are split between the threads, in
  * ranges of about equal nonzero counts. Thread t owns rows [cuts[t], cuts[t+1]) of W and dW:
  * it adds their part of the forward product, then computes and applies their gradient. Each
- * thread's half of W stays in its own core's cache, and no two threads write the same rows.
- * Thread 0 runs the small rest of the network in between. Per step:
- *   1. all: partial first-layer products         | barrier
- *   2. thread 0: sum of partials, later layers, loss, backward, their update | barrier
+ * thread's share of W stays in its own core's cache, and no two threads write the same rows.
+ * For the gradient, each range's batch entries are grouped by column, so that each gradient
+ * row is summed in registers and written once. Per step:
+ *   1. all: partial first-layer products of own columns                       | barrier
+ *   2. thread 0: sum of partials, later layers, loss, backward, their update;
+ *      meanwhile the other threads group every range's entries by column     | barrier
  *   3. all: own rows of dW, their update (the next step's forward reads only those rows). */
 static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches,
                                    ptrdiff_t n_steps, FN(net) *net, int optimizer, const REAL *hyper, REAL *state,
@@ -338,25 +409,35 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
 {
     const int batch = net->batch, n_in = (int)net->sizes[0], m = (int)net->sizes[1];
     const ptrdiff_t count = fastbp_parameter_count(net->sizes, net->n_layers), b_at = (ptrdiff_t)n_in * m;
-    const REAL *values = x->values;
     REAL *W = net->params, *dW = net->grads;
     int32_t *cuts = malloc(sizeof(int32_t) * (size_t)(threads + 1));
-    int64_t *spans = malloc(sizeof(int64_t) * 2 * (size_t)batch * threads);
     REAL *parts = malloc(sizeof(REAL) * (size_t)batch * m * (threads > 1 ? threads - 1 : 1));
-    const int ready = cuts && spans && parts;
-    ptrdiff_t done = ready ? n_steps : -1;
+    FN(columns) *cols = calloc((size_t)threads, sizeof(FN(columns)));
+    int ready = cuts && parts && cols;
+    if (ready) {
+        int64_t longest = 0;
+        for (ptrdiff_t s = 0; s < n_steps * batch; ++s) {
+            const int64_t length = x->indptr[batches[s] + 1] - x->indptr[batches[s]];
+            longest = length > longest ? length : longest;
+        }
+        fastbp_split_columns(x->column_counts, n_in, threads, cuts);
+        for (int t = 0; t < threads && ready; ++t) ready = FN(columns_init)(&cols[t], cuts[t], cuts[t + 1], batch, longest) == 0;
+    }
+    ptrdiff_t done = n_steps;
     REAL *d1 = NULL;
-    if (ready) fastbp_split_columns(x->column_counts, n_in, threads, cuts);
 #pragma omp parallel num_threads(threads) if (ready)
     {
         const int t = FASTBP_THREAD_NUM();
-        int64_t *begin = spans + (ptrdiff_t)2 * batch * t, *end = begin + batch;
-        if (ready) fastbp_own_spans(x, batches, batch, cuts[t], cuts[t + 1], n_in, begin, end);
+        FN(columns) *own = &cols[t];
+        REAL *out = t ? parts + (ptrdiff_t)(t - 1) * batch * m : net->acts;
         for (ptrdiff_t s = 0; ready && s < n_steps; ++s) {
             const int64_t *rows = batches + s * batch;
-            CAT(fastbp_spans_times, SFX)(begin, end, batch, x->indices, values, W, t ? NULL : W + b_at,
-                                        t ? parts + (ptrdiff_t)(t - 1) * batch * m : net->acts, m);
+            if (s + 1 < n_steps) FN(prefetch_share)(x, rows + batch, batch, t, threads);
+            fastbp_own_spans(x, rows, batch, own->lo, own->hi, n_in, own->begin, own->end);
+            CAT(fastbp_spans_times, SFX)(own->begin, own->end, batch, x->indices, x->values, W, t ? NULL : W + b_at, out,
+                                        m);
 #pragma omp barrier
+            for (int g = t - 1; t > 0 && g < threads; g += threads - 1) FN(group_by_column)(&cols[g], x, batch);
 #pragma omp master
             {
                 for (int r = 0; r < batch; ++r) net->t_batch[r] = labels[rows[r]];
@@ -367,28 +448,25 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
                     losses[s] = loss;
                     d1 = FN(backward_rest)(net);
                     FN(column_sums)(d1, net->grads + b_at, batch, m);
-                    FN(optimizer_range)(optimizer, net->params, net->grads, state, count, b_at, count, hyper, step0 + s + 1);
+                    FN(optimizer_range)(optimizer, net->params, net->grads, state, count, b_at, count, hyper,
+                                        step0 + s + 1);
                 } else {
                     done = s; /* that step's update is not applied */
                 }
             }
 #pragma omp barrier
-            if (s == done) break;
-            const ptrdiff_t from = (ptrdiff_t)cuts[t] * m, to = (ptrdiff_t)cuts[t + 1] * m;
-            memset(dW + from, 0, sizeof(REAL) * (size_t)(to - from));
-            CAT(fastbp_spans_scatter, SFX)(begin, end, batch, x->indices, values, d1, dW, m);
-            FN(optimizer_range)(optimizer, W, dW, state, count, from, to, hyper, step0 + s + 1);
-            if (s + 1 < n_steps) { /* the next batch's entries, asked for early */
-                fastbp_own_spans(x, rows + batch, batch, cuts[t], cuts[t + 1], n_in, begin, end);
-                for (int r = 0; r < batch; ++r) {
-                    for (int64_t p = begin[r]; p < end[r]; p += 64 / sizeof(REAL)) __builtin_prefetch(values + p);
-                    for (int64_t p = begin[r]; p < end[r]; p += 16) __builtin_prefetch(x->indices + p);
-                }
-            }
+            if (done == s) break;
+            if (threads == 1) FN(group_by_column)(own, x, batch);
+            /* dW row c = sum of v * d1[r] over column c's entries (zero without entries) */
+            CAT(fastbp_spans_times, SFX)(own->start, own->start + 1, own->hi - own->lo, own->rr, own->vv, d1, NULL,
+                                        dW + (ptrdiff_t)own->lo * m, m);
+            FN(optimizer_range)(optimizer, W, dW, state, count, (ptrdiff_t)own->lo * m, (ptrdiff_t)own->hi * m, hyper,
+                                step0 + s + 1);
         }
     }
-    free(cuts); free(spans); free(parts);
-    return done;
+    for (int t = 0; cols && t < threads; ++t) FN(columns_free)(&cols[t]);
+    free(cuts); free(parts); free(cols);
+    return ready ? done : -1;
 }
 
 /* Threads for the compact paths: all of OpenMP's when every layer after the first is small
