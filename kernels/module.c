@@ -404,7 +404,8 @@ static void compact_destroy(Compact *c)
 
 static void compact_free(PyObject *capsule) { compact_destroy(PyCapsule_GetPointer(capsule, COMPACT_CAPSULE)); }
 
-/* compact_rows(x, n, k) -> (capsule, nnz): the nonzeros of the (n, k) matrix x, row by row. Only
+/* compact_rows(x, n, k, max_nnz) -> (capsule, nnz): the nonzeros of the (n, k) matrix x, row by
+ * row; (None, nnz) when there are more than max_nnz of them (dense data stays dense). Only
  * this function makes the capsule, so its column indices are in range by construction and the
  * kernels need not check them on every call. */
 static PyObject *compact_rows(PyObject *self, PyObject *args)
@@ -412,7 +413,8 @@ static PyObject *compact_rows(PyObject *self, PyObject *args)
     (void)self;
     PyObject *ox;
     Py_ssize_t n, k;
-    if (!PyArg_ParseTuple(args, "Onn:compact_rows", &ox, &n, &k)) return NULL;
+    long long max_nnz;
+    if (!PyArg_ParseTuple(args, "OnnL:compact_rows", &ox, &n, &k, &max_nnz)) return NULL;
     if (n < 0 || k < 1 || k > INT32_MAX) return PyErr_Format(PyExc_ValueError, "bad shape (%zd, %zd)", n, k);
     Args a = {.count = 0, .real = REAL_NONE};
     void *x = take(&a, ox, K_REAL, 0, "x", n * k);
@@ -432,6 +434,11 @@ static PyObject *compact_rows(PyObject *self, PyObject *args)
     else fastbp_count_nonzeros_f64(x, n, k, c->indptr);
     Py_END_ALLOW_THREADS
     const int64_t nnz = c->indptr[n];
+    if (nnz > max_nnz) {
+        release(&a);
+        compact_destroy(c);
+        return Py_BuildValue("OL", Py_None, (long long)nnz);
+    }
     c->indices = random_access_alloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
     c->values = random_access_alloc(item * (size_t)(nnz > 0 ? nnz : 1));
     c->column_counts = malloc(sizeof(int64_t) * (size_t)k);

@@ -6,6 +6,7 @@
  * GCC's vector extensions keep the code one source for every width.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -131,9 +132,24 @@ static int use_avx2(void)
 DEFINE_ROWS(f32, float)
 DEFINE_ROWS(f64, double)
 
-/* counts[j] = the number of entries in column j, over all rows. */
+/* counts[j] = the number of entries in column j, over all rows: each thread counts a slice into
+ * its own slab (serially when there is no memory for the slabs), then the slabs are summed. */
 void fastbp_column_counts(const int32_t *indices, int64_t nnz, int64_t *counts, int64_t k)
 {
+    const int threads = nnz >= FASTBP_PARALLEL_SCAN ? FASTBP_MAX_THREADS() : 1;
+    int64_t *slabs = threads > 1 ? calloc((size_t)threads * (size_t)k, sizeof(int64_t)) : NULL;
     memset(counts, 0, sizeof(int64_t) * (size_t)k);
-    for (int64_t p = 0; p < nnz; ++p) ++counts[indices[p]];
+    if (!slabs) {
+        for (int64_t p = 0; p < nnz; ++p) ++counts[indices[p]];
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = FASTBP_THREAD_NUM();
+        int64_t *mine = slabs + (ptrdiff_t)t * k;
+        for (int64_t p = nnz * t / threads; p < nnz * (t + 1) / threads; ++p) ++mine[indices[p]];
+    }
+    for (int t = 0; t < threads; ++t)
+        for (int64_t j = 0; j < k; ++j) counts[j] += slabs[(ptrdiff_t)t * k + j];
+    free(slabs);
 }

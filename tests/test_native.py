@@ -90,7 +90,9 @@ def test_native_train_steps_checks_indices_and_sizes():
 
 
 def test_native_compact_rows_are_checked_against_the_call():
-    rows, nnz = _native.compact_rows(np.array([[0.0, 1.5, 0.0], [2.0, 0.0, 0.0]]), 2, 3)
+    x = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, 0.0]])
+    assert _native.compact_rows(x, 2, 3, 1) == (None, 2)  # more nonzeros than allowed: counted, not compacted
+    rows, nnz = _native.compact_rows(x, 2, 3, 6)
     assert nnz == 2
     sizes = np.array([3, 4, 2])
     params = np.zeros(3 * 4 + 4 + 4 * 2 + 2)
@@ -101,7 +103,7 @@ def test_native_compact_rows_are_checked_against_the_call():
     with pytest.raises(TypeError, match="same dtype"):
         _native.predict_labels(rows, 2, params.astype(np.float32), sizes, 0, labels)
     with pytest.raises(ValueError, match=r"x has 6 elements, expected 9"):
-        _native.compact_rows(np.zeros(6), 3, 3)
+        _native.compact_rows(np.zeros(6), 3, 3, 9)
 
 
 def test_native_skips_dx_when_asked(rng):

@@ -103,9 +103,9 @@ class CompactRows:
     train_steps and predict_labels take it in place of the dense array.
     """
 
-    def __init__(self, x: np.ndarray):
+    def __init__(self, x: np.ndarray, max_density: float = 1.0):
         self.shape, self.dtype = x.shape, x.dtype
-        self.handle, self.nnz = _native.compact_rows(x, x.shape[0], x.shape[1])
+        self.handle, self.nnz = _native.compact_rows(x, x.shape[0], x.shape[1], int(max_density * x.size))
 
     @property
     def density(self) -> float:
@@ -118,9 +118,10 @@ class CompactRows:
 def prepare_rows(x):
     """Same contract as reference.prepare_rows: compact rows when x is mostly zeros (MNIST is 19%
     nonzero), so that the first layer costs one weight row per nonzero pixel instead of per pixel."""
-    if x.ndim != 2 or x.size == 0 or np.count_nonzero(x) > COMPACT_MAX_DENSITY * x.size:
+    if x.ndim != 2 or x.size == 0:
         return x
-    return CompactRows(x)
+    rows = CompactRows(x, COMPACT_MAX_DENSITY)  # counts first, and compacts only below the threshold
+    return rows if rows.handle is not None else x
 
 
 def _rows(x):
