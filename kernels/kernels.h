@@ -47,6 +47,9 @@
 /* The whole-network kernels multiply layers (after the first) with at most this many weights by
  * their own row loops, on the calling thread; larger ones by BLAS. */
 #define FASTBP_OWN_PRODUCT (1 << 15)
+/* The fused compact step groups a batch's entries by column into buckets of one place per batch
+ * row while all the buckets hold at most this many places (else it counts them first). */
+#define FASTBP_BUCKET_ENTRIES (1 << 22)
 
 /* must match fastbp/backends/_network.py */
 enum { FASTBP_RELU = 0, FASTBP_SIGMOID = 1 };

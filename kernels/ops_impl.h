@@ -347,47 +347,62 @@ static void FN(prefetch_share)(const fastbp_rows *x, const int64_t *rows, int n,
 }
 
 /* One thread's entries of a batch, regrouped by column: column lo + j's entries are q in
- * [start[j], start[j + 1]), value vv[q] in batch row rr[q]. */
+ * [first[j], last[j]), value vv[q] in batch row rr[q]. Each column has a bucket of `bucket`
+ * (= batch) places when that fits in FASTBP_BUCKET_ENTRIES, so one pass fills them; otherwise
+ * (bucket 0: very wide inputs) the entries are counted first and packed. */
 typedef struct {
-    int lo, hi;            /* the thread's columns */
-    int64_t *begin, *end;  /* each batch row's entries in [lo, hi) */
-    int64_t *start, *next; /* hi - lo + 1 each */
-    int32_t *rr;           /* room for batch * (the longest row's entry count) */
+    int lo, hi;           /* the thread's columns */
+    int bucket;
+    int64_t *begin, *end; /* each batch row's entries in [lo, hi) */
+    int64_t *first, *last;
+    int32_t *rr;
     REAL *vv;
 } FN(columns);
 
 static void FN(columns_free)(FN(columns) *g)
 {
-    free(g->begin); free(g->end); free(g->start); free(g->next); free(g->rr); free(g->vv);
+    free(g->begin); free(g->end); free(g->first); free(g->last); free(g->rr); free(g->vv);
 }
 
 static int FN(columns_init)(FN(columns) *g, int lo, int hi, int batch, int64_t longest_row)
 {
-    *g = (FN(columns)){.lo = lo, .hi = hi};
-    const size_t room = (size_t)batch * (size_t)(longest_row > 0 ? longest_row : 1);
+    const size_t width = (size_t)(hi - lo);
+    *g = (FN(columns)){.lo = lo, .hi = hi, .bucket = (double)width * batch <= FASTBP_BUCKET_ENTRIES ? batch : 0};
+    /* packed: at most every batch row's longest possible run of entries */
+    const size_t room = g->bucket ? width * (size_t)batch : (size_t)batch * (size_t)(longest_row > 0 ? longest_row : 1);
     g->begin = malloc(sizeof(int64_t) * (size_t)batch);
     g->end = malloc(sizeof(int64_t) * (size_t)batch);
-    g->start = malloc(sizeof(int64_t) * (size_t)(hi - lo + 1));
-    g->next = malloc(sizeof(int64_t) * (size_t)(hi - lo + 1));
-    g->rr = malloc(sizeof(int32_t) * room);
-    g->vv = malloc(sizeof(REAL) * room);
-    return g->begin && g->end && g->start && g->next && g->rr && g->vv ? 0 : -1;
+    g->first = malloc(sizeof(int64_t) * (width + 1));
+    g->last = malloc(sizeof(int64_t) * (width + 1));
+    g->rr = malloc(sizeof(int32_t) * (room > 0 ? room : 1));
+    g->vv = malloc(sizeof(REAL) * (room > 0 ? room : 1));
+    if (!g->begin || !g->end || !g->first || !g->last || !g->rr || !g->vv) return -1;
+    for (size_t j = 0; g->bucket && j < width; ++j) g->first[j] = (int64_t)j * g->bucket;
+    return 0;
 }
 
-/* Groups the batch entries [begin[r], end[r]) by column: a counting sort. */
+/* Groups the batch entries [begin[r], end[r]) by column. */
 static void FN(group_by_column)(FN(columns) *g, const fastbp_rows *x, int n)
 {
     const int32_t *indices = x->indices;
     const REAL *values = x->values;
     const int lo = g->lo, width = g->hi - g->lo;
-    memset(g->start, 0, sizeof(int64_t) * (size_t)(width + 1));
-    for (int r = 0; r < n; ++r)
-        for (int64_t p = g->begin[r]; p < g->end[r]; ++p) ++g->start[indices[p] - lo + 1];
-    for (int j = 0; j < width; ++j) g->start[j + 1] += g->start[j];
-    memcpy(g->next, g->start, sizeof(int64_t) * (size_t)width);
+    if (g->bucket) {
+        memcpy(g->last, g->first, sizeof(int64_t) * (size_t)width);
+    } else { /* a counting sort: counts in last, then first = their running sums, last = first */
+        memset(g->last, 0, sizeof(int64_t) * (size_t)width);
+        for (int r = 0; r < n; ++r)
+            for (int64_t p = g->begin[r]; p < g->end[r]; ++p) ++g->last[indices[p] - lo];
+        int64_t at = 0;
+        for (int j = 0; j < width; ++j) {
+            g->first[j] = at;
+            at += g->last[j];
+            g->last[j] = g->first[j];
+        }
+    }
     for (int r = 0; r < n; ++r)
         for (int64_t p = g->begin[r]; p < g->end[r]; ++p) {
-            const int64_t q = g->next[indices[p] - lo]++;
+            const int64_t q = g->last[indices[p] - lo]++;
             g->rr[q] = r;
             g->vv[q] = values[p];
         }
@@ -458,7 +473,7 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
             if (done == s) break;
             if (threads == 1) FN(group_by_column)(own, x, batch);
             /* dW row c = sum of v * d1[r] over column c's entries (zero without entries) */
-            CAT(fastbp_spans_times, SFX)(own->start, own->start + 1, own->hi - own->lo, own->rr, own->vv, d1, NULL,
+            CAT(fastbp_spans_times, SFX)(own->first, own->last, own->hi - own->lo, own->rr, own->vv, d1, NULL,
                                         dW + (ptrdiff_t)own->lo * m, m);
             FN(optimizer_range)(optimizer, W, dW, state, count, (ptrdiff_t)own->lo * m, (ptrdiff_t)own->hi * m, hyper,
                                 step0 + s + 1);
