@@ -106,36 +106,88 @@ def mostly_zeros(rng, shape, dtype, zero_fraction=0.8):
 SIZES = {"20-16-12-5": [20, 16, 12, 5], "30-75-7": [30, 75, 7], "9-3-4": [9, 3, 4]}
 
 
+def train_both(backend, x, sizes, batches, activation="relu", optimizer="sgd", seed=0):
+    """train_steps and predict_labels on the reference and on `backend`, from the same start."""
+    rng = np.random.default_rng(seed)
+    n_params = _network.parameter_count(sizes)
+    start = (rng.standard_normal(n_params) * 0.3).astype(x.dtype)
+    labels = rng.integers(0, sizes[-1], x.shape[0])
+    hyper = np.array([0.05, 0.9, 0.999, 1e-7], x.dtype)
+    results = {}
+    for name in ("reference", backend):
+        ops = backends.get(name)
+        rows = ops.prepare_rows(x)
+        params, grads = start.copy(), np.zeros_like(start)
+        state, losses = np.zeros((2, n_params), x.dtype), np.zeros(len(batches))
+        done = ops.train_steps(rows, labels, batches, params, grads, sizes, _network.ACTIVATIONS[activation],
+                               _network.OPTIMIZERS[optimizer], hyper, state, 0, losses)
+        results[name] = (done, params, losses, ops.predict_labels(rows, params, sizes, _network.ACTIVATIONS[activation]))
+    return results["reference"], results[backend]
+
+
+def assert_same_training(expected, actual, n_steps, dtype):
+    (done_ref, p_ref, l_ref, y_ref), (done, p, losses, y) = expected, actual
+    assert done == done_ref == n_steps
+    # float32: 30 steps of rounding, amplified by Adam's division by sqrt(v)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(p, p_ref, rtol=tol, atol=tol * np.abs(p_ref).max())
+    np.testing.assert_allclose(losses, l_ref, rtol=tol)
+    assert np.mean(y != y_ref) <= (0 if dtype == np.float64 else 0.01)  # float32: a near tie may flip
+
+
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 @pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
 @pytest.mark.parametrize("layout", list(SIZES))
 def test_train_steps_matches_reference(backend, dtype, activation, optimizer, inputs, layout, rng):
     sizes = np.array(SIZES[layout])
-    n_params = _network.parameter_count(sizes)
-    start = (rng.standard_normal(n_params) * 0.3).astype(dtype)
     shape = (200, sizes[0])
     x = rng.standard_normal(shape).astype(dtype) if inputs == "dense" else mostly_zeros(rng, shape, dtype)
-    labels = rng.integers(0, sizes[-1], 200)
     batches = rng.integers(0, 200, (30, 8))
     batches[0, :2] = 1  # the all-zero row
-    hyper = np.array([0.05, 0.9, 0.999, 1e-7], dtype)
-    results = {}
-    for name in ("reference", backend):
-        ops = backends.get(name)
-        rows = ops.prepare_rows(x)
-        params, grads = start.copy(), np.zeros_like(start)
-        state, losses = np.zeros((2, n_params), dtype), np.zeros(30)
-        done = ops.train_steps(rows, labels, batches, params, grads, sizes, _network.ACTIVATIONS[activation],
-                               _network.OPTIMIZERS[optimizer], hyper, state, 0, losses)
-        results[name] = (done, params, losses, ops.predict_labels(rows, params, sizes, _network.ACTIVATIONS[activation]))
-    (done_ref, p_ref, l_ref, y_ref), (done, p, losses, y) = results["reference"], results[backend]
-    assert done == done_ref == 30
-    # float32: 30 steps of rounding, amplified by Adam's division by sqrt(v)
-    tol = 1e-12 if dtype == np.float64 else 1e-4
-    np.testing.assert_allclose(p, p_ref, rtol=tol, atol=tol * np.abs(p_ref).max())
-    np.testing.assert_allclose(losses, l_ref, rtol=tol)
-    assert np.mean(y != y_ref) <= (0 if dtype == np.float64 else 0.01)  # float32: a near tie may flip
+    expected, actual = train_both(backend, x, sizes, batches, activation, optimizer)
+    assert_same_training(expected, actual, 30, dtype)
+
+
+@pytest.fixture
+def native_threads():
+    """Sets the native backend's OpenMP threads for one test, then restores them."""
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp import _native
+
+    before = _native.openmp()
+    if before == 0:
+        pytest.skip("the native backend is built without OpenMP")
+    yield _native.set_num_threads
+    _native.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_native_compact_training_on_any_thread_count(native_threads, threads, optimizer, rng):
+    """The compact step splits the first layer's columns between threads (more threads than
+    cores here too, and 5 threads on 9 columns leaves some ranges nearly empty)."""
+    native_threads(threads)
+    for layout in ("20-16-12-5", "9-3-4"):
+        sizes = np.array(SIZES[layout])
+        x = mostly_zeros(rng, (200, sizes[0]), np.float64)
+        batches = rng.integers(0, 200, (30, 8))
+        expected, actual = train_both("native", x, sizes, batches, "relu", optimizer)
+        assert_same_training(expected, actual, 30, np.float64)
+
+
+def test_native_compact_training_on_very_wide_rows(native_threads, rng):
+    """Column ranges times the batch above FASTBP_BUCKET_ENTRIES (4M): the step counts each
+    column's entries and packs them instead of giving every column a bucket of batch places."""
+    native_threads(2)
+    n_rows, k, batch = 240, 45000, 200  # each of 2 ranges: about 22500 columns x 200 places
+    x = np.zeros((n_rows, k), np.float32)
+    where = rng.integers(0, k, (n_rows, 40))
+    x[np.arange(n_rows)[:, None], where] = rng.standard_normal((n_rows, 40)).astype(np.float32)
+    batches = rng.integers(0, n_rows, (3, batch))
+    expected, actual = train_both("native", x, np.array([k, 12, 3]), batches)
+    assert_same_training(expected, actual, 3, np.float32)
 
 
 def test_native_keeps_mostly_zero_sets_as_compact_rows(rng):
