@@ -119,12 +119,20 @@ static int use_avx2(void)
         FASTBP_PARALLEL_FOR(n * k >= FASTBP_PARALLEL_SCAN)                                                      \
         for (int64_t i = 0; i < n; ++i) {                                                                       \
             int64_t at = indptr[i];                                                                             \
-            for (int64_t j = 0; j < k; ++j) {                                                                   \
-                const REAL v = x[i * k + j];                                                                    \
-                if (v != 0) {                                                                                   \
-                    indices[at] = (int32_t)j;                                                                   \
-                    values[at++] = v;                                                                           \
+            for (int64_t j0 = 0; j0 < k; j0 += 64) {                                                            \
+                /* without branches (zero or not is a coin toss at a digit's edges): every entry is     \
+                 * written, and the write position moves on past the nonzero ones only */               \
+                int32_t column[65];                                                                             \
+                REAL value[65];                                                                                 \
+                int count = 0;                                                                                  \
+                for (int64_t j = j0; j < (k < j0 + 64 ? k : j0 + 64); ++j) {                                    \
+                    column[count] = (int32_t)j;                                                                 \
+                    value[count] = x[i * k + j];                                                                \
+                    count += value[count] != 0;                                                                 \
                 }                                                                                               \
+                memcpy(indices + at, column, sizeof(int32_t) * (size_t)count);                                  \
+                memcpy(values + at, value, sizeof(REAL) * (size_t)count);                                       \
+                at += count;                                                                                    \
             }                                                                                                   \
         }                                                                                                       \
     }
