@@ -204,6 +204,12 @@ def test_native_keeps_mostly_zero_sets_as_compact_rows(rng):
     assert native.prepare_rows(dense) is dense  # dense sets stay as they are: BLAS is faster on them
     empty = np.zeros((0, 30))
     assert native.prepare_rows(empty) is empty
+    # the threshold: 100 entries, as many nonzero as allowed, then one more
+    edge = np.zeros((10, 10))
+    edge.flat[: int(native.COMPACT_MAX_DENSITY * 100)] = 1.0
+    assert isinstance(native.prepare_rows(edge), native.CompactRows)
+    edge.flat[int(native.COMPACT_MAX_DENSITY * 100)] = 1.0
+    assert native.prepare_rows(edge) is edge
 
 
 def test_compact_rows_keep_nan_and_inf(rng):

@@ -91,9 +91,9 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, t):
 
 
 # A data set at most this dense (fraction of nonzero entries) is kept as compact rows: then the
-# first layer's products skip the zeros. Measured (benchmarks/compact_rows.py, 784-50-10 float32):
-# compact is 1.2-1.4x faster at MNIST's 0.19, level at 0.3 for training and 0.25 for prediction.
-COMPACT_MAX_DENSITY = 0.25
+# first layer's products skip the zeros. Measured (benchmarks/compact_rows.py, 784-50-10 float32,
+# 2 cores): compact is 2.1-2.2x faster at MNIST's 0.19, 1.2-1.4x at 0.4, level at 0.5.
+COMPACT_MAX_DENSITY = 0.4
 
 
 class CompactRows:
