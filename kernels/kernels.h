@@ -98,9 +98,6 @@ void fastbp_layer_offsets(const int64_t *sizes, int layer, ptrdiff_t *w_at, ptrd
                                   const REAL *values, const REAL *M, const REAL *start, REAL *out, int m);      \
     void fastbp_dense_times_##SFX(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out,     \
                                   int m);                                                                       \
-    void fastbp_spans_scatter_##SFX(const int64_t *begin, const int64_t *end, int n, const int32_t *indices,    \
-                                    const REAL *values, const REAL *d, REAL *G, int m);                         \
-    void fastbp_dense_scatter_##SFX(const REAL *x, int n, int k, const REAL *d, REAL *G, int m);                \
     void fastbp_count_nonzeros_##SFX(const REAL *x, int64_t n, int64_t k, int64_t *indptr);                     \
     void fastbp_compact_rows_##SFX(const REAL *x, int64_t n, int64_t k, const int64_t *indptr,                 \
                                    int32_t *indices, REAL *values);                                             \

@@ -332,20 +332,6 @@ static ptrdiff_t FN(train_dense)(const REAL *x, const int64_t *labels, const int
     return done;
 }
 
-/* Asks the memory system early for thread t's share of the compact rows rows[0, n): all of
- * each row's columns (its own range is searched for in them), and the t-th of `threads` equal
- * parts of its values, about those of the columns the thread owns. */
-static void FN(prefetch_share)(const fastbp_rows *x, const int64_t *rows, int n, int t, int threads)
-{
-    const REAL *values = x->values;
-    for (int r = 0; r < n; ++r) {
-        const int64_t first = x->indptr[rows[r]], count = x->indptr[rows[r] + 1] - first;
-        const int64_t lo = first + count * t / threads, hi = first + count * (t + 1) / threads;
-        for (int64_t p = lo; p < hi; p += 64 / sizeof(REAL)) __builtin_prefetch(values + p);
-        for (int64_t p = first; p < first + count; p += 16) __builtin_prefetch(x->indices + p);
-    }
-}
-
 /* One thread's entries of a batch, regrouped by column: column lo + j's entries are q in
  * [first[j], last[j]), value vv[q] in batch row rr[q]. Each column has a bucket of `bucket`
  * (= batch) places when that fits in FASTBP_BUCKET_ENTRIES, so one pass fills them; otherwise
@@ -417,7 +403,9 @@ static void FN(group_by_column)(FN(columns) *g, const fastbp_rows *x, int n)
  *   1. all: partial first-layer products of own columns                       | barrier
  *   2. thread 0: sum of partials, later layers, loss, backward, their update;
  *      meanwhile the other threads group every range's entries by column     | barrier
- *   3. all: own rows of dW, their update (the next step's forward reads only those rows). */
+ *   3. all: own rows of dW, their update (the next step's forward reads only those rows).
+ * (One thread: it groups its entries itself, in step 3.) The column ranges depend only on the
+ * data and the thread count, so results repeat exactly for the same number of threads. */
 static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches,
                                    ptrdiff_t n_steps, FN(net) *net, int optimizer, const REAL *hyper, REAL *state,
                                    int64_t step0, double *losses, int threads)
@@ -447,7 +435,6 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
         REAL *out = t ? parts + (ptrdiff_t)(t - 1) * batch * m : net->acts;
         for (ptrdiff_t s = 0; ready && s < n_steps; ++s) {
             const int64_t *rows = batches + s * batch;
-            if (s + 1 < n_steps) FN(prefetch_share)(x, rows + batch, batch, t, threads);
             fastbp_own_spans(x, rows, batch, own->lo, own->hi, n_in, own->begin, own->end);
             CAT(fastbp_spans_times, SFX)(own->begin, own->end, batch, x->indices, x->values, W, t ? NULL : W + b_at, out,
                                         m);

@@ -90,15 +90,6 @@ static int use_avx2(void)
     {                                                                                                           \
         DISPATCH(dense_times, SFX, (x, n, k, M, start, out, m));                                                \
     }                                                                                                           \
-    void fastbp_spans_scatter_##SFX(const int64_t *begin, const int64_t *end, int n, const int32_t *indices,    \
-                                    const REAL *values, const REAL *d, REAL *G, int m)                          \
-    {                                                                                                           \
-        DISPATCH(spans_scatter, SFX, (begin, end, n, indices, values, d, G, m));                                \
-    }                                                                                                           \
-    void fastbp_dense_scatter_##SFX(const REAL *x, int n, int k, const REAL *d, REAL *G, int m)                 \
-    {                                                                                                           \
-        DISPATCH(dense_scatter, SFX, (x, n, k, d, G, m));                                                       \
-    }                                                                                                           \
     /* indptr[i + 1] - indptr[i] = the number of nonzeros of row i (NaN counts as nonzero), row by row  \
      * on the OpenMP threads, then summed up. */                                                              \
     void fastbp_count_nonzeros_##SFX(const REAL *x, int64_t n, int64_t k, int64_t *indptr)                      \

@@ -1,14 +1,16 @@
-/* Row-by-row products for one floating type and one instruction set, compiled four times by
- * compact.c:  REAL, SFX (f32/f64), VEC (a GCC vector of REAL), ISA (name suffix), TARGET (attribute).
+/* Rows times a matrix, for one floating type and one instruction set, compiled four times by
+ * rows.c:  REAL, SFX (f32/f64), VEC (a GCC vector of REAL), ISA (name suffix), TARGET (attribute).
  *
  * The left operand comes one row at a time, either as compact entries (the row's nonzeros:
  * values[p] at columns indices[p]) or as a dense row (values[p] at column p). A compact row
  * costs one row of the right operand per nonzero instead of one per column: x W reads 19% of
  * W's rows for an MNIST image. Same sums as the dense product, in another order, without the
- * terms that are exactly zero.
+ * terms that are exactly zero. Each output row is summed in registers and written once.
  *
- * The small dense products of the fused paths (the layers after the first) use the same loops:
- * they stay on the calling thread, where BLAS would wake its own threads to fight ours.
+ * The fused compact step also computes its weight gradient x^T dout this way, from the batch's
+ * entries grouped by column (each column's entries then are a compact row of x^T), and its small
+ * dense products (the layers after the first) use the same loops: they stay on the calling
+ * thread, where BLAS would wake its own threads to fight ours.
  */
 #define CCAT_(a, b, c) a##_##b##_##c
 #define CCAT(a, b, c) CCAT_(a, b, c)
@@ -55,8 +57,6 @@ TARGET static inline __attribute__((always_inline)) void CFN(sum_rows)(const int
     case 5: { const int NV = 5; call; } break; case 6: { const int NV = 6; call; } break;               \
     case 7: { const int NV = 7; call; } break; default: { const int NV = 8; call; } break;             \
     }
-#define CASES_0_TO_8(nv, call) \
-    if ((nv) == 0) { const int NV = 0; call; } else CASES_1_TO_8(nv, call)
 
 /* o[0, m) = start + (one row) M, M being (*, m). */
 TARGET static inline __attribute__((always_inline)) void CFN(row_times)(const int32_t *indices, const REAL *values,
@@ -78,34 +78,6 @@ TARGET static inline __attribute__((always_inline)) void CFN(row_times)(const in
     }
 }
 
-/* G[column p, 0, nv * LANES + rest) += values[p] * d[...] for every entry p of one row: nv whole
- * vectors of d held in registers, then `rest` (< LANES) columns one at a time. */
-TARGET static inline __attribute__((always_inline)) void CFN(scatter_row)(const int nv, int rest, const REAL *d,
-                                                                         REAL *G, int m, const int32_t *indices,
-                                                                         const REAL *values, int64_t nnz)
-{
-    VEC dv[8];
-#pragma GCC unroll 8
-    for (int q = 0; q < nv; ++q) dv[q] = CFN(load)(d + q * LANES);
-    for (int64_t p = 0; p < nnz; ++p) {
-        const VEC v = (VEC){0} + values[p];
-        REAL *g = G + COLUMN(p) * m;
-#pragma GCC unroll 8
-        for (int q = 0; q < nv; ++q) CFN(store)(g + q * LANES, CFN(load)(g + q * LANES) + v * dv[q]);
-        for (int t = nv * LANES; t < nv * LANES + rest; ++t) g[t] += values[p] * d[t];
-    }
-}
-
-/* G += (one row)^T d, d being one row of m values: the row's part of x^T dout. */
-TARGET static inline __attribute__((always_inline)) void CFN(row_scatter)(const int32_t *indices, const REAL *values,
-                                                                         int64_t nnz, const REAL *d, REAL *G, int m)
-{
-    for (int j0 = 0; j0 < m; j0 += BLOCK) {
-        const int width = m - j0 < BLOCK ? m - j0 : BLOCK;
-        CASES_0_TO_8(width / LANES, CFN(scatter_row)(NV, width % LANES, d + j0, G + j0, m, indices, values, nnz))
-    }
-}
-
 /* out[r, :] = start + x_r M for n compact rows, row r being the entries [begin[r], end[r]). */
 TARGET void CFN(spans_times)(const int64_t *begin, const int64_t *end, int n, const int32_t *indices,
                              const REAL *values, const REAL *M, const REAL *start, REAL *out, int m)
@@ -122,22 +94,6 @@ TARGET void CFN(dense_times)(const REAL *x, int n, int k, const REAL *M, const R
         CFN(row_times)(indices, x + (ptrdiff_t)r * k, k, M, start, out + (ptrdiff_t)r * m, m);
 }
 
-/* G += x^T d for n compact rows (as in spans_times) and d (n, m). */
-TARGET void CFN(spans_scatter)(const int64_t *begin, const int64_t *end, int n, const int32_t *indices,
-                               const REAL *values, const REAL *d, REAL *G, int m)
-{
-    for (int r = 0; r < n; ++r)
-        CFN(row_scatter)(indices + begin[r], values + begin[r], end[r] - begin[r], d + (ptrdiff_t)r * m, G, m);
-}
-
-/* G += x^T d for the dense (n, k) matrix x and d (n, m). */
-TARGET void CFN(dense_scatter)(const REAL *x, int n, int k, const REAL *d, REAL *G, int m)
-{
-    const int32_t *indices = NULL;
-    for (int r = 0; r < n; ++r) CFN(row_scatter)(indices, x + (ptrdiff_t)r * k, k, d + (ptrdiff_t)r * m, G, m);
-}
-
-#undef CASES_0_TO_8
 #undef CASES_1_TO_8
 #undef COLUMN
 #undef BLOCK
