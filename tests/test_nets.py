@@ -177,6 +177,19 @@ def test_native_compact_training_on_any_thread_count(native_threads, threads, op
         assert_same_training(expected, actual, 30, np.float64)
 
 
+@pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
+def test_native_training_with_a_large_later_layer(native_threads, inputs, rng):
+    """A later layer above FASTBP_OWN_PRODUCT weights (40 x 900) goes to BLAS, and the compact
+    step then stays on one thread, where BLAS's own threads cannot fight it."""
+    native_threads(2)
+    sizes = np.array([12, 40, 900, 3])
+    x = rng.standard_normal((100, 12)) if inputs == "dense" else mostly_zeros(rng, (100, 12), np.float64)
+    batches = rng.integers(0, 100, (10, 16))
+    for optimizer in ("sgd", "adam"):
+        expected, actual = train_both("native", x, sizes, batches, "sigmoid", optimizer)
+        assert_same_training(expected, actual, 10, np.float64)
+
+
 def test_native_compact_training_on_very_wide_rows(native_threads, rng):
     """Column ranges times the batch above FASTBP_BUCKET_ENTRIES (4M): the step counts each
     column's entries and packs them instead of giving every column a bucket of batch places."""
