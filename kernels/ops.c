@@ -38,8 +38,8 @@ void fastbp_split_columns(const int64_t *counts, int k, int threads, int32_t *cu
 }
 
 /* The first entry in [lo, hi) whose column is at least col, else hi (a row's columns are
- * sorted): lo plus the count of columns below col, one vectorized pass over the row (measured
- * faster than a binary search, whose loads wait for one another). */
+ * sorted): lo plus the count of columns below col, one vectorized pass over the row, whose
+ * loads are independent (a binary search's each wait for the one before). */
 FASTBP_SIMD static int64_t first_column_at_least(const int32_t *indices, int64_t lo, int64_t hi, int32_t col)
 {
     int32_t below = 0;
