@@ -84,11 +84,10 @@ class MultiLayerNet:
             self.params[f"W{i}"], self.params[f"b{i}"] = W, b
 
         self.layers: OrderedDict = OrderedDict()
-        n_layers = len(self.sizes) - 1
         act_name = activation.capitalize()
-        for i in range(1, n_layers + 1):
+        for i in range(1, self.n_layers + 1):
             self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"], backend=backend)
-            if i < n_layers:
+            if i < self.n_layers:
                 self.layers[f"{act_name}{i}"] = ACTIVATION_LAYERS[activation](backend=backend)
         self.last_layer = SoftmaxWithLoss(backend=backend)
 

@@ -14,11 +14,7 @@
 #endif
 
 #include "blas.h"
-#include "kernels.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "kernels.h" /* and omp.h, under OpenMP */
 
 /* elementwise loops of at least this many elements run on OpenMP threads (set from Python) */
 static Py_ssize_t parallel_min = PY_SSIZE_T_MAX;

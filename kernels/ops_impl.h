@@ -418,12 +418,14 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
     FN(columns) *cols = calloc((size_t)threads, sizeof(FN(columns)));
     int ready = cuts && parts && cols;
     if (ready) {
-        int64_t longest = 0;
-        for (ptrdiff_t s = 0; s < n_steps * batch; ++s) {
+        fastbp_split_columns(x->column_counts, n_in, threads, cuts);
+        int widest = 0; /* of the column ranges */
+        for (int t = 0; t < threads; ++t) widest = cuts[t + 1] - cuts[t] > widest ? cuts[t + 1] - cuts[t] : widest;
+        int64_t longest = 0; /* row of this call, sizing packed groups (columns_init) */
+        for (ptrdiff_t s = 0; (double)widest * batch > FASTBP_BUCKET_ENTRIES && s < n_steps * batch; ++s) {
             const int64_t length = x->indptr[batches[s] + 1] - x->indptr[batches[s]];
             longest = length > longest ? length : longest;
         }
-        fastbp_split_columns(x->column_counts, n_in, threads, cuts);
         for (int t = 0; t < threads && ready; ++t) ready = FN(columns_init)(&cols[t], cuts[t], cuts[t + 1], batch, longest) == 0;
     }
     ptrdiff_t done = n_steps;

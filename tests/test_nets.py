@@ -215,6 +215,8 @@ def test_native_keeps_mostly_zero_sets_as_compact_rows(rng):
     assert f"density={np.count_nonzero(sparse) / sparse.size:.3f}" in repr(rows)
     dense = rng.standard_normal((50, 30))
     assert native.prepare_rows(dense) is dense  # dense sets stay as they are: BLAS is faster on them
+    with pytest.raises(native.TooDense, match="1.000 of the entries are nonzero, more than max_density 0.4"):
+        native.CompactRows(dense, max_density=0.4)
     empty = np.zeros((0, 30))
     assert native.prepare_rows(empty) is empty
     # the threshold: 100 entries, as many nonzero as allowed, then one more

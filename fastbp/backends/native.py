@@ -96,16 +96,23 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, t):
 COMPACT_MAX_DENSITY = 0.4
 
 
+class TooDense(ValueError):
+    """A data set with more nonzeros than CompactRows was allowed to keep."""
+
+
 class CompactRows:
     """A (rows, columns) data set kept as the nonzero entries of each row, in C-owned memory.
 
     Made once per data set by prepare_rows; immutable, so the kernels trust its column indices.
-    train_steps and predict_labels take it in place of the dense array.
+    train_steps and predict_labels take it in place of the dense array. With ``max_density``
+    below 1, a set with more nonzeros raises TooDense (counted, never compacted).
     """
 
     def __init__(self, x: np.ndarray, max_density: float = 1.0):
         self.shape, self.dtype = x.shape, x.dtype
         self.handle, self.nnz = _native.compact_rows(x, x.shape[0], x.shape[1], int(max_density * x.size))
+        if self.handle is None:
+            raise TooDense(f"{self.density:.3f} of the entries are nonzero, more than max_density {max_density}")
 
     @property
     def density(self) -> float:
@@ -120,8 +127,10 @@ def prepare_rows(x):
     nonzero), so that the first layer costs one weight row per nonzero pixel instead of per pixel."""
     if x.ndim != 2 or x.size == 0:
         return x
-    rows = CompactRows(x, COMPACT_MAX_DENSITY)  # counts first, and compacts only below the threshold
-    return rows if rows.handle is not None else x
+    try:
+        return CompactRows(x, COMPACT_MAX_DENSITY)  # counts first, and compacts only below the threshold
+    except TooDense:
+        return x
 
 
 def _rows(x):
