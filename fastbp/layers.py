@@ -157,15 +157,24 @@ class Affine(Layer):
         return self.ops.affine_forward(self.x, check.kernel_ready(W, dtype), check.kernel_ready(b, dtype))
 
     def backward(self, dout):
+        """Sets dW and db; returns dx, shaped like the forward input."""
+        return self._backward(dout, need_dx=True).reshape(self.original_x_shape)
+
+    def backward_params(self, dout) -> None:
+        """Sets dW and db only: for a layer whose input needs no gradient (a network's first
+        layer, fed the data), which spares the product dout W^T."""
+        self._backward(dout, need_dx=False)
+
+    def _backward(self, dout, need_dx: bool):
         self._require_forward("x")
         dout = check.float_array("dout", dout)
         W = check.float_array("W", self.W)
         check.same_shape("dout", dout, "the Affine output", (self.x.shape[0], W.shape[1]))
         dtype = check.common_dtype(dout, self.x, W)
         dx, self.dW, self.db = self.ops.affine_backward(
-            check.kernel_ready(dout, dtype), check.kernel_ready(self.x, dtype), check.kernel_ready(W, dtype)
+            check.kernel_ready(dout, dtype), check.kernel_ready(self.x, dtype), check.kernel_ready(W, dtype), need_dx
         )
-        return dx.reshape(self.original_x_shape)
+        return dx
 
 
 def _as_batch(x: np.ndarray, t, layer: str):

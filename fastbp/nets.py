@@ -50,7 +50,11 @@ class MultiLayerNet:
     reproducible; without it they come from NumPy's global generator, like the seed's.
     """
 
-    PREDICT_CHUNK = 8192  # rows converted at a time when x is not already in the network's dtype
+    # Rows converted at a time when x is not already in the network's dtype (float32 images into
+    # the seed's float64 net): 512 x 784 float64 is 3 MB, read back by the product while still in
+    # cache. Measured, train + test accuracy of the seed's net on MNIST, 2 cores: 168 ms with
+    # chunks of 8192 rows, 116-129 ms with 512 (reference backend: 217 and 135-146 ms).
+    PREDICT_CHUNK = 512
 
     def __init__(
         self,
@@ -150,8 +154,10 @@ class MultiLayerNet:
         """Gradients by backpropagation, as arrays owned by the layers (dW, db)."""
         self.loss(x, t)
         dout = self.last_layer.backward(1)
-        for layer in reversed(self.layers.values()):
+        first, *rest = self.layers.values()
+        for layer in reversed(rest):
             dout = layer.backward(dout)
+        first.backward_params(dout)  # the gradient of x itself would go unused
         grads = {}
         for i in range(1, self.n_layers + 1):
             grads[f"W{i}"] = self.layers[f"Affine{i}"].dW

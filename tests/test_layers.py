@@ -56,6 +56,23 @@ def test_affine_flattens_nd_input_and_restores_its_shape(backend, dtype, rng):
     assert dtype == np.float32 or "d(input 0) vs finite diff" in [c.quantity for c in report.comparisons]
 
 
+def test_affine_backward_params_sets_the_gradients_of_backward(backend, dtype, rng):
+    x = rng.standard_normal((6, 2, 4)).astype(dtype)
+    W = rng.standard_normal((8, 3)).astype(dtype)
+    b = rng.standard_normal(3).astype(dtype)
+    dout = rng.standard_normal((6, 3)).astype(dtype)
+    full, params_only = fastbp.Affine(W, b, backend=backend), fastbp.Affine(W, b, backend=backend)
+    full.forward(x)
+    params_only.forward(x)
+    assert full.backward(dout).shape == x.shape
+    assert params_only.backward_params(dout) is None
+    rtol = 1e-5 if dtype == np.float32 else 1e-12  # the same sums, maybe by another kernel (BLAS or a loop)
+    np.testing.assert_allclose(params_only.dW, full.dW, rtol=rtol)
+    np.testing.assert_allclose(params_only.db, full.db, rtol=rtol)
+    with pytest.raises(RuntimeError, match="before forward"):
+        fastbp.Affine(W, b, backend=backend).backward_params(dout)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (100, 50), (3, 2, 5)], ids=str)
 @pytest.mark.parametrize("layer_name", ["Relu", "Sigmoid"])
 def test_activations_match_reference(backend, dtype, shape, layer_name, rng):

@@ -45,6 +45,31 @@ def test_backprop_matches_numerical_gradient(backend, activation, rng):
     assert report.passed(rtol=1e-6), str(report)
 
 
+def test_gradient_skips_the_input_gradient_of_the_first_layer(backend, rng, monkeypatch):
+    """The seed's gradient() threw the first layer's dx away; fastbp's never computes it."""
+    ops = backends.get(backend)
+    asked = []
+    real_affine_backward = ops.affine_backward
+
+    def recording_affine_backward(dout, x, W, need_dx=True):
+        asked.append((W.shape, need_dx))
+        return real_affine_backward(dout, x, W, need_dx)
+
+    monkeypatch.setattr(ops, "affine_backward", recording_affine_backward)
+    net = MultiLayerNet(6, [5, 4], 3, dtype=np.float64, backend=backend, seed=1)
+    net.gradient(rng.standard_normal((4, 6)), np.array([0, 2, 1, 2]))
+    assert asked == [((4, 3), True), ((5, 4), True), ((6, 5), False)]
+
+
+def test_predict_labels_converts_other_dtypes_a_chunk_at_a_time(backend, rng):
+    net = TwoLayerNet(12, 9, 4, weight_init_std=0.5, backend=backend, seed=3)  # float64, as the seed
+    net.PREDICT_CHUNK = 7  # 20 rows: two whole chunks and a partial one
+    x = rng.standard_normal((20, 12)).astype(np.float32)
+    expected = np.argmax(net.predict(x.astype(np.float64)), axis=1)
+    np.testing.assert_array_equal(net.predict_labels(x), expected)
+    np.testing.assert_array_equal(net.predict_labels(np.asfortranarray(x)), expected)  # not C-contiguous either
+
+
 def test_weight_init_schemes():
     assert init_std("he", 50, "relu") == pytest.approx(np.sqrt(2 / 50))
     assert init_std("xavier", 50, "sigmoid") == pytest.approx(np.sqrt(1 / 50))
