@@ -16,6 +16,7 @@ i % 600 == 0 (17 evaluations). Each variant runs in its own process (no shared t
 
     python benchmarks/end_to_end.py                      # all variants, table to stdout
     python benchmarks/end_to_end.py --markdown out.md    # also write the table
+    python benchmarks/end_to_end.py --rounds 3           # every variant three times, in turn: medians
 
 Also reported: numba compile time of the fused path on a fresh cache and on a warm one, and the
 achieved GFLOP/s (dense-equivalent FLOPs / seconds) against NumPy's float32 matmul peak.
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -230,12 +232,29 @@ def first_use_times() -> dict:
         return {"numba_first_use_s": run("numba", env), "numba_cached_s": run("numba", env), "native_s": run("native", env)}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median total time among those that finished (the lower median for an even
+    count), else the last error."""
+    done = sorted((r for r in runs if "seconds" in r), key=lambda r: r["seconds"])
+    return done[(len(done) - 1) // 2] if done else runs[-1]
+
+
+def ratio_text(ratios: list[float]) -> str:
+    if not ratios:
+        return "n/a"
+    text = f"{statistics.median(ratios):.2f}x"
+    return text + f" ({min(ratios):.2f}-{max(ratios):.2f})" if max(ratios) > min(ratios) else text
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--iterations", type=int, default=ITERATIONS)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every variant this many times, in turn (a noisy machine drifts between runs): "
+                             "each row is the variant's median run, each ratio the median of the rounds' ratios")
     args = parser.parse_args()
     if args.variant:  # child process: run one variant, print its result as JSON
         print(json.dumps(run_variant(args.variant, args.iterations)))
@@ -244,10 +263,15 @@ def main() -> int:
     sys.path.insert(0, os.path.dirname(__file__))
     from machine import describe
 
-    results = {}
-    for name in args.variants:
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        results[name] = in_subprocess(["--variant", name, "--iterations", str(args.iterations)])
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    rounds = []
+    for r in range(args.rounds):
+        rounds.append({})
+        for name in args.variants:
+            print(f"running {name} (round {r + 1} of {args.rounds}) ...", file=sys.stderr, flush=True)
+            rounds[-1][name] = in_subprocess(["--variant", name, "--iterations", str(args.iterations)])
+    results = {name: median_run([rnd[name] for rnd in rounds]) for name in args.variants}
     compile_info = first_use_times()
     # the peak is measured in a process of its own too: OpenBLAS threads keep spinning for a while
     # after a product, and on 2 cores they would slow down whatever runs next in this process
@@ -255,12 +279,13 @@ def main() -> int:
                                  "from machine import matmul_peak; print(matmul_peak(np.float32))", os.path.dirname(__file__)],
                                 capture_output=True, text=True, check=True).stdout)
     base_name = "fused-native" if "seconds" in results.get("fused-native", {}) else "fused-numba"
-    base = results.get(base_name, {}).get("seconds")
     flops = experiment_flops(args.iterations, len(eval_points(args.iterations)))
     lines = [
         f"Machine: {describe()}",
         f"Experiment: 784-50-10, batch {BATCH}, lr {LR}, {args.iterations} iterations, "
         f"{len(eval_points(args.iterations))} evaluations of train+test accuracy; {flops / 1e9:.1f} GFLOP dense-equivalent.",
+        f"Rounds: {args.rounds} (rows: each variant's median run; ratios: median of the rounds' ratios, range in brackets)"
+        if args.rounds > 1 else "Rounds: 1",
         f"float32 matmul peak (NumPy BLAS, 1024^3, all threads): {peak:.1f} GFLOP/s",
         "",
         "GFLOP/s: dense-equivalent (the same count for every variant); executed: without the products",
@@ -275,7 +300,8 @@ def main() -> int:
             continue
         gflops = flops / r["seconds"] / 1e9
         executed = experiment_flops(args.iterations, r["evaluations"], density=r.get("density", 1.0)) / r["seconds"] / 1e9
-        ratio = f"{r['seconds'] / base:.2f}x" if base else "n/a"
+        ratio = ratio_text([rnd[name].get("seconds", 0) / rnd[base_name]["seconds"] for rnd in rounds
+                            if "seconds" in rnd[name] and "seconds" in rnd.get(base_name, {})])
         lines.append(f"| {name} | {r['seconds']:.2f} | {r['train_s']:.2f} | {r['eval_s']:.2f} | {r['test_acc']:.4f} "
                      f"| {gflops:.1f} | {executed:.1f} | {100 * executed / peak:.0f}% | {ratio} |")
     lines += ["", "First use (a 2-step fused run in a fresh process, timed whole): "
