@@ -36,9 +36,19 @@ class NonFiniteError(ValueError):
     """NaN or inf where a finite number is needed (training catches it as divergence)."""
 
 
+# Arrays this large are checked by their sum first (MNIST's training set: 16 ms instead of 24);
+# smaller ones directly, where np.errstate would cost more than the mask.
+FINITE_BY_SUM = 1 << 16
+
+
 def finite(name: str, arr: np.ndarray) -> None:
     """A ValueError that counts and locates NaN/inf entries, where they would make a loss meaningless."""
-    ok = np.isfinite(arr)
+    if arr.size >= FINITE_BY_SUM:
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum is no error of the caller's
+            total = np.sum(arr)
+        if np.isfinite(total):  # NaN and inf reach the sum: a finite one clears every entry, with no mask
+            return
+    ok = np.isfinite(arr)  # a NaN or inf, or only a sum that overflowed
     if not ok.all():
         bad = np.argwhere(~ok)
         first = tuple(int(i) for i in bad[0])

@@ -157,8 +157,7 @@ class Trainer:
         c, net = self.config, self.net
         net.check_params_in_place()
         x, labels = self._prepare(x_train, t_train, "the training set")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("the training images contain NaN or inf")
+        check.finite("the training set", x)
         test = self._prepare(x_test, t_test, "the test set") if x_test is not None else None
         rng = np.random.default_rng(c.seed)
         val = None

@@ -79,6 +79,18 @@ def test_divergence_stops_with_a_clear_error_and_keeps_good_weights(backend, rng
     assert np.isfinite(net.flat_params).all()
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("n", [40, 6000], ids=["small", "checked-by-sum"])
+def test_non_finite_training_data_is_refused_before_any_step(backend, bad, n, rng):
+    x, t = blobs(rng, n=n)
+    x[7, 2] = bad
+    net = MultiLayerNet(12, [10], 3, backend=backend, seed=0)
+    before = net.flat_params.copy()
+    with pytest.raises(ValueError, match=r"the training set has 1 non-finite value.*index \(7, 2\)"):
+        Trainer(net, TrainConfig(iterations=5, batch_size=8, progress=False)).fit(x, t)
+    np.testing.assert_array_equal(net.flat_params, before)
+
+
 def test_early_stopping_keeps_the_best_weights(rng):
     x, t = blobs(rng, n=300)
     t[::2] = rng.integers(0, 3, 150)  # half the labels are noise: the network overfits and validation peaks

@@ -93,6 +93,21 @@ def test_non_finite_logits(backend, bad):
         softmax(backend).forward(x, np.array([0, 1, 2]))
 
 
+@pytest.mark.parametrize("rows", [2, 7000], ids=["small", "checked-by-sum"])
+def test_huge_finite_logits_are_not_mistaken_for_inf(backend, rows):
+    x = np.full((rows, 10), 3e38, dtype=np.float32)  # their sum overflows float32; each is finite
+    loss = softmax(backend).forward(x, np.arange(rows) % 10)
+    assert np.isclose(loss, np.log(10))
+
+
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [np.inf, -np.inf]], ids=["nan", "inf", "both-infs"])
+def test_non_finite_logits_in_a_large_batch(backend, bad):
+    x = np.zeros((7000, 10))
+    x[4321, 3:3 + len(bad)] = bad
+    with pytest.raises(ValueError, match=rf"{len(bad)} non-finite value.*index \(4321, 3\)"):
+        softmax(backend).forward(x, np.arange(7000) % 10)
+
+
 def test_empty_batch(backend):
     with pytest.raises(ValueError, match="at least one sample"):
         softmax(backend).forward(np.zeros((0, 4)), np.zeros(0, dtype=int))
