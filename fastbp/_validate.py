@@ -74,26 +74,36 @@ def same_shape(name: str, arr: np.ndarray, expected_name: str, expected: tuple) 
         raise ValueError(f"{name} has shape {arr.shape}, expected {tuple(expected)} (the shape of {expected_name})")
 
 
-def affine_operands(x: np.ndarray, W, b) -> tuple[np.ndarray, np.ndarray]:
-    """Check an affine layer's weights against its input; returns W and b as float arrays."""
+def affine_weights(W, b, features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Check an affine layer's W (features, out) and b (out,); returns them as float arrays."""
     W = float_array("W", W)
     b = float_array("b", b)
     if W.ndim != 2:
         raise ValueError(f"W must be 2-D (in_features, out_features), got shape {W.shape}")
     if b.shape != (W.shape[1],):
         raise ValueError(f"b has shape {b.shape}, expected ({W.shape[1]},) to match W of shape {W.shape}")
+    if W.shape[0] != features:
+        raise ValueError(f"W of shape {W.shape} expects {W.shape[0]} input features, but the input has {features}")
+    return W, b
+
+
+def affine_operands(x: np.ndarray, W, b) -> tuple[np.ndarray, np.ndarray]:
+    """Check an affine layer's weights against its input; returns W and b as float arrays."""
     if x.ndim < 2:
         raise ValueError(
             f"Affine expects a batch of shape (N, ...), got x of shape {x.shape}; "
             f"for one sample use x.reshape(1, -1)"
         )
+    if x.shape[0] == 0:
+        raise ValueError(f"Affine needs at least one sample, got x of shape {x.shape}")
     width = int(np.prod(x.shape[1:]))
-    if width != W.shape[0]:
+    W = float_array("W", W)
+    if W.ndim == 2 and width != W.shape[0]:
         raise ValueError(
             f"x of shape {x.shape} has {width} features per sample but W of shape {W.shape} "
             f"expects {W.shape[0]}"
         )
-    return W, b
+    return affine_weights(W, b, width)
 
 
 def class_labels(t, n: int, classes: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The ``fastbp`` command: train (the seed's MNIST experiment), gradcheck, info."""
+"""The ``fastbp`` command: train (the seed's MNIST experiment), evaluate, predict, gradcheck, info."""
 
 from __future__ import annotations
 
@@ -15,10 +15,21 @@ import numpy as np
 EPILOG_TRAIN = """
 defaults reproduce the seed's experiment: a 784-50-10 ReLU network, weights of std 0.01,
 mini-batches of 100 drawn with replacement, SGD with lr 0.1, 10000 iterations, accuracy on the
-full train and test sets once per epoch (600 iterations). Expect about 97%% test accuracy.
+full train and test sets once per epoch (600 iterations). Expect about 97% test accuracy.
+(The std 0.01 is the seed's TwoLayerNet; the Python API's MultiLayerNet defaults to 'auto',
+He or Xavier scaling, as the book's MultiLayerNet does: pass --init auto for that.)
+
+The learning rate defaults to the optimizer's: sgd 0.1 (the seed's), momentum 0.01 and
+adam 0.001 (the book's chapter 6).
+
+With --val-split, the network ends with the weights of its best validation evaluation, and
+the final accuracy printed is theirs. Ctrl-C stops training and keeps what was trained.
+--resume runs.../weights.npz continues a run: architecture, optimizer state and step count
+come from the file; --iterations more steps are run.
 
 MNIST is read from --data, else $FASTBP_DATA, else the user cache (downloaded on first use).
-Writes into --out: weights.npz, history.json, history.csv, losses.csv, loss.png, accuracy.png.
+Writes into --out: weights.npz (with the optimizer state), history.json, history.csv,
+losses.csv, loss.png, accuracy.png.
 """
 
 
@@ -46,8 +57,14 @@ def _init(text: str):
 
 
 def _add_backend(parser):
-    parser.add_argument("--backend", default=None, metavar="NAME",
-                        help="kernel backend: numba or reference (default: the fastest available, or $FASTBP_BACKEND)")
+    from fastbp.backends import KNOWN
+
+    parser.add_argument("--backend", default=None, choices=KNOWN,
+                        help=f"kernel backend: {', '.join(KNOWN)} (default: the fastest available, native, or $FASTBP_BACKEND)")
+
+
+def _add_data(parser):
+    parser.add_argument("--data", type=Path, default=None, metavar="DIR", help="folder with the MNIST IDX files (default: $FASTBP_DATA)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,25 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an MLP on MNIST (defaults: the seed's experiment)",
                            description="Train a multi-layer perceptron on MNIST with mini-batch gradient descent.",
                            epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
-    arch = train.add_argument_group("network")
-    arch.add_argument("--hidden", type=_positive_int, nargs="+", default=[50], metavar="N",
+    arch = train.add_argument_group("network (taken from the file with --resume)")
+    arch.add_argument("--hidden", type=_positive_int, nargs="+", default=None, metavar="N",
                       help="hidden layer sizes, one number per layer (default: 50)")
-    arch.add_argument("--activation", choices=["relu", "sigmoid"], default="relu", help="hidden activation (default: relu)")
-    arch.add_argument("--init", type=_init, default=0.01, metavar="STD",
+    arch.add_argument("--activation", choices=["relu", "sigmoid"], default=None, help="hidden activation (default: relu)")
+    arch.add_argument("--init", type=_init, default=None, metavar="STD",
                       help="initial weight std: a number, 'he' (ReLU), 'xavier' (Sigmoid) or 'auto' (default: 0.01, as the seed)")
-    arch.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype (default: float32)")
+    arch.add_argument("--dtype", choices=["float32", "float64"], default=None, help="parameter dtype (default: float32)")
     opt = train.add_argument_group("optimization")
-    opt.add_argument("--lr", type=_positive_float, default=0.1, help="learning rate (default: 0.1)")
+    opt.add_argument("--lr", type=_positive_float, default=None,
+                     help="learning rate (default: the optimizer's: sgd 0.1, momentum 0.01, adam 0.001)")
     opt.add_argument("--batch-size", type=_positive_int, default=100, help="mini-batch size (default: 100)")
     opt.add_argument("--iterations", type=_positive_int, default=10000, help="training steps (default: 10000)")
-    opt.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="update rule (default: sgd)")
+    opt.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=None,
+                     help="update rule (default: sgd, or the resumed run's)")
     opt.add_argument("--momentum", type=float, default=0.9, help="momentum coefficient for --optimizer momentum (default: 0.9)")
     opt.add_argument("--sampling", choices=["replacement", "shuffle"], default="replacement",
                      help="draw each batch with replacement as the seed does, or walk shuffled epochs (default: replacement)")
     opt.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS",
                      help="steps between accuracy evaluations (default: one epoch, train size / batch size)")
     opt.add_argument("--val-split", type=float, default=0.0, metavar="FRACTION",
-                     help="hold out this fraction of the training set for validation (default: 0, none)")
+                     help="hold out this fraction of the training set for validation; the run ends with the weights "
+                          "of the best validation accuracy (default: 0, none)")
     opt.add_argument("--patience", type=_positive_int, default=None, metavar="EVALS",
                      help="early stopping: stop after this many evaluations without a better validation "
                           "accuracy and keep the best weights (needs --val-split)")
@@ -84,10 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--path", choices=["fused", "layers"], default="fused",
                      help="fused: each stretch of steps in one compiled call; layers: Python per layer, as the seed (default: fused)")
     run.add_argument("--seed", type=int, default=0, help="seed for the initial weights and the batches (default: 0)")
-    run.add_argument("--data", type=Path, default=None, metavar="DIR", help="folder with the MNIST IDX files (default: $FASTBP_DATA)")
+    _add_data(run)
+    run.add_argument("--resume", type=Path, default=None, metavar="WEIGHTS",
+                     help="continue the run that wrote this weights.npz: its network, optimizer state and step count")
     run.add_argument("--no-verify", action="store_true", help="skip the MNIST checksums (for other data in IDX format)")
     run.add_argument("--out", type=Path, default=None, metavar="DIR",
-                     help="output folder (default: runs/mnist-YYYYmmdd-HHMMSS)")
+                     help="output folder, checked before training (default: a new runs/mnist-YYYYmmdd-HHMMSS)")
     run.add_argument("--no-plot", action="store_true", help="do not write PNG plots")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -98,32 +120,107 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--hidden", type=_positive_int, default=50, help="hidden layer size (default: 50)")
     check.add_argument("--rtol", type=_positive_float, default=1e-6, help="relative tolerance to pass (default: 1e-6)")
     check.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default: 0)")
-    check.add_argument("--data", type=Path, default=None, metavar="DIR", help="folder with the MNIST IDX files (default: $FASTBP_DATA)")
+    _add_data(check)
     _add_backend(check)
+
+    evaluate = sub.add_parser("evaluate", help="accuracy of saved weights on the MNIST test set or on given arrays",
+                              description="Accuracy of a weights.npz (written by fastbp train) on the MNIST test set, "
+                                          "or on --images and --labels .npy arrays.")
+    evaluate.add_argument("weights", type=Path, help="a weights.npz written by fastbp train (or MultiLayerNet.save)")
+    evaluate.add_argument("--images", type=Path, default=None, metavar="X.npy",
+                          help="images, (N, 784) or (N, 28, 28); uint8 pixels are scaled to [0, 1] (default: MNIST's test set)")
+    evaluate.add_argument("--labels", type=Path, default=None, metavar="T.npy", help="integer labels (N,) for --images")
+    _add_data(evaluate)
+    evaluate.add_argument("--no-verify", action="store_true", help="skip the MNIST checksums (for other data in IDX format)")
+    _add_backend(evaluate)
+
+    predict = sub.add_parser("predict", help="predicted labels and class probabilities of images",
+                             description="Predicted label and class probabilities of each image, as CSV: "
+                                         "index,label,p0,...,p9.")
+    predict.add_argument("weights", type=Path, help="a weights.npz written by fastbp train (or MultiLayerNet.save)")
+    predict.add_argument("images", type=Path, help="images as .npy: (N, 784), (N, 28, 28) or one image; "
+                                                   "uint8 pixels are scaled to [0, 1]")
+    predict.add_argument("--out", type=Path, default=None, metavar="FILE.csv", help="write the CSV here (default: standard output)")
+    _add_backend(predict)
 
     sub.add_parser("info", help="versions, backends, threads and CPU", description="Show versions, backends, threads and CPU.")
     return parser
 
 
-def cmd_train(args) -> int:
-    import fastbp
-    from fastbp.data import load_mnist
+def _output_folder(out: Path | None) -> Path:
+    """The run's folder, made now (before training) and never one another run is using."""
+    if out is None:
+        base = Path("runs") / datetime.datetime.now().strftime("mnist-%Y%m%d-%H%M%S")
+        for n in range(1, 1000):
+            candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            try:
+                candidate.mkdir(parents=True, exist_ok=False)
+                return candidate
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise ValueError(f"cannot create the output folder {candidate}: {exc.strerror}; pass --out DIR") from exc
+        raise ValueError(f"{base}-*: a thousand runs started this second; pass --out DIR")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".fastbp-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose another folder") from exc
+    return out
+
+
+def _network_and_trainer(args, x_train):
+    from fastbp import checkpoint
     from fastbp.nets import MultiLayerNet
     from fastbp.train import TrainConfig, Trainer
 
-    out = args.out or Path("runs") / datetime.datetime.now().strftime("mnist-%Y%m%d-%H%M%S")
-    (x_train, t_train), (x_test, t_test) = load_mnist(data_dir=args.data, verify=not args.no_verify)
-    net = MultiLayerNet(x_train.shape[1], args.hidden, 10, activation=args.activation, weight_init_std=args.init,
-                        dtype=np.dtype(args.dtype), backend=args.backend, seed=args.seed)
-    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                         momentum=args.momentum, sampling=args.sampling, seed=args.seed, path=args.path,
-                         eval_every=args.eval_every, val_split=args.val_split, patience=args.patience,
-                         progress=not args.no_progress and sys.stderr.isatty())
-    trainer = Trainer(net, config)
-    backend = args.backend or fastbp.get_backend()
-    print(f"fastbp {fastbp.__version__}: {'-'.join(map(str, net.sizes))} {args.activation} net, {args.dtype}, "
-          f"{args.optimizer} lr {args.lr}, batch {args.batch_size}, {args.iterations} iterations, "
-          f"backend {backend}, {args.path} path", flush=True)
+    start_step, state = 0, None
+    if args.resume:
+        given = [flag for flag, value in (("--hidden", args.hidden), ("--activation", args.activation),
+                                          ("--init", args.init), ("--dtype", args.dtype)) if value is not None]
+        if given:
+            raise ValueError(f"--resume takes the network from {args.resume}; drop {', '.join(given)}")
+        saved = checkpoint.read(args.resume)
+        if saved.optimizer is None:
+            raise ValueError(f"--resume {args.resume}: the file holds weights but no optimizer state; "
+                             f"it was not written by fastbp train")
+        if args.optimizer not in (None, saved.optimizer):
+            raise ValueError(f"--resume: the run used {saved.optimizer}; pass --optimizer {saved.optimizer} or omit it")
+        args.optimizer = saved.optimizer
+        net = MultiLayerNet.load(args.resume, backend=args.backend)
+        start_step, state = saved.step, saved.optimizer_state
+    else:
+        net = MultiLayerNet(x_train.shape[1], args.hidden or [50], 10, activation=args.activation or "relu",
+                            weight_init_std=0.01 if args.init is None else args.init,
+                            dtype=np.dtype(args.dtype or "float32"), backend=args.backend, seed=args.seed)
+    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+                         optimizer=args.optimizer or "sgd", momentum=args.momentum, sampling=args.sampling,
+                         seed=args.seed, path=args.path, eval_every=args.eval_every, val_split=args.val_split,
+                         patience=args.patience, progress=not args.no_progress)
+    return net, Trainer(net, config, start_step=start_step, optimizer_state=state)
+
+
+def cmd_train(args) -> int:
+    import fastbp
+    from fastbp.data import load_mnist
+
+    out = _output_folder(args.out)
+    try:
+        (x_train, t_train), (x_test, t_test) = load_mnist(data_dir=args.data, verify=not args.no_verify)
+        net, trainer = _network_and_trainer(args, x_train)
+    except BaseException:
+        if not any(out.iterdir()):
+            out.rmdir()  # nothing was written: leave no empty run folder behind
+        raise
+    config = trainer.config
+    print(f"fastbp {fastbp.__version__}: {'-'.join(map(str, net.sizes))} {net.activation} net, {net.dtype}, "
+          f"{config.optimizer} lr {config.lr}, batch {config.batch_size}, {config.iterations} iterations"
+          f"{f' from step {trainer.step}' if trainer.step else ''}, "
+          f"backend {net.backend or fastbp.get_backend()}, {config.path} path", flush=True)
 
     from tqdm.auto import tqdm
 
@@ -134,16 +231,19 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     history = trainer.fit(x_train, t_train, x_test, t_test, on_evaluation=report)
     wall = time.perf_counter() - start
-    last = history.evaluations[-1]
+    final = history.final
+    if history.interrupted:
+        print(f"Interrupted at step {trainer.step}: keeping what was trained.")
     print(f"Optimization finished in {wall:.1f} s ({history.train_seconds:.1f} s training, "
-          f"{history.eval_seconds:.1f} s evaluating). Final test accuracy {last.test_acc:.4f}.")
-    if history.stopped_early:
-        print(f"Stopped early: validation accuracy peaked at step {history.best_step}; the saved weights are from there.")
+          f"{history.eval_seconds:.1f} s evaluating)." + (f" Final test accuracy {final.test_acc:.4f}." if final else ""))
+    if history.best_step is not None:
+        how = "stopped early; " if history.stopped_early else ""
+        print(f"Validation accuracy peaked at step {history.best_step} ({final.val_acc:.4f}): {how}"
+              f"the saved weights and the final accuracy are from there.")
 
-    out.mkdir(parents=True, exist_ok=True)
-    net.save(out / "weights.npz")
+    net.save(out / "weights.npz", optimizer=config.optimizer, optimizer_state=trainer.state, step=trainer.step)
     written = [out / "weights.npz", *history.save(out).values()]
-    if not args.no_plot:
+    if not args.no_plot and history.evaluations:
         from fastbp.plots import PlottingUnavailable, plot_history
 
         try:
@@ -151,6 +251,62 @@ def cmd_train(args) -> int:
         except PlottingUnavailable as exc:
             print(f"note: {exc}", file=sys.stderr)
     print("Wrote " + ", ".join(str(p) for p in written))
+    return 130 if history.interrupted else 0
+
+
+def _images(path: Path) -> np.ndarray:
+    """An .npy of images as float32 (uint8 pixels scaled to [0, 1], as load_mnist does)."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read it as a .npy array ({exc})") from exc
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255)
+    if x.dtype.kind not in "f":
+        raise ValueError(f"{path}: images must be uint8 pixels or floats, got dtype {x.dtype}")
+    return x
+
+
+def cmd_evaluate(args) -> int:
+    from fastbp.data import load_mnist
+    from fastbp.nets import MultiLayerNet
+
+    net = MultiLayerNet.load(args.weights, backend=args.backend)
+    if (args.images is None) != (args.labels is None):
+        raise ValueError("pass both --images and --labels, or neither (MNIST's test set)")
+    if args.images is None:
+        _, (x, t) = load_mnist(data_dir=args.data, verify=not args.no_verify)
+        source = "the MNIST test set"
+    else:
+        x, t = _images(args.images), np.load(args.labels, allow_pickle=False)
+        source = str(args.images)
+    accuracy = net.accuracy(x, t)
+    print(f"{args.weights}: accuracy {accuracy:.4f} on {source} ({int(round(accuracy * len(t)))} of {len(t)} right)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import csv
+
+    from fastbp.nets import MultiLayerNet
+
+    net = MultiLayerNet.load(args.weights, backend=args.backend)
+    x = _images(args.images)
+    if x.ndim == 2 and x.shape == (28, 28) and net.sizes[0] == 784:
+        x = x.reshape(-1)  # one image
+    probs = np.atleast_2d(net.predict_proba(x))
+    labels = np.argmax(probs, axis=1)
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow(["index", "label", *(f"p{c}" for c in range(probs.shape[1]))])
+        for i, (label, row) in enumerate(zip(labels, probs)):
+            writer.writerow([i, int(label), *(f"{p:.6f}" for p in row)])
+    finally:
+        if args.out:
+            out.close()
+    if args.out:
+        print(f"Wrote {len(labels)} predictions to {args.out}")
     return 0
 
 
@@ -212,10 +368,11 @@ def main(argv=None) -> int:
     from fastbp.data import DataError
     from fastbp.train import TrainingDiverged
 
-    commands = {"train": cmd_train, "gradcheck": cmd_gradcheck, "info": cmd_info}
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "gradcheck": cmd_gradcheck,
+                "info": cmd_info}
     try:
         return commands[args.command](args)
-    except (DataError, TrainingDiverged, BackendUnavailable, ValueError, TypeError) as exc:
+    except (DataError, TrainingDiverged, BackendUnavailable, ValueError, TypeError, MemoryError) as exc:
         print(f"fastbp {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -23,6 +23,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ._system import require_memory
+
 # name -> (SHA-256 of the decompressed file, shape)
 MNIST_FILES = {
     "train-images-idx3-ubyte": ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", (60000, 28, 28)),
@@ -61,43 +63,107 @@ def _missing(directory: Path, names) -> list[str]:
     return [name for name in names if _file_in(directory, name) is None]
 
 
+def _sizes_from_gzip_trailer(path: Path) -> int | None:
+    """The decompressed size mod 2**32 that a (single-member) gzip file records in its last 4 bytes."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            return int.from_bytes(f.read(4), "little")
+    except OSError:
+        return None
+
+
 def read_idx(path, sha256: str | None = None, shape: tuple | None = None, compressed: bool | None = None) -> np.ndarray:
     """An IDX file of unsigned bytes (gzipped or raw) as a uint8 array, checked for structure.
 
     ``sha256`` (of the decompressed bytes) and ``shape``, when given, must match.
-    ``compressed=None`` tells gzip from raw by the ``.gz`` suffix.
+    ``compressed=None`` tells gzip from raw by the ``.gz`` suffix. The header is read and checked
+    first; then no more is decompressed than it declares (a file that inflates to more is refused
+    without inflating it all), into one array of that size.
     """
     path = Path(path)
     if compressed is None:
         compressed = path.suffix == ".gz"
+    opener = gzip.open if compressed else open
+    digest = hashlib.sha256()
     try:
-        opener = gzip.open if compressed else open
         with opener(path, "rb") as f:
-            raw = f.read()
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] != _IDX_DTYPE_UBYTE or not 1 <= magic[3] <= 4:
+                raise DataError(f"{path}: wrong magic number {magic.hex() or '(empty file)'}; not an IDX file of unsigned bytes")
+            ndim = magic[3]
+            dims_raw = f.read(4 * ndim)
+            if len(dims_raw) < 4 * ndim:
+                raise DataError(f"{path}: truncated header ({4 + len(dims_raw)} bytes)")
+            dims = tuple(int.from_bytes(dims_raw[4 * i:4 * i + 4], "big") for i in range(ndim))
+            if shape is not None and dims != tuple(shape):
+                raise DataError(f"{path}: dimensions {dims}, expected {tuple(shape)}")
+            header = 4 + 4 * ndim
+            size = int(np.prod(dims, dtype=object))
+            expected = header + size
+            _check_declared_size(path, compressed, dims, expected)
+            digest.update(magic + dims_raw)
+            payload = np.empty(size, dtype=np.uint8)
+            got = f.readinto(memoryview(payload)) if size else 0
+            extra = f.read(1)
     except (OSError, EOFError) as exc:  # gzip raises these for truncated or non-gzip data
         raise DataError(f"{path}: cannot read ({exc}); the file is corrupt or truncated, delete it and fetch it again") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_DTYPE_UBYTE or not 1 <= raw[3] <= 4:
-        raise DataError(f"{path}: wrong magic number {raw[:4].hex() or '(empty file)'}; not an IDX file of unsigned bytes")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated header ({len(raw)} bytes)")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims))
-    if len(raw) != expected:
+    if got != size or extra:
+        actual = f"{header + got} bytes" if not extra else (
+            f"{path.stat().st_size} bytes" if not compressed else f"more than {expected} bytes")
         raise DataError(
-            f"{path}: wrong size, {len(raw)} bytes where dimensions {dims} need {expected}; the file is truncated or corrupt"
+            f"{path}: wrong size, {actual} where dimensions {dims} need {expected}; the file is truncated or corrupt"
         )
-    if shape is not None and dims != tuple(shape):
-        raise DataError(f"{path}: dimensions {dims}, expected {tuple(shape)}")
     if sha256 is not None:
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest != sha256:
+        digest.update(payload)
+        if digest.hexdigest() != sha256:
             raise DataError(
-                f"{path}: wrong checksum (SHA-256 of its contents is {digest}, expected {sha256}); "
+                f"{path}: wrong checksum (SHA-256 of its contents is {digest.hexdigest()}, expected {sha256}); "
                 f"the file is corrupt or not the standard MNIST (pass verify=False / --no-verify for other IDX data)"
             )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return payload.reshape(dims)
+
+
+# deflate inflates at most 1032:1: a header declaring more than that is not the file's content
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _check_declared_size(path: Path, compressed: bool, dims: tuple, expected: int) -> None:
+    """Refuse a header whose size the file cannot hold, before allocating or inflating anything."""
+    on_disk = path.stat().st_size
+    if not compressed:
+        if on_disk != expected:
+            raise DataError(f"{path}: wrong size, {on_disk} bytes where dimensions {dims} need {expected}; "
+                            f"the file is truncated or corrupt")
+        return
+    recorded = _sizes_from_gzip_trailer(path)
+    if expected > _DEFLATE_MAX_RATIO * on_disk or (recorded is not None and recorded != expected % (1 << 32)):
+        raise DataError(
+            f"{path}: cannot read: dimensions {dims} declare {expected} bytes, but the gzip file records "
+            f"{recorded if recorded is not None else 'an unknown size'} (mod 2^32) and can hold at most "
+            f"{_DEFLATE_MAX_RATIO * on_disk}; the file is corrupt or truncated, delete it and fetch it again"
+        )
+    try:
+        require_memory(expected, f"{path} (dimensions {dims})")
+    except MemoryError as exc:
+        raise DataError(f"{exc}; is it really an IDX file of this data set?") from None
+
+
+PART_SUFFIX = ".gz.part"
+# a partial download untouched this long belongs to a process that died (a live one writes every few seconds)
+STALE_PART_SECONDS = 600
+
+
+def _remove_stale_parts(directory: Path) -> None:
+    """Delete the partial files of downloads killed mid-way (a kill skips their own clean-up)."""
+    import time
+
+    for part in directory.glob(f".*{PART_SUFFIX}"):
+        try:
+            if time.time() - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+        except FileNotFoundError:  # another process cleaned it up first
+            pass
 
 
 def download_mnist(
@@ -112,12 +178,21 @@ def download_mnist(
     so an interrupted or corrupt download never leaves a half-written file behind.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _remove_stale_parts(directory)
+    except OSError as exc:
+        raise DataError(f"cannot write the MNIST cache {directory} ({exc.strerror or exc}); put the four files "
+                        f"in a folder of your own and set FASTBP_DATA to it (or pass --data DIR)") from exc
     for name in _missing(directory, checksums):
         errors = []
         for mirror in mirrors:
             url = f"{mirror.rstrip('/')}/{name}.gz"
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".gz.part", dir=directory)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=PART_SUFFIX, dir=directory)
+            except OSError as exc:
+                raise DataError(f"cannot write into the MNIST cache {directory} ({exc.strerror or exc}); put the four "
+                                f"files in a folder of your own and set FASTBP_DATA to it (or pass --data DIR)") from exc
             try:
                 with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
                     while chunk := response.read(1 << 20):
@@ -173,6 +248,22 @@ def _not_found_message(cache: Path, why: str) -> str:
     )
 
 
+CLASSES = 10
+
+
+def _check_pair(directory: Path, images_name: str, images: np.ndarray, labels_name: str, labels: np.ndarray) -> None:
+    """Images (N, rows, cols) and N labels in [0, 10), or a DataError naming the file."""
+    if images.ndim != 3:
+        raise DataError(f"{_file_in(directory, images_name)}: dimensions {images.shape}; images need 3 (count, rows, columns)")
+    labels_file = _file_in(directory, labels_name)
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise DataError(f"{labels_file}: dimensions {labels.shape}, expected ({images.shape[0]},): one label per image "
+                        f"of {_file_in(directory, images_name).name}")
+    if labels.size and labels.max() >= CLASSES:
+        bad = np.flatnonzero(labels >= CLASSES)
+        raise DataError(f"{labels_file}: {bad.size} label(s) outside 0-{CLASSES - 1}, the first at index {bad[0]}: {labels[bad[0]]}")
+
+
 def load_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool = False,
                data_dir=None, download: bool = True, verify: bool = True):
     """``(x_train, t_train), (x_test, t_test)``, as the seed's ``load_mnist`` returns them.
@@ -185,6 +276,9 @@ def load_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool
     for name, (sha, shape) in MNIST_FILES.items():
         arrays[name] = read_idx(_file_in(directory, name), sha256=sha if verify else None,
                                 shape=shape if verify else None)
+    for split in ("train", "t10k"):  # checked by the checksums when verified; by structure always
+        _check_pair(directory, f"{split}-images-idx3-ubyte", arrays[f"{split}-images-idx3-ubyte"],
+                    f"{split}-labels-idx1-ubyte", arrays[f"{split}-labels-idx1-ubyte"])
 
     def images(name):
         x = arrays[name]
@@ -197,7 +291,7 @@ def load_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool
 
     def labels(name):
         t = arrays[name]
-        return np.eye(10, dtype=np.float32)[t] if one_hot_label else t.copy()
+        return np.eye(CLASSES, dtype=np.float32)[t] if one_hot_label else t.copy()
 
     return (images("train-images-idx3-ubyte"), labels("train-labels-idx1-ubyte")), (
         images("t10k-images-idx3-ubyte"),

@@ -143,6 +143,13 @@ def gradient_check(
     """Compare backprop ``grads`` with central differences of ``loss()`` for every array in ``params``.
 
     ``loss`` takes no argument and reads the parameters by reference, as the seed's networks do.
+    ``grads`` must hold a gradient for every parameter and nothing else: a missing one would
+    otherwise pass unchecked.
     """
+    missing, extra = sorted(set(params) - set(grads)), sorted(set(grads) - set(params))
+    if missing or extra:
+        raise ValueError("gradient_check: grads and params disagree: "
+                         + "; ".join(part for part in (f"no gradient for {missing}" if missing else "",
+                                                       f"gradients of unknown parameters {extra}" if extra else "") if part))
     numerical = {name: numerical_gradient(lambda _: loss(), params[name], h) for name in grads}
     return compare_gradients(grads, numerical)

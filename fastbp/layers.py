@@ -27,19 +27,31 @@ def _sum_to_shape(grad, shape: tuple):
     return grad.sum(axis=stretched, keepdims=True).reshape(shape)
 
 
+def _check_dout(layer: str, dout, out_shape: tuple) -> None:
+    """dout must have the forward output's shape: a broadcast would silently sum it away."""
+    if out_shape is None:
+        raise RuntimeError(f"{layer}.backward called before forward")
+    if np.shape(dout) != out_shape:
+        raise ValueError(f"{layer}.backward: dout has shape {np.shape(dout)}, expected {out_shape} (the shape of the forward output)")
+
+
 class MulLayer:
     """out = x * y; backward swaps the inputs: dx = dout * y, dy = dout * x."""
 
     def __init__(self):
         self.x = None
         self.y = None
+        self.out_shape = None
 
     def forward(self, x, y):
         self.x = x
         self.y = y
-        return x * y
+        out = x * y
+        self.out_shape = np.shape(out)
+        return out
 
     def backward(self, dout):
+        _check_dout("MulLayer", dout, self.out_shape)
         dx = _sum_to_shape(dout * self.y, np.shape(self.x))
         dy = _sum_to_shape(dout * self.x, np.shape(self.y))
         return dx, dy
@@ -51,13 +63,17 @@ class AddLayer:
     def __init__(self):
         self.x_shape = None
         self.y_shape = None
+        self.out_shape = None
 
     def forward(self, x, y):
         self.x_shape = np.shape(x)
         self.y_shape = np.shape(y)
-        return x + y
+        out = x + y
+        self.out_shape = np.shape(out)
+        return out
 
     def backward(self, dout):
+        _check_dout("AddLayer", dout, self.out_shape)
         dx = _sum_to_shape(dout * 1, self.x_shape)
         dy = _sum_to_shape(dout * 1, self.y_shape)
         return dx, dy
@@ -128,7 +144,8 @@ class Sigmoid(Layer):
         dout = check.float_array("dout", dout)
         check.same_shape("dout", dout, "the Sigmoid output", self.out.shape)
         dtype = check.common_dtype(dout, self.out)
-        return self.ops.sigmoid_backward(check.kernel_ready(dout, dtype), check.kernel_ready(self.out, dtype))
+        dx = self.ops.sigmoid_backward(check.kernel_ready(dout, dtype), check.kernel_ready(self.out, dtype))
+        return dx.reshape(dout.shape)  # a 0-d input stays 0-d (the kernels see 1-d arrays)
 
 
 class Affine(Layer):
@@ -153,7 +170,7 @@ class Affine(Layer):
         W, b = check.affine_operands(x, self.W, self.b)
         dtype = check.common_dtype(x, W, b)
         self.original_x_shape = x.shape
-        self.x = check.kernel_ready(x.reshape(x.shape[0], -1), dtype)
+        self.x = check.kernel_ready(x.reshape(x.shape[0], W.shape[0]), dtype)
         return self.ops.affine_forward(self.x, check.kernel_ready(W, dtype), check.kernel_ready(b, dtype))
 
     def backward(self, dout):
@@ -168,7 +185,7 @@ class Affine(Layer):
     def _backward(self, dout, need_dx: bool):
         self._require_forward("x")
         dout = check.float_array("dout", dout)
-        W = check.float_array("W", self.W)
+        W, _ = check.affine_weights(self.W, self.b, self.x.shape[1])  # W may have been rebound since forward
         check.same_shape("dout", dout, "the Affine output", (self.x.shape[0], W.shape[1]))
         dtype = check.common_dtype(dout, self.x, W)
         dx, self.dW, self.db = self.ops.affine_backward(

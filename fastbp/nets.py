@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from . import _validate as check
-from . import backends
+from . import backends, checkpoint
+from ._system import require_memory
 from .backends import _network
 from .gradcheck import numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
@@ -79,13 +80,14 @@ class MultiLayerNet:
         self.activation = activation
         self.backend = backends.check_name(backend)
 
-        self.flat_params = np.zeros(_network.parameter_count(self.sizes), dtype=self.dtype)
-        self.params: dict[str, np.ndarray] = {}
+        count = _network.parameter_count(self.sizes)
+        require_memory(count * self.dtype.itemsize, f"a {'-'.join(map(str, sizes))} network ({count:,} {self.dtype} parameters)")
+        self.flat_params = np.zeros(count, dtype=self.dtype)
+        self.params: dict[str, np.ndarray] = self.param_views(self.flat_params)
         rng = np.random if seed is None else np.random.default_rng(seed)
-        for i, (W, b) in enumerate(_network.layer_views(self.flat_params, self.sizes), start=1):
-            std = init_std(weight_init_std, W.shape[0], activation)
-            W[...] = std * rng.standard_normal(W.shape)
-            self.params[f"W{i}"], self.params[f"b{i}"] = W, b
+        for i in range(1, self.n_layers + 1):
+            W = self.params[f"W{i}"]
+            W[...] = init_std(weight_init_std, W.shape[0], activation) * rng.standard_normal(W.shape)
 
         self.layers: OrderedDict = OrderedDict()
         act_name = activation.capitalize()
@@ -99,6 +101,14 @@ class MultiLayerNet:
     def n_layers(self) -> int:
         return len(self.sizes) - 1
 
+    def param_views(self, flat: np.ndarray) -> dict:
+        """{'W1': ..., 'b1': ..., ...} as views into ``flat``, a buffer in the parameters' layout
+        (the parameters themselves, gradients, optimizer state)."""
+        views = {}
+        for i, (W, b) in enumerate(_network.layer_views(flat, self.sizes), start=1):
+            views[f"W{i}"], views[f"b{i}"] = W, b
+        return views
+
     def check_params_in_place(self) -> None:
         """Fail loudly if a params entry was rebound instead of updated in place."""
         for i, (W, b) in enumerate(_network.layer_views(self.flat_params, self.sizes), start=1):
@@ -110,11 +120,18 @@ class MultiLayerNet:
                         f"(params[{name!r}][...] = value) so the layers and the flat buffer see it"
                     )
 
-    def _as_input(self, x) -> np.ndarray:
-        x = check.float_array("x", x)
+    def as_input(self, x, name: str = "x") -> np.ndarray:
+        """x as a batch (N, inputs), checked (float, finite, the right width); one sample of
+        shape (inputs,) or (1, 28, 28) becomes a batch of one."""
+        x = check.float_array(name, x)
+        if x.ndim >= 1 and x.size == self.sizes[0] and (x.ndim == 1 or x.shape[0] != 1):
+            x = x.reshape(1, -1)  # one sample
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != self.sizes[0]:
-            raise ValueError(f"x of shape {x.shape} does not fit a network with {self.sizes[0]} inputs")
-        return x
+            raise ValueError(f"{name} of shape {x.shape} does not fit a network with {self.sizes[0]} inputs")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} of shape {x.shape} holds no samples")
+        check.finite(name, x)
+        return x.reshape(x.shape[0], -1)
 
     def predict(self, x):
         for layer in self.layers.values():
@@ -125,25 +142,37 @@ class MultiLayerNet:
         return self.last_layer.forward(self.predict(x), t)
 
     def predict_labels(self, x) -> np.ndarray:
-        """argmax of predict(x), computed by the backend's whole-network kernel."""
-        x = self._as_input(x)
-        x = x.reshape(x.shape[0], -1)
+        """argmax of predict(x), computed by the backend's whole-network kernel; one sample of
+        shape (inputs,) gives one label."""
+        single = np.ndim(x) == 1
+        x = self.as_input(x)
         ops, activation = backends.get(self.backend), _network.ACTIVATIONS[self.activation]
         if x.dtype == self.dtype and x.flags.c_contiguous:
-            return ops.predict_labels(x, self.flat_params, self.sizes, activation)
-        # convert a slice at a time (float32 images into a float64 net, as in the seed), never the whole set
-        labels = np.empty(x.shape[0], dtype=np.int64)
+            labels = ops.predict_labels(x, self.flat_params, self.sizes, activation)
+        else:  # convert a slice at a time (float32 images into a float64 net, as in the seed), never the whole set
+            labels = np.empty(x.shape[0], dtype=np.int64)
+            for start in range(0, x.shape[0], self.PREDICT_CHUNK):
+                part = check.kernel_ready(x[start:start + self.PREDICT_CHUNK], self.dtype)
+                labels[start:start + part.shape[0]] = ops.predict_labels(part, self.flat_params, self.sizes, activation)
+        return labels[0] if single else labels
+
+    def predict_proba(self, x) -> np.ndarray:
+        """Softmax of predict(x): class probabilities, (N, classes), or (classes,) for one sample."""
+        single = np.ndim(x) == 1
+        x = self.as_input(x)
+        probs = np.empty((x.shape[0], int(self.sizes[-1])), dtype=np.result_type(x, self.dtype))
+        ops = backends.get(self.backend)
+        zeros = np.zeros(min(x.shape[0], self.PREDICT_CHUNK), dtype=np.int64)
         for start in range(0, x.shape[0], self.PREDICT_CHUNK):
-            part = check.kernel_ready(x[start:start + self.PREDICT_CHUNK], self.dtype)
-            labels[start:start + part.shape[0]] = ops.predict_labels(part, self.flat_params, self.sizes, activation)
-        return labels
+            logits = check.kernel_ready(self.predict(x[start:start + self.PREDICT_CHUNK]), probs.dtype)
+            _, probs[start:start + logits.shape[0]] = ops.softmax_cross_entropy_forward(logits, zeros[:logits.shape[0]])
+        return probs[0] if single else probs
 
     def accuracy(self, x, t) -> float:
-        t = np.asarray(t)
-        x = self._as_input(x)
+        if np.ndim(x) == 1:  # one sample: its label a scalar, or one one-hot row
+            t = np.asarray(t).reshape(1, *np.shape(t))
+        x = self.as_input(x)
         labels = check.class_labels(t, x.shape[0], int(self.sizes[-1]))
-        if x.shape[0] == 0:
-            raise ValueError("accuracy of an empty set is undefined")
         return float(np.sum(self.predict_labels(x) == labels) / x.shape[0])
 
     def numerical_gradient(self, x, t) -> dict:
@@ -164,28 +193,34 @@ class MultiLayerNet:
             grads[f"b{i}"] = self.layers[f"Affine{i}"].db
         return grads
 
-    def save(self, path) -> None:
-        """Weights and architecture to ``.npz``."""
-        np.savez(path, sizes=self.sizes, activation=np.array(self.activation), **self.params)
+    def save(self, path, **run_state) -> None:
+        """Weights and architecture to ``.npz`` (fastbp.checkpoint); a training run adds its
+        ``optimizer``, ``optimizer_state`` and ``step`` so that it can be resumed."""
+        checkpoint.save(path, self.sizes, self.activation, self.params, **run_state)
 
     def load_params(self, path) -> None:
         """Copy weights saved by :meth:`save` into this network (same architecture), in place."""
-        with np.load(path) as data:
-            if not np.array_equal(data["sizes"], self.sizes):
-                raise ValueError(f"{path}: saved layer sizes {data['sizes'].tolist()} != this network's {self.sizes.tolist()}")
-            for key, param in self.params.items():
-                param[...] = data[key]
+        saved = checkpoint.read(path)
+        if saved.sizes != self.sizes.tolist():
+            raise ValueError(f"{path}: saved layer sizes {saved.sizes} != this network's {self.sizes.tolist()}")
+        if saved.activation != self.activation:
+            raise ValueError(f"{path}: saved activation {saved.activation!r} != this network's {self.activation!r}")
+        for key, param in self.params.items():
+            param[...] = saved.params[key]
 
     @classmethod
     def load(cls, path, **kwargs) -> "MultiLayerNet":
-        """A network rebuilt from a ``.npz`` written by :meth:`save`."""
-        with np.load(path) as data:
-            sizes = data["sizes"].tolist()
-            activation = str(data["activation"])
-            dtype = data["W1"].dtype
-        net = cls(sizes[0], sizes[1:-1], sizes[-1], activation=activation, dtype=kwargs.pop("dtype", dtype), **kwargs)
-        net.load_params(path)
+        """A network rebuilt from a ``.npz`` written by :meth:`save` (every array checked first)."""
+        saved = checkpoint.read(path)
+        kwargs.setdefault("dtype", saved.dtype)
+        net = cls._from_saved(path, saved, **kwargs)
+        for key, param in net.params.items():
+            param[...] = saved.params[key]
         return net
+
+    @classmethod
+    def _from_saved(cls, path, saved: checkpoint.Saved, **kwargs) -> "MultiLayerNet":
+        return cls(saved.sizes[0], saved.sizes[1:-1], saved.sizes[-1], activation=saved.activation, **kwargs)
 
 
 class TwoLayerNet(MultiLayerNet):
@@ -196,3 +231,10 @@ class TwoLayerNet(MultiLayerNet):
                  dtype=np.float64, backend=None, seed=None):
         super().__init__(input_size, [hidden_size], output_size, activation="relu",
                          weight_init_std=weight_init_std, dtype=dtype, backend=backend, seed=seed)
+
+    @classmethod
+    def _from_saved(cls, path, saved: checkpoint.Saved, **kwargs) -> "TwoLayerNet":
+        if len(saved.sizes) != 3 or saved.activation != "relu":
+            raise ValueError(f"{path}: a {'-'.join(map(str, saved.sizes))} {saved.activation} network is not a "
+                             f"TwoLayerNet (one ReLU hidden layer); load it with MultiLayerNet.load")
+        return cls(*saved.sizes, **kwargs)

@@ -71,6 +71,10 @@ class Optimizer:
     def _begin_step(self) -> None:
         pass
 
+    def bind_state(self, state: np.ndarray, views, step: int) -> None:
+        """Keep the per-parameter state in rows of ``state`` (2, parameter count), the fused
+        path's buffer, through ``views(row) -> {key: view}``; ``step`` updates are done."""
+
     def _update_one(self, key, param, grad, ops) -> None:
         raise NotImplementedError
 
@@ -108,6 +112,9 @@ class Momentum(Optimizer):
         self.momentum = _fraction("momentum", momentum)
         self.v: dict[str, np.ndarray] = {}
 
+    def bind_state(self, state, views, step):
+        self.v = views(state[0])
+
     def _update_one(self, key, param, grad, ops):
         velocity = self.v.setdefault(key, np.zeros_like(param, order="C"))
         ops.momentum_update(param, grad, velocity, self.lr, self.momentum)
@@ -133,6 +140,9 @@ class Adam(Optimizer):
 
     def _begin_step(self):
         self.iter += 1
+
+    def bind_state(self, state, views, step):
+        self.m, self.v, self.iter = views(state[0]), views(state[1]), step
 
     def _update_one(self, key, param, grad, ops):
         m = self.m.setdefault(key, np.zeros_like(param, order="C"))

@@ -6,10 +6,15 @@ optimizer update; after the update of every step ``i`` with ``i % eval_every == 
 ``eval_every`` defaults to one epoch, ``train_size // batch_size``) the accuracy on the whole
 train and test sets is recorded. 10000 steps of batch 100 on MNIST give the seed's 17 evaluations.
 
-``path='fused'`` runs each stretch of steps between evaluations as one call of the backend's
-``train_steps`` (no Python per layer or per step); ``path='layers'`` calls ``net.gradient`` and
-the optimizer's ``update`` each step, through the same kernels. Both draw the same indices from
-the same seeded generator, so they record the same losses (to float rounding).
+``path='fused'`` runs the steps as calls of the backend's ``train_steps`` (no Python per layer or
+per step), each call sized to take about ``BLOCK_SECONDS``, so that progress shows and Ctrl-C
+stops within about that; ``path='layers'`` calls ``net.gradient`` and the optimizer's ``update``
+each step, through the same kernels. Both draw the same indices from the same seeded generator,
+so they record the same losses (to float rounding).
+
+A run can continue where another stopped (``start_step`` and ``optimizer_state``, as
+fastbp.checkpoint saves them): step numbers, Adam's bias correction and the evaluation schedule
+carry on.
 """
 
 from __future__ import annotations
@@ -25,20 +30,29 @@ import numpy as np
 
 from . import _validate as check
 from . import backends
+from ._system import require_memory
 from .backends import _network
 from .nets import MultiLayerNet
 from .optim import Optimizer, make_optimizer
 
+# fastbp's own trainer defaults, per optimizer: the seed's SGD 0.1 on MNIST; for Momentum and
+# Adam the book's (chapter 6: Momentum 0.01, Adam 0.001). The drop-in optimizer classes keep
+# the book's defaults of their own (fastbp.optim).
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}
+
+# Each fused call runs about this long: the progress bar moves and Ctrl-C is seen this often.
+BLOCK_SECONDS = 0.25
+
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf; the network holds the weights of the last evaluation."""
+    """The loss or the weights became NaN or inf; the network holds the weights of the last evaluation."""
 
 
 @dataclass
 class TrainConfig:
     iterations: int = 10000
     batch_size: int = 100
-    lr: float = 0.1
+    lr: float | None = None  # None: DEFAULT_LR of the optimizer
     optimizer: str = "sgd"
     momentum: float = 0.9
     beta1: float = 0.9
@@ -48,15 +62,20 @@ class TrainConfig:
     path: str = "fused"  # or "layers"
     eval_every: int | None = None  # steps between evaluations; default one epoch
     eval_at_end: bool = True  # also evaluate after the last step if the schedule did not
-    val_split: float = 0.0  # fraction of the training set held out for early stopping
+    val_split: float = 0.0  # fraction of the training set held out to choose the best weights
     patience: int | None = None  # evaluations without a better validation accuracy before stopping
-    progress: bool = True
+    progress: bool = True  # a progress bar where stderr is a terminal
 
     def validate(self) -> None:
+        """Check every field; a missing ``lr`` becomes the optimizer's default."""
         for name in ("iterations", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.optimizer not in DEFAULT_LR:
+            raise ValueError(f"optimizer must be one of {sorted(DEFAULT_LR)}, got {self.optimizer!r}")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.optimizer]
         if self.eval_every is not None and self.eval_every < 1:
             raise ValueError(f"eval_every must be a positive integer, got {self.eval_every!r}")
         if self.sampling not in ("replacement", "shuffle"):
@@ -71,7 +90,7 @@ class TrainConfig:
 
 @dataclass
 class Evaluation:
-    step: int  # steps completed
+    step: int  # steps completed (counting those of a resumed run)
     epoch: float
     loss: float  # mean training loss over the steps since the previous evaluation
     train_acc: float
@@ -83,12 +102,21 @@ class Evaluation:
 @dataclass
 class History:
     config: dict
-    losses: list[float] = field(default_factory=list)  # one per step: the loss of that step's forward pass
+    losses: list[float] = field(default_factory=list)  # one per step of this run: the loss of its forward pass
     evaluations: list[Evaluation] = field(default_factory=list)
     stopped_early: bool = False
-    best_step: int | None = None
+    best_step: int | None = None  # with validation: the evaluation whose weights the network ends with
     train_seconds: float = 0.0  # forward/backward/update only
     eval_seconds: float = 0.0
+    first_step: int = 0  # steps done before this run (a resumed run)
+    interrupted: bool = False  # stopped by Ctrl-C
+
+    @property
+    def final(self) -> Evaluation | None:
+        """The evaluation of the weights the network ends with: the best one with validation, else the last."""
+        if self.best_step is not None:
+            return next(e for e in self.evaluations if e.step == self.best_step)
+        return self.evaluations[-1] if self.evaluations else None
 
     def save(self, directory) -> dict:
         """history.json (everything), history.csv (one row per evaluation), losses.csv (one row per step)."""
@@ -104,7 +132,7 @@ class History:
         with open(paths["losses"], "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["step", "loss"])
-            writer.writerows((i + 1, loss) for i, loss in enumerate(self.losses))
+            writer.writerows((self.first_step + i + 1, loss) for i, loss in enumerate(self.losses))
         return paths
 
     @classmethod
@@ -116,7 +144,8 @@ class History:
 
 
 class BatchSampler:
-    """Mini-batch indices, block by block, from one seeded generator."""
+    """Mini-batch indices, block by block, from one seeded generator (the blocks' sizes do not
+    change the indices drawn)."""
 
     def __init__(self, n: int, batch_size: int, sampling: str, rng: np.random.Generator):
         if sampling == "shuffle" and batch_size > n:
@@ -135,121 +164,176 @@ class BatchSampler:
         return block.reshape(steps, self.batch_size)
 
 
+@dataclass
+class _Set:
+    """A data set checked and prepared for the backend: ``rows`` as its prepare_rows gave them."""
+
+    x: np.ndarray
+    labels: np.ndarray
+    rows: object = None
+
+
 class Trainer:
-    def __init__(self, net: MultiLayerNet, config: TrainConfig | None = None, optimizer: Optimizer | None = None):
+    """Trains ``net`` with ``config``; ``start_step`` and ``optimizer_state`` continue an earlier run."""
+
+    def __init__(self, net: MultiLayerNet, config: TrainConfig | None = None, optimizer: Optimizer | None = None,
+                 start_step: int = 0, optimizer_state: np.ndarray | None = None):
         self.net = net
         self.config = config or TrainConfig()
         self.config.validate()
         c = self.config
         extra = {"momentum": {"momentum": c.momentum}, "adam": {"beta1": c.beta1, "beta2": c.beta2}}.get(c.optimizer, {})
         self.optimizer = optimizer or make_optimizer(c.optimizer, c.lr, backend=net.backend, **extra)
+        with np.errstate(over="ignore"):  # an overflow is reported below
+            self.hyper = self.optimizer.hyper(net.dtype)
+        if not np.isfinite(self.hyper).all():
+            raise ValueError(f"the optimizer's settings {self.optimizer.hyper(np.float64).tolist()} overflow {net.dtype} "
+                             f"(at most {np.finfo(net.dtype).max:.3g}); the learning rate is far too large")
+        if not isinstance(start_step, (int, np.integer)) or start_step < 0:
+            raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
+        self.step = int(start_step)  # steps done, counting an earlier run's
+        count = net.flat_params.size
+        require_memory(3 * count * net.dtype.itemsize, f"training a network of {count:,} parameters (gradients and optimizer state)")
+        self.state = np.zeros((2, count), dtype=net.dtype)  # optimizer state, the flat layout of the parameters
+        if optimizer_state is not None:
+            check.same_shape("optimizer_state", np.asarray(optimizer_state), "(2, parameter count)", self.state.shape)
+            self.state[...] = optimizer_state
+        # the layer path's optimizer keeps its per-parameter state in views of the same buffer
+        self.optimizer.bind_state(self.state, net.param_views, self.step)
 
-    def _prepare(self, x, t, name: str):
-        x = self.net._as_input(x)
-        x = check.kernel_ready(x.reshape(x.shape[0], -1), self.net.dtype)
-        labels = check.class_labels(t, x.shape[0], int(self.net.sizes[-1]))
-        if x.shape[0] == 0:
-            raise ValueError(f"{name} is empty")
-        return x, labels
+    # ---- the steps of fit ----------------------------------------------------------------
+
+    def _prepare(self, x, t, name: str) -> _Set:
+        x = check.kernel_ready(self.net.as_input(x, name), self.net.dtype)
+        return _Set(x, check.class_labels(t, x.shape[0], int(self.net.sizes[-1])))
+
+    def _split_validation(self, train: _Set, rng) -> tuple[_Set, _Set | None]:
+        c = self.config
+        if c.val_split == 0:
+            return train, None
+        n = train.x.shape[0]
+        n_val = max(1, int(round(c.val_split * n)))
+        if n_val >= n:
+            raise ValueError(f"val_split {c.val_split} of {n} training samples leaves no samples to train on")
+        order = rng.permutation(n)
+        val = _Set(train.x[order[:n_val]], train.labels[order[:n_val]])
+        return _Set(np.ascontiguousarray(train.x[order[n_val:]]), train.labels[order[n_val:]]), val
+
+    def _schedule(self, n_train: int) -> tuple[int, list[int]]:
+        """eval_every, and the (global) step numbers after which to evaluate."""
+        c = self.config
+        eval_every = c.eval_every or max(n_train // c.batch_size, 1)
+        first, last = self.step, self.step + c.iterations
+        # after step i (0-based) when i % eval_every == 0, as the seed does
+        after = [i + 1 for i in range(-(-first // eval_every) * eval_every, last, eval_every)]
+        if c.eval_at_end and (not after or after[-1] != last):
+            after.append(last)
+        return eval_every, after
+
+    def _evaluate(self, sets: dict, step: int, eval_every: int, losses: list, start: float) -> Evaluation:
+        acc = {name: self._accuracy(s) if s else None for name, s in sets.items()}
+        return Evaluation(step=step, epoch=step / eval_every, loss=float(np.mean(losses)) if losses else float("nan"),
+                          train_acc=acc["train"], test_acc=acc["test"], val_acc=acc["val"],
+                          elapsed=time.perf_counter() - start)
+
+    def _diverged(self, failed_step: int, checkpoint: tuple[int, np.ndarray], what: str) -> TrainingDiverged:
+        good_step, good = checkpoint
+        self.net.flat_params[...] = good
+        self.step = good_step
+        return TrainingDiverged(
+            f"the {what} became NaN or inf at step {failed_step}; the network holds the weights of step {good_step} "
+            f"(the last evaluation). Lower the learning rate (now {self.config.lr}) or check the inputs."
+        )
 
     def fit(self, x_train, t_train, x_test=None, t_test=None,
             on_evaluation: Callable[[Evaluation], None] | None = None) -> History:
         c, net = self.config, self.net
         net.check_params_in_place()
-        x, labels = self._prepare(x_train, t_train, "the training set")
-        check.finite("the training set", x)
+        train = self._prepare(x_train, t_train, "the training set")
         test = self._prepare(x_test, t_test, "the test set") if x_test is not None else None
-        rng = np.random.default_rng(c.seed)
-        val = None
-        if c.val_split > 0:
-            order = rng.permutation(x.shape[0])
-            n_val = max(1, int(round(c.val_split * x.shape[0])))
-            val = (x[order[:n_val]], labels[order[:n_val]])
-            x, labels = np.ascontiguousarray(x[order[n_val:]]), labels[order[n_val:]]
-        eval_every = c.eval_every or max(x.shape[0] // c.batch_size, 1)
-        sampler = BatchSampler(x.shape[0], c.batch_size, c.sampling, rng)
+        # a resumed run draws other batches than its first part did
+        rng = np.random.default_rng(c.seed if self.step == 0 else [c.seed, self.step])
+        train, val = self._split_validation(train, rng)
+        eval_every, eval_after = self._schedule(train.x.shape[0])
+        sampler = BatchSampler(train.x.shape[0], c.batch_size, c.sampling, rng)
         history = History(config=asdict(c) | {"eval_every": eval_every, "sizes": net.sizes.tolist(),
                                                 "activation": net.activation, "dtype": str(net.dtype),
-                                                "backend": net.backend or backends.current()})
-        # evaluate after step i (0-based) when i % eval_every == 0, as the seed does
-        eval_after = {i + 1 for i in range(0, c.iterations, eval_every)}
-        if c.eval_at_end:
-            eval_after.add(c.iterations)
-        stops = sorted(eval_after | {c.iterations})  # each block of steps runs up to the next stop
-
+                                                "backend": net.backend or backends.current()},
+                          first_step=self.step)
         # each set once in the form the backend reads fastest (native: the nonzeros of MNIST's images)
         ops = backends.get(net.backend)
-        rows = {"train": ops.prepare_rows(x)}
-        if test:
-            rows["test"] = ops.prepare_rows(test[0])
-        if val:
-            rows["val"] = ops.prepare_rows(val[0])
-        step = self._step_runner(x, rows["train"], labels)
-        checkpoint = net.flat_params.copy()
-        best = (-1.0, None)
-        done, start = 0, time.perf_counter()
+        sets = {"train": train, "test": test, "val": val}
+        for s in sets.values():
+            if s:
+                s.rows = ops.prepare_rows(s.x)
+        run_steps = self._step_runner(train)
+        checkpoint = (self.step, net.flat_params.copy())  # finite weights to fall back on
+        best = None
+        end = self.step + c.iterations
+        since_eval: list[float] = []
+        start = time.perf_counter()
         progress = _progress_bar(c.iterations, c.progress)
+        block = 1  # steps per fused call, grown to about BLOCK_SECONDS
         try:
-            for stop in stops:
+            while self.step < end:
+                next_eval = next((s for s in eval_after if s > self.step), end)
+                steps = min(block, next_eval - self.step)
                 t0 = time.perf_counter()
-                losses = step(sampler.next_block(stop - done), done)
-                history.train_seconds += time.perf_counter() - t0
+                losses = run_steps(sampler.next_block(steps), self.step)
+                seconds = time.perf_counter() - t0
+                history.train_seconds += seconds
                 history.losses.extend(losses.tolist())
-                if losses.size < stop - done or not np.isfinite(losses).all():
-                    failed = done + losses.size + 1
-                    net.flat_params[...] = checkpoint
-                    raise TrainingDiverged(
-                        f"the loss became NaN or inf at step {failed}; the network holds the weights of step {done} "
-                        f"(the last evaluation). Lower the learning rate (now {c.lr}) or check the inputs."
-                    )
-                progress.update(stop - done)
-                done = stop
-                if done not in eval_after:
+                since_eval.extend(losses.tolist())
+                if losses.size < steps:
+                    raise self._diverged(self.step + losses.size + 1, checkpoint, "loss")
+                if not np.isfinite(net.flat_params).all():  # the last update overflowed
+                    raise self._diverged(self.step + steps, checkpoint, "weights")
+                self.step += steps
+                block = max(1, min(4 * block, int(steps * BLOCK_SECONDS / max(seconds, 1e-6))))
+                progress.update(steps)
+                progress.set_postfix(loss=f"{np.mean(losses):.4f}", refresh=False)
+                if self.step != next_eval or self.step not in eval_after:
                     continue
                 t0 = time.perf_counter()
-                record = Evaluation(
-                    step=done, epoch=done / eval_every,
-                    loss=float(np.mean(losses)),
-                    train_acc=self._accuracy(ops, rows["train"], labels),
-                    test_acc=self._accuracy(ops, rows["test"], test[1]) if test else None,
-                    val_acc=self._accuracy(ops, rows["val"], val[1]) if val else None,
-                    elapsed=0.0,
-                )
+                record = self._evaluate(sets, self.step, eval_every, since_eval, start)
                 history.eval_seconds += time.perf_counter() - t0
-                record.elapsed = time.perf_counter() - start
                 history.evaluations.append(record)
-                checkpoint[...] = net.flat_params
-                progress.set_postfix(loss=f"{record.loss:.4f}", test_acc=record.test_acc or record.train_acc)
+                since_eval = []
+                checkpoint = (self.step, net.flat_params.copy())
                 if on_evaluation:
                     on_evaluation(record)
                 if val is not None:
-                    if record.val_acc > best[0]:
-                        best = (record.val_acc, net.flat_params.copy())
-                        history.best_step = done
-                    elif c.patience and len([e for e in history.evaluations if e.step > history.best_step]) >= c.patience:
-                        net.flat_params[...] = best[1]  # early stopping keeps the best weights seen
+                    if best is None or record.val_acc > best[0]:
+                        best = (record.val_acc, net.flat_params.copy(), self.state.copy(), self.step)
+                        history.best_step = self.step
+                    elif c.patience and sum(e.step > history.best_step for e in history.evaluations) >= c.patience:
                         history.stopped_early = True
                         break
+        except KeyboardInterrupt:
+            history.interrupted = True  # the caller keeps what was trained so far
         finally:
             progress.close()
+        if best is not None:  # with validation the run ends where its best evaluation was
+            _, net.flat_params[...], self.state[...], self.step = best
         return history
 
-    def _accuracy(self, ops, rows, labels) -> float:
+    def _accuracy(self, s: _Set) -> float:
         """net.accuracy on a set already checked and prepared by the backend."""
         net = self.net
-        predicted = ops.predict_labels(rows, net.flat_params, net.sizes, _network.ACTIVATIONS[net.activation])
-        return float(np.sum(predicted == labels) / labels.shape[0])
+        predicted = backends.get(net.backend).predict_labels(s.rows, net.flat_params, net.sizes,
+                                                             _network.ACTIVATIONS[net.activation])
+        return float(np.sum(predicted == s.labels) / s.labels.shape[0])
 
-    def _step_runner(self, x, rows, labels):
-        """A function (indices block, steps done) -> losses of that block, for the configured path
-        (``rows``: x as the backend's prepare_rows gave it)."""
+    def _step_runner(self, train: _Set):
+        """A function (indices block, steps done) -> losses of that block, for the configured path;
+        fewer losses than steps when a loss was not finite (that step not applied)."""
         net, opt = self.net, self.optimizer
         if self.config.path == "layers":
             def run_layers(batches, done):
                 losses = np.empty(len(batches))
                 for s, batch in enumerate(batches):
                     try:
-                        grads = net.gradient(x[batch], labels[batch])
+                        grads = net.gradient(train.x[batch], train.labels[batch])
                     except check.NonFiniteError:
                         return losses[:s]
                     losses[s] = net.last_layer.loss
@@ -261,14 +345,12 @@ class Trainer:
 
         ops = backends.get(net.backend)
         grads = np.zeros_like(net.flat_params)
-        state = np.zeros((2, net.flat_params.size), dtype=net.dtype)
-        hyper = opt.hyper(net.dtype)
         activation = _network.ACTIVATIONS[net.activation]
 
         def run_fused(batches, done):
             losses = np.empty(len(batches))
-            completed = ops.train_steps(rows, labels, batches, net.flat_params, grads, net.sizes, activation,
-                                        opt.code, hyper, state, done, losses)
+            completed = ops.train_steps(train.rows, train.labels, batches, net.flat_params, grads, net.sizes, activation,
+                                        opt.code, self.hyper, self.state, done, losses)
             return losses[:completed]
         return run_fused
 
@@ -276,4 +358,5 @@ class Trainer:
 def _progress_bar(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not enabled, unit="step", dynamic_ncols=True, leave=False)
+    # disable=None: tqdm draws only where stderr is a terminal
+    return tqdm(total=total, disable=None if enabled else True, unit="step", dynamic_ncols=True, leave=False)

@@ -7,6 +7,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __linux__
@@ -18,6 +19,8 @@
 
 /* elementwise loops of at least this many elements run on OpenMP threads (set from Python) */
 static Py_ssize_t parallel_min = PY_SSIZE_T_MAX;
+/* set_num_threads refuses more OpenMP threads than this many per processor */
+#define FASTBP_THREADS_PER_PROCESSOR 8
 
 enum kind { K_REAL, K_I64, K_F64, K_BOOL };
 enum real_kind { REAL_NONE = 0, REAL_F32, REAL_F64 };
@@ -90,30 +93,55 @@ static int check_range(const int64_t *values, Py_ssize_t n, int64_t limit, const
     return 0;
 }
 
-static int need_blas(void)
-{
-    if (fastbp_sgemm && fastbp_dgemm) return 0;
-    PyErr_SetString(PyExc_RuntimeError, "fastbp._native: set_blas() was not called (fastbp.backends.native does it)");
-    return -1;
-}
-
 #define F32(a) ((a).real == REAL_F32)
 #define FAIL(a) do { release(&(a)); return NULL; } while (0)
 
-static PyObject *set_blas(PyObject *self, PyObject *args)
+/* SciPy's sgemm/dgemm, taken from scipy.linalg.cython_blas's table of C functions when the module
+ * loads (never from Python, so no caller can hand over another function). A capsule's name is
+ * the C signature: both must be gemm's, of float and of double. */
+static void *blas_function(PyObject *table, const char *name, const char *real)
 {
-    (void)self;
-    PyObject *s, *d;
-    if (!PyArg_ParseTuple(args, "OO:set_blas", &s, &d)) return NULL;
-    if (!PyCapsule_CheckExact(s) || !PyCapsule_CheckExact(d)) {
-        PyErr_SetString(PyExc_TypeError, "set_blas takes the sgemm and dgemm capsules of scipy.linalg.cython_blas");
+    PyObject *capsule = PyDict_GetItemString(table, name); /* borrowed */
+    const char *signature = capsule && PyCapsule_CheckExact(capsule) ? PyCapsule_GetName(capsule) : NULL;
+    if (!signature || strncmp(signature, "void (char *, char *, int *, int *, int *, ", 43) != 0 || !strstr(signature, real)) {
+        PyErr_Format(PyExc_ImportError, "fastbp._native: scipy.linalg.cython_blas has no %s of the expected signature", name);
         return NULL;
     }
-    void *sp = PyCapsule_GetPointer(s, PyCapsule_GetName(s)), *dp = PyCapsule_GetPointer(d, PyCapsule_GetName(d));
-    if (!sp || !dp) return NULL;
-    fastbp_sgemm = (fastbp_sgemm_t)sp;
-    fastbp_dgemm = (fastbp_dgemm_t)dp;
-    Py_RETURN_NONE;
+    return PyCapsule_GetPointer(capsule, signature);
+}
+
+static int load_blas(void)
+{
+    PyObject *module = PyImport_ImportModule("scipy.linalg.cython_blas");
+    PyObject *table = module ? PyObject_GetAttrString(module, "__pyx_capi__") : NULL;
+    void *s = table ? blas_function(table, "sgemm", "_s *") : NULL, *d = s ? blas_function(table, "dgemm", "_d *") : NULL;
+    Py_XDECREF(table);
+    Py_XDECREF(module);
+    if (!d) return -1;
+    fastbp_sgemm = (fastbp_sgemm_t)s;
+    fastbp_dgemm = (fastbp_dgemm_t)d;
+    return 0;
+}
+
+/* sizes passed from Python: a ValueError unless each is at least `least` */
+static int sizes_at_least(int least, const char *what, int count, const int *sizes)
+{
+    for (int i = 0; i < count; ++i)
+        if (sizes[i] < least) {
+            PyErr_Format(PyExc_ValueError, "%s: sizes must be at least %d, got %d", what, least, sizes[i]);
+            return -1;
+        }
+    return 0;
+}
+
+/* n rows of k items: a ValueError unless both are non-negative and n * k fits in Py_ssize_t. */
+static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t *items)
+{
+    if (n < 0 || k < 0 || __builtin_mul_overflow(n, k, items)) {
+        PyErr_Format(PyExc_ValueError, "%s: bad shape (%zd, %zd)", what, n, k);
+        return -1;
+    }
+    return 0;
 }
 
 static PyObject *affine_forward(PyObject *self, PyObject *args)
@@ -122,7 +150,7 @@ static PyObject *affine_forward(PyObject *self, PyObject *args)
     PyObject *ox, *oW, *ob, *oout;
     int n, k, m;
     if (!PyArg_ParseTuple(args, "OOOOiii:affine_forward", &ox, &oW, &ob, &oout, &n, &k, &m)) return NULL;
-    if (need_blas() < 0) return NULL;
+    if (sizes_at_least(0, "affine_forward", 3, (int[]){n, k, m}) < 0) return NULL;
     Args a = {.count = 0, .real = REAL_NONE};
     void *x = take(&a, ox, K_REAL, 0, "x", (Py_ssize_t)n * k), *W = x ? take(&a, oW, K_REAL, 0, "W", (Py_ssize_t)k * m) : NULL;
     void *b = W ? take(&a, ob, K_REAL, 0, "b", m) : NULL, *out = b ? take(&a, oout, K_REAL, 1, "out", (Py_ssize_t)n * m) : NULL;
@@ -141,7 +169,7 @@ static PyObject *affine_backward(PyObject *self, PyObject *args)
     PyObject *od, *ox, *oW, *odx, *odW, *odb;
     int n, k, m;
     if (!PyArg_ParseTuple(args, "OOOOOOiii:affine_backward", &od, &ox, &oW, &odx, &odW, &odb, &n, &k, &m)) return NULL;
-    if (need_blas() < 0) return NULL;
+    if (sizes_at_least(0, "affine_backward", 3, (int[]){n, k, m}) < 0) return NULL;
     Args a = {.count = 0, .real = REAL_NONE};
     void *dout = take(&a, od, K_REAL, 0, "dout", (Py_ssize_t)n * m);
     void *x = dout ? take(&a, ox, K_REAL, 0, "x", (Py_ssize_t)n * k) : NULL;
@@ -238,7 +266,7 @@ static PyObject *softmax_xent_forward(PyObject *self, PyObject *args)
     PyObject *ox, *olab, *oy;
     int n, c;
     if (!PyArg_ParseTuple(args, "OOOii:softmax_xent_forward", &ox, &olab, &oy, &n, &c)) return NULL;
-    if (n < 1 || c < 1) return PyErr_Format(PyExc_ValueError, "softmax needs n >= 1 and c >= 1, got %d, %d", n, c);
+    if (sizes_at_least(1, "softmax_xent_forward", 2, (int[]){n, c}) < 0) return NULL;
     Args a = {.count = 0, .real = REAL_NONE};
     void *x = take(&a, ox, K_REAL, 0, "x", (Py_ssize_t)n * c);
     int64_t *labels = x ? take(&a, olab, K_I64, 0, "labels", n) : NULL;
@@ -260,6 +288,7 @@ static PyObject *softmax_xent_backward(PyObject *self, PyObject *args)
     double scale;
     int n, c;
     if (!PyArg_ParseTuple(args, "OOdOii:softmax_xent_backward", &oy, &olab, &scale, &odx, &n, &c)) return NULL;
+    if (sizes_at_least(1, "softmax_xent_backward", 2, (int[]){n, c}) < 0) return NULL;
     Args a = {.count = 0, .real = REAL_NONE};
     void *y = take(&a, oy, K_REAL, 0, "y", (Py_ssize_t)n * c);
     int64_t *labels = y ? take(&a, olab, K_I64, 0, "labels", n) : NULL;
@@ -411,9 +440,11 @@ static PyObject *compact_rows(PyObject *self, PyObject *args)
     Py_ssize_t n, k;
     long long max_nnz;
     if (!PyArg_ParseTuple(args, "OnnL:compact_rows", &ox, &n, &k, &max_nnz)) return NULL;
-    if (n < 0 || k < 1 || k > INT32_MAX) return PyErr_Format(PyExc_ValueError, "bad shape (%zd, %zd)", n, k);
+    Py_ssize_t n_items;
+    if (k < 1 || k > INT32_MAX || matrix_items(n, k, "compact_rows", &n_items) < 0)
+        return PyErr_Format(PyExc_ValueError, "compact_rows: bad shape (%zd, %zd)", n, k);
     Args a = {.count = 0, .real = REAL_NONE};
-    void *x = take(&a, ox, K_REAL, 0, "x", n * k);
+    void *x = take(&a, ox, K_REAL, 0, "x", n_items); /* x holds n * k items: n + 1 offsets fit in memory too */
     if (!x) FAIL(a);
     Compact *c = calloc(1, sizeof(Compact));
     if (!c || !(c->indptr = malloc(sizeof(int64_t) * (size_t)(n + 1)))) {
@@ -463,7 +494,7 @@ static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp
 {
     if (PyCapsule_IsValid(ox, COMPACT_CAPSULE)) {
         const Compact *c = PyCapsule_GetPointer(ox, COMPACT_CAPSULE);
-        if (c->n != n_rows || c->k != k) {
+        if (n_rows < 0 || c->n != n_rows || c->k != k) {
             PyErr_Format(PyExc_ValueError, "x: compact rows of shape (%zd, %zd), expected (%zd, %lld)", c->n, c->k, n_rows,
                          (long long)k);
             return -1;
@@ -473,21 +504,40 @@ static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp
                               .column_counts = c->column_counts};
         return 0;
     }
-    void *x = take(a, ox, K_REAL, 0, "x", n_rows * k);
+    Py_ssize_t n_items;
+    if (matrix_items(n_rows, (Py_ssize_t)k, "x", &n_items) < 0) return -1;
+    void *x = take(a, ox, K_REAL, 0, "x", n_items);
     if (!x) return -1;
     *rows = (fastbp_rows){.dense = x};
     return 0;
 }
 
 /* Checks a network's layer sizes; returns the number of layers or -1. */
-static int network_layers(Args *a, PyObject *osizes, int64_t **sizes)
+/* Checks a network's layer sizes: positive, and every buffer the kernels size from them (the
+ * parameters, and `batch` rows of every layer's output) countable in bytes. Returns the number of
+ * layers, or -1 with a ValueError. */
+static int network_layers(Args *a, PyObject *osizes, int64_t **sizes, Py_ssize_t batch)
 {
     *sizes = take(a, osizes, K_I64, 0, "sizes", -1);
     if (!*sizes) return -1;
     Py_ssize_t count = items(a, a->count - 1);
-    if (count < 2) { PyErr_SetString(PyExc_ValueError, "sizes needs at least 2 entries"); return -1; }
+    if (count < 2 || count > INT_MAX) { PyErr_SetString(PyExc_ValueError, "sizes needs at least 2 entries"); return -1; }
+    const int64_t *s = *sizes;
     for (Py_ssize_t i = 0; i < count; ++i)
-        if ((*sizes)[i] < 1 || (*sizes)[i] > INT32_MAX) { PyErr_SetString(PyExc_ValueError, "sizes must be positive"); return -1; }
+        if (s[i] < 1 || s[i] > INT32_MAX) { PyErr_SetString(PyExc_ValueError, "sizes must be positive 32-bit integers"); return -1; }
+    int64_t params = 0, outputs = 0, term, bytes;
+    int overflow = 0;
+    for (Py_ssize_t i = 0; i + 1 < count; ++i) {
+        overflow |= __builtin_mul_overflow(s[i], s[i + 1], &term);
+        overflow |= __builtin_add_overflow(params, term + s[i + 1], &params);
+        overflow |= __builtin_add_overflow(outputs, s[i + 1], &outputs);
+    }
+    overflow |= __builtin_mul_overflow(params, (int64_t)sizeof(double), &bytes);
+    overflow |= __builtin_mul_overflow(outputs, (int64_t)batch * (int64_t)sizeof(double), &bytes);
+    if (overflow || bytes > PY_SSIZE_T_MAX) {
+        PyErr_SetString(PyExc_ValueError, "sizes: the network's buffers would not fit in memory");
+        return -1;
+    }
     return (int)(count - 1);
 }
 
@@ -501,12 +551,11 @@ static PyObject *train_steps(PyObject *self, PyObject *args)
     int batch;
     if (!PyArg_ParseTuple(args, "OnOOnOOOiiOOLO:train_steps", &ox, &n_rows, &olab, &obat, &n_steps, &op, &og, &osizes,
                           &activation, &optimizer, &ohyper, &ostate, &step0, &olosses)) return NULL;
-    if (need_blas() < 0) return NULL;
     if (activation < 0 || activation > 1 || optimizer < 0 || optimizer > 2)
         return PyErr_Format(PyExc_ValueError, "bad activation %d or optimizer %d", activation, optimizer);
     Args a = {.count = 0, .real = REAL_NONE};
     int64_t *sizes;
-    int n_layers = network_layers(&a, osizes, &sizes);
+    int n_layers = network_layers(&a, osizes, &sizes, 1);
     if (n_layers < 0) FAIL(a);
     Py_ssize_t count = fastbp_parameter_count(sizes, n_layers);
     fastbp_rows x;
@@ -516,10 +565,16 @@ static PyObject *train_steps(PyObject *self, PyObject *args)
     if (!batches) FAIL(a);
     Py_ssize_t n_batch_items = items(&a, a.count - 1);
     batch = n_steps > 0 ? (int)(n_batch_items / n_steps) : 0;
-    if (n_steps < 0 || (n_steps > 0 && (batch < 1 || (Py_ssize_t)batch * n_steps != n_batch_items))) {
+    if (n_steps < 0 || (n_steps > 0 && (n_batch_items / n_steps > INT_MAX || batch < 1 ||
+                                        (Py_ssize_t)batch * n_steps != n_batch_items))) {
         PyErr_SetString(PyExc_ValueError, "batches must hold n_steps rows of equal length");
         FAIL(a);
     }
+    Args sizes_again = {.count = 0, .real = REAL_NONE}; /* the buffers of `batch` rows fit too */
+    int64_t *unused;
+    const int fits = network_layers(&sizes_again, osizes, &unused, batch);
+    release(&sizes_again);
+    if (fits < 0) FAIL(a);
     void *params = take(&a, op, K_REAL, 1, "params", count), *grads = params ? take(&a, og, K_REAL, 1, "grads", count) : NULL;
     void *hyper = grads ? take(&a, ohyper, K_REAL, 0, "hyper", 4) : NULL;
     void *state = hyper ? take(&a, ostate, K_REAL, 1, "state", 2 * count) : NULL;
@@ -547,11 +602,10 @@ static PyObject *predict_labels(PyObject *self, PyObject *args)
     Py_ssize_t n_rows;
     int activation;
     if (!PyArg_ParseTuple(args, "OnOOiO:predict_labels", &ox, &n_rows, &op, &osizes, &activation, &olabels)) return NULL;
-    if (need_blas() < 0) return NULL;
     if (activation < 0 || activation > 1) return PyErr_Format(PyExc_ValueError, "bad activation %d", activation);
     Args a = {.count = 0, .real = REAL_NONE};
     int64_t *sizes;
-    int n_layers = network_layers(&a, osizes, &sizes);
+    int n_layers = network_layers(&a, osizes, &sizes, 2048); /* rows per prediction chunk */
     if (n_layers < 0) FAIL(a);
     fastbp_rows x;
     if (take_rows(&a, ox, n_rows, sizes[0], &x) < 0) FAIL(a);
@@ -585,6 +639,12 @@ static PyObject *set_num_threads(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "i:set_num_threads", &n)) return NULL;
     if (n < 1) return PyErr_Format(PyExc_ValueError, "set_num_threads needs a positive count, got %d", n);
 #ifdef _OPENMP
+    /* more threads than processors is allowed (the tests split work that way on small machines),
+     * but not so many that starting them could exhaust the machine */
+    const int most = FASTBP_THREADS_PER_PROCESSOR * omp_get_num_procs();
+    if (n > most)
+        return PyErr_Format(PyExc_ValueError, "set_num_threads: at most %d threads on this machine of %d processors, got %d",
+                            most, omp_get_num_procs(), n);
     omp_set_num_threads(n);
 #endif
     Py_RETURN_NONE;
@@ -605,7 +665,6 @@ static PyMethodDef native_methods[] = {
     {"set_parallel_min", set_parallel_min, METH_VARARGS, "set_parallel_min(n): thread elementwise loops of n elements or more."},
     {"set_num_threads", set_num_threads, METH_VARARGS, "set_num_threads(n): OpenMP threads of the elementwise loops."},
     {"openmp", openmp, METH_NOARGS, "openmp() -> OpenMP threads available, or 0 when built without OpenMP."},
-    {"set_blas", set_blas, METH_VARARGS, "set_blas(sgemm_capsule, dgemm_capsule): the BLAS to use (SciPy's)."},
     {"affine_forward", affine_forward, METH_VARARGS, "affine_forward(x, W, b, out, n, k, m): out = x W + b."},
     {"affine_backward", affine_backward, METH_VARARGS,
      "affine_backward(dout, x, W, dx or None, dW, db, n, k, m): dx = dout W^T, dW = x^T dout, db = sum(dout)."},
@@ -638,4 +697,8 @@ static struct PyModuleDef native_module = {
     native_methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&native_module); }
+PyMODINIT_FUNC PyInit__native(void)
+{
+    if (load_blas() < 0) return NULL;
+    return PyModule_Create(&native_module);
+}

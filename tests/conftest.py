@@ -1,7 +1,26 @@
+import importlib.machinery
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-import fastbp
+
+def path_without_the_checkout(root: Path, path: list[str]) -> list[str]:
+    """sys.path for the tests. ``python -m pytest`` puts the current folder first on it; in a
+    source checkout with a regular (non-editable) install, the checkout's fastbp/ holds no
+    compiled extension and would shadow the installed package. Then the checkout goes off the
+    path; it stays where it is the only fastbp (or an editable install points at it)."""
+    if any((root / "fastbp").glob("_native*")):  # built in place: the checkout is complete
+        return path
+    others = [p for p in path if Path(p or ".").resolve() != root]
+    installed = importlib.machinery.PathFinder.find_spec("fastbp", others)
+    return others if installed is not None else path
+
+
+sys.path[:] = path_without_the_checkout(Path(__file__).resolve().parent.parent, sys.path)
+
+import fastbp  # noqa: E402  (after the path is settled)
 
 BACKENDS = fastbp.available_backends()
 DTYPES = [np.float64, np.float32]

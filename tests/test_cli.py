@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fastbp.cli import build_parser, main
-from mnist import requires_mnist
+from mnist import requires_mnist, write_tiny_mnist
 
 
 def run(*args, env=None):
@@ -65,3 +65,126 @@ def test_gradcheck_passes_on_mnist(capsys):
     assert main(["gradcheck", "--hidden", "8", "--batch", "2"]) == 0
     printed = capsys.readouterr().out
     assert "PASSED" in printed and "W1" in printed and "(784, 8)" in printed
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A small MNIST-shaped data set (random pixels) in a folder, for runs that check behaviour, not accuracy."""
+    folder = tmp_path / "tiny-mnist"
+    write_tiny_mnist(folder, n_train=200, n_test=50)
+    return folder
+
+
+def train(tiny, *flags):
+    return main(["train", "--data", str(tiny), "--no-verify", "--no-progress", "--no-plot", *flags])
+
+
+def test_help_names_every_backend_and_the_optimizers_own_learning_rates():
+    parser = build_parser()
+    choices = parser._subparsers._group_actions[0].choices
+    text = " ".join(choices["train"].format_help().split())  # help wraps lines where it likes
+    assert "97% test accuracy" in text and "97%%" not in text
+    assert "native, numba, reference" in text
+    assert "native, numba, reference" in " ".join(choices["gradcheck"].format_help().split())
+    assert "sgd 0.1, momentum 0.01, adam 0.001" in text
+
+
+def test_each_optimizer_starts_from_its_own_learning_rate(tiny, tmp_path, capsys):
+    for optimizer, lr in (("adam", "0.001"), ("momentum", "0.01"), ("sgd", "0.1")):
+        assert train(tiny, "--optimizer", optimizer, "--iterations", "3", "--out", str(tmp_path / optimizer)) == 0
+        assert f"{optimizer} lr {lr}," in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_an_unusable_out_folder_is_refused_before_training(tiny, tmp_path, capsys, where):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    out = blocker if where == "file" else blocker / "run"
+    assert train(tiny, "--out", str(out)) == 2
+    captured = capsys.readouterr()
+    assert "Step:" not in captured.out  # nothing trained
+    assert captured.err.count("\n") == 1 and str(out) in captured.err
+
+
+def test_a_network_too_large_for_memory_is_refused_with_one_line(tiny, tmp_path, capsys):
+    assert train(tiny, "--hidden", "1000000000", "--out", str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "784-1000000000-10 network" in err and "more than the" in err
+    assert not (tmp_path / "run").exists()  # no empty run folder left behind
+
+
+def test_a_validation_split_with_no_training_rows_left_is_refused(tiny, tmp_path, capsys):
+    assert train(tiny, "--val-split", "0.999", "--out", str(tmp_path / "run")) == 2
+    assert "leaves no samples to train on" in capsys.readouterr().err
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tiny, tmp_path, monkeypatch, capsys):
+    import datetime
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime(2026, 11, 30, 12, 0, 0)
+
+    monkeypatch.setattr(datetime, "datetime", Frozen)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(3):
+        assert train(tiny, "--iterations", "2") == 0
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert folders == ["mnist-20261130-120000", "mnist-20261130-120000-2", "mnist-20261130-120000-3"]
+    assert all((tmp_path / "runs" / f / "weights.npz").exists() for f in folders)
+
+
+def test_evaluate_predict_and_resume(tiny, tmp_path, capsys):
+    run1, run2 = tmp_path / "run1", tmp_path / "run2"
+    assert train(tiny, "--iterations", "20", "--optimizer", "adam", "--eval-every", "10", "--out", str(run1)) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run1 / "weights.npz"), "--data", str(tiny), "--no-verify"]) == 0
+    assert "on the MNIST test set" in capsys.readouterr().out
+
+    from fastbp.nets import MultiLayerNet
+
+    net = MultiLayerNet.load(run1 / "weights.npz")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "labels.npy", net.predict_labels(images.reshape(5, -1).astype(np.float32) / 255))
+    assert main(["evaluate", str(run1 / "weights.npz"), "--images", str(tmp_path / "images.npy"),
+                 "--labels", str(tmp_path / "labels.npy")]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy 1.0000" in printed and "(5 of 5 right)" in printed
+    assert main(["predict", str(run1 / "weights.npz"), str(tmp_path / "images.npy")]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0] == "index,label," + ",".join(f"p{c}" for c in range(10)) and len(rows) == 6
+    np.save(tmp_path / "one.npy", images[2])  # a single image, (28, 28)
+    assert main(["predict", str(run1 / "weights.npz"), str(tmp_path / "one.npy")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1].split(",")[1] == rows[3].split(",")[1]
+
+    assert train(tiny, "--resume", str(run1 / "weights.npz"), "--iterations", "15", "--eval-every", "10",
+                 "--out", str(run2)) == 0
+    printed = capsys.readouterr().out
+    assert "adam lr 0.001" in printed and "from step 20" in printed and "Step:    21" in printed
+    with np.load(run2 / "weights.npz") as saved:
+        assert int(saved["step"]) == 35 and str(saved["optimizer"]) == "adam"
+    assert train(tiny, "--resume", str(run1 / "weights.npz"), "--hidden", "20", "--out", str(run2)) == 2
+    assert "drop --hidden" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_a_long_run_soon_and_keeps_what_was_trained(tiny, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fastbp", "train", "--data", str(tiny), "--no-verify", "--no-plot",
+                             "--iterations", "100000000", "--eval-every", "100000000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):  # wait for training to start (the first line is printed just before)
+        if proc.stdout.readline().startswith("fastbp"):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)  # a hang guard, not a timing assertion
+    assert proc.returncode == 130, stderr
+    assert "Interrupted at step" in stdout
+    with np.load(out / "weights.npz") as saved:
+        assert int(saved["step"]) > 0

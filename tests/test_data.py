@@ -12,33 +12,9 @@ import pytest
 
 from fastbp import data
 from fastbp.data import DataError, download_mnist, find_mnist, load_mnist, read_idx
+from mnist import idx_bytes, write_tiny_mnist
 
 NAMES = list(data.MNIST_FILES)
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_tiny_mnist(directory: Path, n_train=6, n_test=4, gz=True) -> dict:
-    """Four small IDX files in MNIST's layout; returns their raw bytes by name."""
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-        "t10k-labels-idx1-ubyte": (np.arange(n_test) + 3) % 10,
-    }
-    directory.mkdir(parents=True, exist_ok=True)
-    raw = {}
-    for name, arr in arrays.items():
-        raw[name] = idx_bytes(arr)
-        if gz:
-            (directory / f"{name}.gz").write_bytes(gzip.compress(raw[name]))
-        else:
-            (directory / name).write_bytes(raw[name])
-    return raw
 
 
 @pytest.fixture
@@ -181,3 +157,93 @@ def test_real_mnist_facts():
     assert t[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert tt[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     assert float(x.mean()) * 255 == pytest.approx(33.318, abs=1e-3)
+
+
+def gzip_bomb(path: Path, header_dims, payload_bytes: int) -> None:
+    """An IDX header followed by far more zeros than it declares, gzipped (a few KB on disk)."""
+    header = bytes([0, 0, 0x08, len(header_dims)]) + b"".join(int(d).to_bytes(4, "big") for d in header_dims)
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(header)
+        zeros = bytes(1 << 20)
+        for _ in range(payload_bytes >> 20):
+            f.write(zeros)
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path, monkeypatch):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    gzip_bomb(path, (6, 28, 28), 256 << 20)  # 256 MiB of zeros behind a header declaring 4.7 KB
+    assert path.stat().st_size < 1 << 20
+    inflated = []
+    real_readinto = gzip.GzipFile.readinto
+    monkeypatch.setattr(gzip.GzipFile, "readinto", lambda self, b: inflated.append(len(b)) or real_readinto(self, b))
+    with pytest.raises(DataError, match=rf"{path}: cannot read: dimensions \(6, 28, 28\) declare 4720 bytes"):
+        read_idx(path)
+    assert inflated == []  # refused from the header and the gzip trailer, before any payload
+    # a header that agrees with the trailer but declares more than deflate can hold in this file
+    big = tmp_path / "big.gz"
+    gzip_bomb(big, (1 << 16, 1 << 16), 0)
+    with pytest.raises(DataError, match="can hold at most"):
+        read_idx(big)
+
+
+def test_a_file_that_inflates_past_its_header_is_refused_reading_no_more(tmp_path):
+    path = tmp_path / "f.gz"
+    content = idx_bytes(np.zeros((3, 2, 2))) + bytes(64)
+    # a multi-member gzip whose last member records the declared size (28): only reading tells the truth
+    path.write_bytes(gzip.compress(content[:-28]) + gzip.compress(content[-28:]))
+    with pytest.raises(DataError, match=r"wrong size, more than 28 bytes where dimensions \(3, 2, 2\) need 28"):
+        read_idx(path)
+
+
+def test_unverified_files_with_impossible_headers_name_the_file(tmp_path):
+    write_tiny_mnist(tmp_path)
+    bad = tmp_path / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(gzip.compress(idx_bytes(np.zeros((4, 784)))))  # 2-D images
+    with pytest.raises(DataError, match=rf"{bad}: dimensions \(4, 784\); images need 3"):
+        load_mnist(data_dir=tmp_path, verify=False)
+    write_tiny_mnist(tmp_path)
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(np.arange(5) % 10)))  # 5 labels for 4 images
+    with pytest.raises(DataError, match=rf"{labels}: dimensions \(5,\), expected \(4,\)"):
+        load_mnist(data_dir=tmp_path, verify=False)
+
+
+def test_unverified_labels_out_of_range_name_the_file(tmp_path):
+    write_tiny_mnist(tmp_path)
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(np.array([0, 1, 200, 3, 4, 5]))))
+    for one_hot in (False, True):
+        with pytest.raises(DataError, match=rf"{labels}: 1 label\(s\) outside 0-9, the first at index 2: 200"):
+            load_mnist(data_dir=tmp_path, verify=False, one_hot_label=one_hot)
+
+
+def test_stale_partial_downloads_are_removed(tmp_path, mirror):
+    server, checksums, _ = mirror
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    stale, fresh = dest / ".train-images-idx3-ubyte.abc.gz.part", dest / ".t10k-images-idx3-ubyte.def.gz.part"
+    stale.write_bytes(b"")  # left by a download killed mid-way
+    fresh.write_bytes(b"")  # another process's download in progress
+    old = stale.stat().st_mtime - data.STALE_PART_SECONDS - 1
+    os.utime(stale, (old, old))
+    download_mnist(dest, mirrors=[server.url], checksums=checksums, timeout=5)
+    assert not stale.exists() and fresh.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_cache_says_where_to_put_the_files(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o500)
+    try:
+        with pytest.raises(DataError, match=r"cannot write .*set FASTBP_DATA"):
+            download_mnist(cache / "mnist", mirrors=["http://127.0.0.1:9/"], timeout=2)
+    finally:
+        cache.chmod(0o700)
+
+
+def test_a_cache_under_a_file_says_where_to_put_the_files(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataError, match=rf"cannot write the MNIST cache {blocker / 'mnist'}.*set FASTBP_DATA"):
+        download_mnist(blocker / "mnist", mirrors=["http://127.0.0.1:9/"], timeout=2)

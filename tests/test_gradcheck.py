@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import reference
+from fastbp import gradient_check, reference
 
 
 def test_numerical_gradient_of_known_function(rng):
@@ -108,3 +108,18 @@ def test_two_layer_network_gradient_matches_finite_differences(backend, rng):
 def test_reference_layers_stay_reference_under_any_global_backend():
     fastbp.set_backend(fastbp.available_backends()[0])
     assert reference.Affine(np.ones((2, 2)), np.zeros(2)).ops.__name__.endswith(".reference")
+
+
+def test_gradient_check_refuses_a_missing_or_extra_gradient():
+    W = np.array([[1.0, 2.0]])
+    b = np.array([0.5])
+    params = {"W": W, "b": b}
+
+    def loss():
+        return float(np.sum(W**2) + np.sum(b))
+
+    with pytest.raises(ValueError, match=r"no gradient for \['b'\]"):
+        gradient_check(loss, params, {"W": 2 * W})
+    with pytest.raises(ValueError, match=r"gradients of unknown parameters \['c'\]"):
+        gradient_check(loss, params, {"W": 2 * W, "b": np.ones(1), "c": np.ones(1)})
+    assert gradient_check(loss, params, {"W": 2 * W, "b": np.ones(1)}).passed()

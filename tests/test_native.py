@@ -112,3 +112,28 @@ def test_native_skips_dx_when_asked(rng):
     assert dx is None
     np.testing.assert_allclose(dW, x.T @ dout, rtol=1e-12)
     np.testing.assert_allclose(db, dout.sum(axis=0), rtol=1e-12)
+
+
+def test_native_sizes_that_overflow_or_are_negative_are_refused():
+    with pytest.raises(ValueError, match=r"compact_rows: bad shape \(2305843009213693952, 4\)"):
+        _native.compact_rows(np.zeros(4), 2**61, 4, 0)  # n * k wraps to 0 in 64 bits
+    with pytest.raises(ValueError, match="sizes must be at least 0"):
+        _native.affine_forward(np.zeros(4), np.zeros(4), np.zeros(2), np.zeros(4), -1, -1, 2)
+    with pytest.raises(ValueError, match="sizes must be at least 1"):
+        _native.softmax_xent_backward(np.zeros(4), np.zeros(2, np.int64), 1.0, np.zeros(4), -2, -2)
+    n_params = 3 * 4 + 4 + 4 * 2 + 2
+    with pytest.raises(ValueError, match="would not fit in memory"):
+        huge = np.array([2**31 - 1, 2**31 - 1, 2**31 - 1, 2])
+        _native.predict_labels(np.zeros(1), 1, np.zeros(n_params), huge, 0, np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match=r"bad shape \(-1, 3\)"):
+        _native.predict_labels(np.zeros(3), -1, np.zeros(n_params), np.array([3, 4, 2]), 0, np.zeros(1, np.int64))
+
+
+def test_native_blas_cannot_be_replaced_from_python():
+    assert not hasattr(_native, "set_blas")  # taken from scipy.linalg.cython_blas when the module loads
+
+
+@pytest.mark.skipif(_native.openmp() == 0, reason="built without OpenMP: no threads to bound")
+def test_native_thread_count_is_bounded():
+    with pytest.raises(ValueError, match=r"at most \d+ threads on this machine"):
+        _native.set_num_threads(10**6)

@@ -324,3 +324,101 @@ def test_optimizer_arguments_are_checked():
         Adam(lr=0)
     with pytest.raises(TypeError, match="lr must be a real number"):
         SGD(lr="fast")
+
+
+# ---- using a trained network: loading, predicting, refusing bad files and inputs ---------------
+
+def test_two_layer_net_loads_what_it_saved(tmp_path, rng):
+    net = TwoLayerNet(6, 4, 3, seed=1)
+    net.save(tmp_path / "w.npz")
+    again = TwoLayerNet.load(tmp_path / "w.npz")
+    assert isinstance(again, TwoLayerNet) and again.dtype == np.float64
+    x = rng.standard_normal((2, 6))
+    np.testing.assert_array_equal(again.predict(x), net.predict(x))
+    MultiLayerNet(6, [4, 4], 3).save(tmp_path / "deep.npz")
+    with pytest.raises(ValueError, match="is not a TwoLayerNet.*MultiLayerNet.load"):
+        TwoLayerNet.load(tmp_path / "deep.npz")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_prediction_refuses_non_finite_input(backend, bad):
+    net = MultiLayerNet(4, [3], 2, backend=backend, seed=0)
+    x = np.full((3, 4), bad, np.float32)  # all-NaN input gave accuracy 1.0
+    for call in (lambda: net.accuracy(x, np.array([0, 0, 0])), lambda: net.predict_labels(x), lambda: net.predict_proba(x)):
+        with pytest.raises(ValueError, match=r"x has 12 non-finite value"):
+            call()
+
+
+def test_one_sample_is_predicted(backend, rng):
+    net = MultiLayerNet(784, [5], 10, backend=backend, seed=0)
+    images = rng.random((3, 784), dtype=np.float32)
+    labels, probs = net.predict_labels(images), net.predict_proba(images)
+    assert probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-6)
+    np.testing.assert_array_equal(np.argmax(probs, axis=1), labels)
+    for i in range(3):
+        assert net.predict_labels(images[i]) == labels[i]
+        assert net.predict_labels(images[i].reshape(1, 28, 28)) == labels[i:i + 1]
+        np.testing.assert_allclose(net.predict_proba(images[i]), probs[i], rtol=1e-6)
+        assert net.accuracy(images[i], labels[i]) == 1.0
+        assert net.accuracy(images[i], np.eye(10)[labels[i]]) == 1.0
+
+
+def test_a_network_larger_than_memory_is_refused_before_allocating():
+    with pytest.raises(MemoryError, match=r"a 784-1000000000-10 network \(795,000,000,010 float32 parameters\) needs"):
+        MultiLayerNet(784, [10**9], 10)
+
+
+def crafted(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def test_load_checks_every_array_of_the_file_before_building(tmp_path):
+    good = dict(sizes=np.array([3, 2, 2]), activation=np.array("relu"), W1=np.ones((3, 2)), b1=np.zeros(2),
+                W2=np.ones((2, 2)), b2=np.zeros(2))
+    cases = [
+        (dict(good, W1=np.float64(1.0)), r"'W1' has shape \(\), expected \(3, 2\)"),  # was broadcast into the net
+        (dict(good, W2=np.full((2, 2), np.nan)), r"'W2' has 4 non-finite values"),
+        (dict(good, sizes=np.array([20000, 20000, 10])), r"'W1' has shape \(3, 2\), expected \(20000, 20000\)"),
+        ({k: v for k, v in good.items() if k != "b2"}, r"'b2' is missing"),
+        ({k: v for k, v in good.items() if k != "sizes"}, r"'sizes' is missing"),
+        (dict(good, activation=np.array("tanh")), r"'activation' must be one of"),
+        (dict(good, W2=np.ones((2, 2), np.float32)), r"'W2' has dtype float32, expected float64"),
+        (dict(good, W1=np.ones((3, 2), np.int64)), r"'W1' has dtype int64, expected float32 or float64"),
+        (dict(good, sizes=np.array([3, -2, 2])), r"'sizes' must be positive"),
+        (dict(good, extra=np.ones(3)), r"'extra' is not a key of a weights file"),
+    ]
+    for i, (arrays, match) in enumerate(cases):
+        path = crafted(tmp_path / f"w{i}.npz", **arrays)
+        with pytest.raises(ValueError, match=rf"{path}: {match}"):
+            MultiLayerNet.load(path)
+    not_npz = tmp_path / "text.npz"
+    not_npz.write_text("hello")
+    with pytest.raises(ValueError, match=rf"{not_npz}: not a weights file written by fastbp"):
+        MultiLayerNet.load(not_npz)
+    MultiLayerNet.load(crafted(tmp_path / "good.npz", **good))
+
+
+def test_a_huge_declared_array_is_refused_from_its_header(tmp_path):
+    """A 1.5 KB file whose W1 header declares 20000 x 20000: refused before any array is read."""
+    path = tmp_path / "w.npz"
+    MultiLayerNet(3, [2], 2).save(path)
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    header = np.lib.format.header_data_from_array_1_0(np.ones((3, 2), np.float32))
+    header["shape"] = (20000, 20000)
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    members["W1.npy"] = buf.getvalue() + b"\0" * 24
+    members["sizes.npy"] = members["sizes.npy"]
+    with zipfile.ZipFile(path, "w") as z:
+        for name, content in members.items():
+            z.writestr(name, content)
+    assert path.stat().st_size < 4096
+    with pytest.raises(ValueError, match=r"'W1' has shape \(20000, 20000\), expected \(3, 2\)"):
+        MultiLayerNet.load(path)

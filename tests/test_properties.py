@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -27,10 +27,12 @@ def logits_and_labels(draw):
 @pytest.mark.parametrize("backend", COMPILED)
 @settings(max_examples=60, deadline=None)
 @given(case=logits_and_labels())
+# a confident right answer: dx = (0.9975 - 1) / N cancels; failed once against a tolerance scaled by |dx|
+@example(case=(np.array([[6.0, 0.0]], dtype=np.float32), np.array([0])))
 def test_softmax_with_loss_matches_reference(backend, case):
     x, t = case
-    report = check_layer(fastbp.SoftmaxWithLoss(backend=backend), reference.SoftmaxWithLoss(), x, t,
-                         gradcheck=False, rtol=1e-5 if x.dtype == np.float32 else 1e-12)
+    # the harness's own rule (fastbp.testing): eps-scaled, by the terms the gradient cancels
+    report = check_layer(fastbp.SoftmaxWithLoss(backend=backend), reference.SoftmaxWithLoss(), x, t, gradcheck=False)
     assert report.passed
 
 

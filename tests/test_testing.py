@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import fastbp
 from fastbp import reference
 from fastbp.testing import assert_close, check_layer, default_rtol
 
@@ -107,3 +108,40 @@ def test_assert_close_judges_entries_at_the_arrays_scale():
         assert_close(ref + np.array([1e-6, 0.0]), ref, rtol=1e-12)
     with pytest.raises(AssertionError, match="dtype float32 != float64"):
         assert_close(ref.astype(np.float32), ref, rtol=1e-3)
+
+
+@pytest.mark.parametrize("backend", fastbp.available_backends())
+def test_float32_rule_accepts_a_cancelling_softmax_gradient(backend):
+    # dx = (y - onehot) / N = (0.9975 - 1, 0.0025): rounding of y (eps * 1) is large next to |dx|
+    x, t = np.array([[6.0, 0.0]], dtype=np.float32), np.array([0])
+    check_layer(fastbp.SoftmaxWithLoss(backend=backend), reference.SoftmaxWithLoss(), x, t)
+
+
+class SoftmaxGradientOffByEpsilons(reference.SoftmaxWithLoss):
+    """dx off by 100 float32 epsilons of the terms (|y| / N) it cancels: beyond rounding."""
+
+    def backward(self, dout=1):
+        dx = super().backward(dout)
+        return dx + np.float32(100 * np.finfo(np.float32).eps * dout / dx.shape[0])
+
+
+def test_float32_rule_still_catches_an_error_of_the_cancelling_terms():
+    x, t = np.array([[6.0, 0.0], [0.0, 6.0]], dtype=np.float32), np.array([0, 1])
+    with pytest.raises(AssertionError, match=r"FAIL d\(input 0\)"):
+        check_layer(SoftmaxGradientOffByEpsilons(), reference.SoftmaxWithLoss(), x, t)
+
+
+def test_the_tests_import_an_installed_fastbp_before_a_source_checkout_without_its_extension(tmp_path):
+    from conftest import path_without_the_checkout
+
+    checkout, site = tmp_path / "checkout", tmp_path / "site-packages"
+    for folder in (checkout, site):
+        (folder / "fastbp").mkdir(parents=True)
+        (folder / "fastbp" / "__init__.py").write_text("")
+    path = [str(checkout), "/usr/lib/python3", str(site)]
+    assert path_without_the_checkout(checkout, path) == ["/usr/lib/python3", str(site)]
+    (site / "fastbp" / "__init__.py").unlink()
+    (site / "fastbp").rmdir()  # no installed copy (an editable install's finder is not on the path)
+    assert path_without_the_checkout(checkout, path) == path
+    (checkout / "fastbp" / "_native.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")  # built in place
+    assert path_without_the_checkout(checkout, [str(checkout), str(site)]) == [str(checkout), str(site)]

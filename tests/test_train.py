@@ -120,3 +120,106 @@ def test_history_round_trips_through_json_and_csv(tmp_path, rng):
     rows = paths["csv"].read_text().splitlines()
     assert rows[0].startswith("step,epoch,loss,train_acc") and len(rows) == 1 + len(history.evaluations)
     assert len(paths["losses"].read_text().splitlines()) == 31
+
+
+def test_a_learning_rate_that_overflows_the_dtype_is_refused(rng):
+    net = MultiLayerNet(12, [10], 3, seed=0)  # float32: at most 3.4e38
+    with pytest.raises(ValueError, match=r"overflow float32 .*learning rate is far too large"):
+        Trainer(net, TrainConfig(lr=1e39, progress=False))
+    Trainer(MultiLayerNet(12, [10], 3, dtype=np.float64, seed=0), TrainConfig(lr=1e39, progress=False))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy (reference) reports the overflow provoked here
+def test_weights_that_overflow_are_never_kept(backend, rng):
+    """lr 3e38 is finite in float32, but the first update makes the weights inf while that step's
+    loss was finite: the evaluation after it must not keep them."""
+    x, t = blobs(rng)
+    x *= 100  # gradients of the first layer's weights far above 1: lr * grad overflows
+    net = MultiLayerNet(12, [10], 3, weight_init_std=0.1, backend=backend, seed=0)
+    start = net.flat_params.copy()
+    trainer = Trainer(net, TrainConfig(iterations=20, batch_size=16, lr=3e38, eval_every=1, progress=False))
+    with pytest.raises(TrainingDiverged, match=r"weights became NaN or inf at step 1; the network holds the weights of step 0"):
+        trainer.fit(x, t)
+    np.testing.assert_array_equal(net.flat_params, start)
+
+
+def test_a_validation_split_that_leaves_nothing_to_train_on_is_refused(rng):
+    x, t = blobs(rng, n=10)
+    with pytest.raises(ValueError, match=r"val_split 0.99 of 10 training samples leaves no samples to train on"):
+        Trainer(MultiLayerNet(12, [4], 3, seed=0), TrainConfig(val_split=0.99, progress=False)).fit(x, t)
+
+
+def test_with_validation_the_best_weights_are_kept_without_early_stopping(rng):
+    x, t = blobs(rng, n=300)
+    t[::2] = rng.integers(0, 3, 150)
+    net = MultiLayerNet(12, [64], 3, weight_init_std="he", seed=0)
+    config = TrainConfig(iterations=1500, batch_size=8, lr=0.3, eval_every=25, val_split=0.3, progress=False)
+    history = Trainer(net, config).fit(x, t)
+    assert not history.stopped_early and history.best_step != history.evaluations[-1].step
+    best = max(e.val_acc for e in history.evaluations)
+    assert history.final.val_acc == best and history.final.step == history.best_step
+    order = np.random.default_rng(0).permutation(300)[:90]
+    assert net.accuracy(x[order], t[order]) == pytest.approx(best)
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_a_resumed_run_continues_the_optimizer_and_the_step_count(backend, optimizer, rng):
+    x, t = blobs(rng)
+    kwargs = dict(weight_init_std=0.1, dtype=np.float64, backend=backend, seed=0)
+    first = Trainer(MultiLayerNet(12, [10], 3, **kwargs),
+                    TrainConfig(iterations=30, batch_size=16, optimizer=optimizer, eval_every=10, progress=False))
+    first.fit(x, t)
+    assert first.step == 30 and np.abs(first.state).sum() > 0
+    results = {}
+    for path in ("fused", "layers"):  # the layer path's optimizer reads the same restored state
+        net = MultiLayerNet(12, [10], 3, **kwargs)
+        net.flat_params[...] = first.net.flat_params
+        again = Trainer(net, TrainConfig(iterations=15, batch_size=16, optimizer=optimizer, eval_every=10, path=path,
+                                         progress=False), start_step=first.step, optimizer_state=first.state)
+        results[path] = (again.fit(x, t), net.flat_params.copy())
+        assert again.step == 45
+    (fused, p_fused), (layers, p_layers) = results["fused"], results["layers"]
+    assert [e.step for e in fused.evaluations] == [31, 41, 45] and fused.first_step == 30
+    np.testing.assert_allclose(fused.losses, layers.losses, rtol=1e-10)
+    np.testing.assert_allclose(p_fused, p_layers, rtol=1e-9, atol=1e-12)
+    # from a zero state instead, the same steps give other weights: the state was used
+    net = MultiLayerNet(12, [10], 3, **kwargs)
+    net.flat_params[...] = first.net.flat_params
+    Trainer(net, TrainConfig(iterations=15, batch_size=16, optimizer=optimizer, progress=False), start_step=30).fit(x, t)
+    assert not np.allclose(net.flat_params, p_fused)
+
+
+def test_fused_training_runs_in_blocks_and_stops_cleanly_on_ctrl_c(rng, monkeypatch):
+    import fastbp.train as train
+
+    monkeypatch.setattr(train, "BLOCK_SECONDS", 1e-9)  # one step per call
+    x, t = blobs(rng)
+    net = MultiLayerNet(12, [10], 3, seed=0)
+    trainer = Trainer(net, TrainConfig(iterations=50, batch_size=16, eval_every=1000, progress=False))
+    real = trainer._step_runner
+    calls = []
+
+    def runner(train_set):
+        run = real(train_set)
+
+        def counted(batches, done):
+            calls.append(len(batches))
+            if done == 20:
+                raise KeyboardInterrupt
+            return run(batches, done)
+        return counted
+
+    monkeypatch.setattr(trainer, "_step_runner", runner)
+    history = trainer.fit(x, t)
+    assert history.interrupted and trainer.step == 20 and len(history.losses) == 20
+    assert set(calls) == {1}  # one evaluation stretch of 1000 steps, run a block at a time
+    assert np.isfinite(net.flat_params).all()
+
+
+def test_the_progress_bar_lets_tqdm_decide_about_terminals(monkeypatch):
+    import fastbp.train as train
+
+    bar = train._progress_bar(10, True)
+    assert bar.disable  # pytest's stderr is no terminal: tqdm decided not to draw
+    bar.close()
+    assert train._progress_bar(10, False).disable

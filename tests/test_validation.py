@@ -136,3 +136,40 @@ def test_identity_with_loss_checks_target(backend):
 def test_unknown_backend_name_fails_at_construction():
     with pytest.raises(ValueError, match="unknown backend 'numpy'; choose one of"):
         fastbp.Relu(backend="numpy")
+
+
+@pytest.mark.parametrize("layer_class", [fastbp.MulLayer, fastbp.AddLayer])
+def test_mul_and_add_refuse_a_dout_of_another_shape(layer_class):
+    layer = layer_class()
+    layer.forward(np.ones(3), np.full(3, 2.0))
+    with pytest.raises(ValueError, match=r"dout has shape \(2, 3\), expected \(3,\)"):
+        layer.backward(np.ones((2, 3)))  # would broadcast and be summed away
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer_class().backward(np.ones(3))
+
+
+def test_affine_refuses_an_empty_batch_by_name(backend):
+    with pytest.raises(ValueError, match=r"Affine needs at least one sample, got x of shape \(0, 4\)"):
+        affine(backend).forward(np.ones((0, 4)))
+
+
+@pytest.mark.parametrize("W, match", [
+    (np.ones(4), r"W must be 2-D \(in_features, out_features\), got shape \(4,\)"),
+    (np.ones((5, 3)), r"W of shape \(5, 3\) expects 5 input features, but the input has 4"),
+    (np.ones((4, 2)), r"b has shape \(3,\), expected \(2,\) to match W of shape \(4, 2\)"),
+    ("W", "W must be a float32 or float64 array"),
+])
+def test_affine_weights_rebound_after_forward_get_the_same_error_on_every_backend(backend, W, match):
+    layer = affine(backend)
+    layer.forward(np.ones((2, 4)))
+    layer.W = W
+    with pytest.raises((ValueError, TypeError), match=match):
+        layer.backward(np.ones((2, 3)))
+
+
+def test_sigmoid_of_a_scalar_keeps_its_shape(backend):
+    layer = fastbp.Sigmoid(backend=backend)
+    out = layer.forward(np.float64(0.5))
+    dx = layer.backward(np.float64(1.0))
+    assert out.shape == () and dx.shape == ()
+    assert float(dx) == pytest.approx(float(out) * (1 - float(out)))

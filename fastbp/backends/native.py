@@ -2,17 +2,16 @@
 
 Same contract and signatures as reference.py. This module allocates outputs and passes shapes;
 fastbp._native checks dtypes, lengths and index ranges again before any C runs. Matrix products
-go through SciPy's BLAS (the one numba uses), handed to the extension once, here, at import.
+go through SciPy's BLAS (the one numba uses), which the extension takes from
+scipy.linalg.cython_blas when it loads.
 """
 
 import numpy as np
-from scipy.linalg import cython_blas
 
 from .. import _native
 from ..threads import PARALLEL_MIN_ELEMENTS
 from . import _network
 
-_native.set_blas(cython_blas.__pyx_capi__["sgemm"], cython_blas.__pyx_capi__["dgemm"])
 _native.set_parallel_min(PARALLEL_MIN_ELEMENTS)  # the same threshold as numba's
 
 
