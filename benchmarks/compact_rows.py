@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from fastbp.backends import _network, native
+from fastbp import engine
+from fastbp.backends import native
 
 SIZES = np.array([784, 50, 10])
 ROWS, BATCH, STEPS = 20000, 100, 200
@@ -37,9 +38,10 @@ def measure(density: float, repeats: int, rng) -> dict:
     x[rng.random(x.shape) >= density] = 0
     labels = rng.integers(0, 10, ROWS)
     batches = rng.integers(0, ROWS, (STEPS, BATCH))
-    count = _network.parameter_count(SIZES)
+    count = engine.parameter_count(SIZES)
+    program = engine.mlp_program(SIZES, "relu")
     start = (rng.standard_normal(count) * 0.01).astype(np.float32)
-    hyper = np.array([0.1, 0, 0, 0], np.float32)
+    hyper = engine.hyper_vector(np.float32, 0.1)
     forms = {"dense": x, "compact": native.CompactRows(x)}
     result = {"density": float(np.count_nonzero(x) / x.size)}
     for name, rows in forms.items():
@@ -47,10 +49,10 @@ def measure(density: float, repeats: int, rng) -> dict:
         state, losses = np.zeros((2, count), np.float32), np.zeros(STEPS)
 
         def train():
-            native.train_steps(rows, labels, batches, params, grads, SIZES, 0, 0, hyper, state, 0, losses)
+            native.train_steps(rows, labels, batches, params, grads, program, engine.SGD, hyper, state, 0, losses)
 
         def predict():
-            native.predict_labels(rows, params, SIZES, 0)
+            native.predict_labels(rows, params, program)
 
         train()  # warm caches and BLAS threads
         result[f"{name}_step_us"] = timed(train, repeats) / STEPS * 1e6

@@ -17,8 +17,7 @@ import time
 import numpy as np
 
 import fastbp
-from fastbp import backends
-from fastbp.backends import _network
+from fastbp import backends, engine
 
 BATCHES = [1, 4, 16, 64, 100, 256, 1024, 4096]
 WIDTHS = [16, 64, 256, 1024, 4096]
@@ -27,18 +26,19 @@ WIDTHS = [16, 64, 256, 1024, 4096]
 def step_seconds(backend: str, batch: int, hidden: int, budget: float = 0.4) -> float:
     rng = np.random.default_rng(0)
     sizes = np.array([784, hidden, 10])
-    params = (rng.standard_normal(_network.parameter_count(sizes)) * 0.01).astype(np.float32)
+    params = (rng.standard_normal(engine.parameter_count(sizes)) * 0.01).astype(np.float32)
+    program = engine.mlp_program(sizes, "relu")
     grads, state = np.zeros_like(params), np.zeros((2, params.size), np.float32)
     x = rng.random((8192, 784), dtype=np.float32)
     labels = rng.integers(0, 10, 8192)
-    hyper = np.array([0.01, 0, 0, 0], np.float32)
+    hyper = engine.hyper_vector(np.float32, 0.01)
     ops = backends.get(backend)
 
     def block(steps):
         batches = rng.integers(0, 8192, (steps, batch))
         losses = np.empty(steps)
         start = time.perf_counter()
-        ops.train_steps(x, labels, batches, params, grads, sizes, 0, 0, hyper, state, 0, losses)
+        ops.train_steps(x, labels, batches, params, grads, program, engine.SGD, hyper, state, 0, losses)
         return (time.perf_counter() - start) / steps
 
     first = block(1)  # compiles (numba) and sizes the blocks

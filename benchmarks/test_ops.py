@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import backends
+from fastbp import backends, engine
 from fastbp.testing import assert_close, default_rtol
 
 BACKENDS = fastbp.available_backends()
@@ -45,9 +45,11 @@ def make_inputs(op, shape, dtype):
             return loss, ops.softmax_cross_entropy_backward(y, labels, 1.0)
         return softmax
     if op == "sgd_update":
+        hyper = engine.hyper_vector(W.dtype, 0.01)
+
         def sgd(ops):
             param = W.copy()
-            ops.sgd_update(param, W, 0.01)
+            ops.optimizer_step(engine.SGD, param, W, param, param, hyper, 1)
             return param
         return sgd
     raise ValueError(op)

@@ -3,7 +3,7 @@ state and step count of the run that wrote them (for ``fastbp train --resume``).
 
 Keys: ``sizes`` (int, the layer widths), ``activation`` (str), ``W1 b1 W2 b2 ...``; with a run's
 state also ``optimizer`` (str), ``optimizer_state`` (2 x parameter count, the flat layout of
-backends/_network.py), ``step`` (steps done).
+fastbp/engine.py), ``step`` (steps done).
 
 Reading checks every array's declared shape and dtype against ``sizes`` from the file's headers
 before any array is read, so a crafted file cannot make fastbp allocate what its sizes declare;
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _validate as check
-from .backends import _network
+from . import engine
 
 ACTIVATIONS = ("relu", "sigmoid")
 RUN_KEYS = ("optimizer", "optimizer_state", "step")
@@ -119,15 +119,15 @@ def read(path) -> Saved:
 
 
 def _read_run_state(path, data, headers, saved: Saved) -> None:
-    count = _network.parameter_count(saved.sizes)
+    count = engine.parameter_count(saved.sizes)
     for key in RUN_KEYS:
         if key not in headers:
             _fail(path, key, "is missing: a file with an optimizer holds its state and step too")
     if headers["optimizer_state"] != ((2, count), saved.dtype):
         _fail(path, "optimizer_state", f"has shape and dtype {headers['optimizer_state']}, expected ((2, {count}), {saved.dtype})")
     saved.optimizer = str(data["optimizer"])
-    if saved.optimizer not in _network.OPTIMIZERS:
-        _fail(path, "optimizer", f"must be one of {sorted(_network.OPTIMIZERS)}, got {saved.optimizer!r}")
+    if saved.optimizer not in engine.OPTIMIZERS:
+        _fail(path, "optimizer", f"must be one of {sorted(engine.OPTIMIZERS)}, got {saved.optimizer!r}")
     saved.optimizer_state = data["optimizer_state"]
     if not np.isfinite(saved.optimizer_state).all():
         _fail(path, "optimizer_state", "has non-finite values (NaN or inf)")

@@ -1,7 +1,7 @@
 """Networks with the seed's API: ``params``, ordered ``layers``, ``last_layer``, ``predict``,
 ``loss``, ``accuracy``, ``numerical_gradient`` and ``gradient``.
 
-All parameters live in one flat buffer (``flat_params``, layout in backends/_network.py);
+All parameters live in one flat buffer (``flat_params``, layout in fastbp/engine.py);
 ``params['W1']`` and the layers' ``W``/``b`` are views into it. The seed's in-place update
 ``params['W1'] -= lr * grad['W1']`` therefore updates the layers and the buffer alike, and the
 fused training step (fastbp.train) updates all parameters in one pass over the buffer.
@@ -11,18 +11,27 @@ Replace values in place (``params['W1'][...] = w``), never by rebinding the dict
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from . import _validate as check
-from . import backends, checkpoint
+from . import backends, checkpoint, engine
 from ._system import require_memory
-from .backends import _network
 from .gradcheck import numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
 ACTIVATION_LAYERS = {"relu": Relu, "sigmoid": Sigmoid}
+
+
+@dataclass
+class Prepared:
+    """A data set checked once and kept as a backend's engine reads it (MultiLayerNet.prepare)."""
+
+    rows: object  # what ops.prepare_rows returned
+    n: int
+    ops: object  # the backend module
 
 
 def init_std(scheme, fan_in: int, activation: str) -> float:
@@ -51,12 +60,6 @@ class MultiLayerNet:
     reproducible; without it they come from NumPy's global generator, like the seed's.
     """
 
-    # Rows converted at a time when x is not already in the network's dtype (float32 images into
-    # the seed's float64 net): 512 x 784 float64 is 3 MB, read back by the product while still in
-    # cache. Measured, train + test accuracy of the seed's net on MNIST, 2 cores: 168 ms with
-    # chunks of 8192 rows, 116-129 ms with 512 (reference backend: 217 and 135-146 ms).
-    PREDICT_CHUNK = 512
-
     def __init__(
         self,
         input_size: int,
@@ -78,9 +81,10 @@ class MultiLayerNet:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.sizes = np.array(sizes, dtype=np.int64)
         self.activation = activation
+        self.program = engine.mlp_program(self.sizes, activation)  # what the engine runs
         self.backend = backends.check_name(backend)
 
-        count = _network.parameter_count(self.sizes)
+        count = engine.parameter_count(self.sizes)
         require_memory(count * self.dtype.itemsize, f"a {'-'.join(map(str, sizes))} network ({count:,} {self.dtype} parameters)")
         self.flat_params = np.zeros(count, dtype=self.dtype)
         self.params: dict[str, np.ndarray] = self.param_views(self.flat_params)
@@ -105,13 +109,13 @@ class MultiLayerNet:
         """{'W1': ..., 'b1': ..., ...} as views into ``flat``, a buffer in the parameters' layout
         (the parameters themselves, gradients, optimizer state)."""
         views = {}
-        for i, (W, b) in enumerate(_network.layer_views(flat, self.sizes), start=1):
+        for i, (W, b) in enumerate(engine.layer_views(flat, self.sizes), start=1):
             views[f"W{i}"], views[f"b{i}"] = W, b
         return views
 
     def check_params_in_place(self) -> None:
         """Fail loudly if a params entry was rebound instead of updated in place."""
-        for i, (W, b) in enumerate(_network.layer_views(self.flat_params, self.sizes), start=1):
+        for i, (W, b) in enumerate(engine.layer_views(self.flat_params, self.sizes), start=1):
             for name, view in ((f"W{i}", W), (f"b{i}", b)):
                 p = self.params.get(name)
                 if p is None or p.shape != view.shape or not np.shares_memory(p, view):
@@ -141,19 +145,28 @@ class MultiLayerNet:
     def loss(self, x, t):
         return self.last_layer.forward(self.predict(x), t)
 
+    def prepare(self, x, name: str = "x") -> "Prepared":
+        """x checked once and kept as the backend's engine reads it fastest (native: a mostly-zero
+        set as its nonzeros), for repeated predict_labels and accuracy (a trainer's evaluations)."""
+        x = check.kernel_ready(self.as_input(x, name), self.dtype)
+        ops = backends.get(self.backend)
+        return Prepared(ops.prepare_rows(x), x.shape[0], ops)
+
     def predict_labels(self, x) -> np.ndarray:
-        """argmax of predict(x), computed by the backend's whole-network kernel; one sample of
-        shape (inputs,) gives one label."""
+        """argmax of predict(x), computed by the backend's engine; one sample of shape (inputs,)
+        gives one label; x may be prepared (:meth:`prepare`)."""
+        if isinstance(x, Prepared):
+            return x.ops.predict_labels(x.rows, self.flat_params, self.program)
         single = np.ndim(x) == 1
         x = self.as_input(x)
-        ops, activation = backends.get(self.backend), _network.ACTIVATIONS[self.activation]
+        ops = backends.get(self.backend)
         if x.dtype == self.dtype and x.flags.c_contiguous:
-            labels = ops.predict_labels(x, self.flat_params, self.sizes, activation)
+            labels = ops.predict_labels(x, self.flat_params, self.program)
         else:  # convert a slice at a time (float32 images into a float64 net, as in the seed), never the whole set
             labels = np.empty(x.shape[0], dtype=np.int64)
-            for start in range(0, x.shape[0], self.PREDICT_CHUNK):
-                part = check.kernel_ready(x[start:start + self.PREDICT_CHUNK], self.dtype)
-                labels[start:start + part.shape[0]] = ops.predict_labels(part, self.flat_params, self.sizes, activation)
+            for start in range(0, x.shape[0], engine.CONVERT_ROWS):
+                part = check.kernel_ready(x[start:start + engine.CONVERT_ROWS], self.dtype)
+                labels[start:start + part.shape[0]] = ops.predict_labels(part, self.flat_params, self.program)
         return labels[0] if single else labels
 
     def predict_proba(self, x) -> np.ndarray:
@@ -162,13 +175,17 @@ class MultiLayerNet:
         x = self.as_input(x)
         probs = np.empty((x.shape[0], int(self.sizes[-1])), dtype=np.result_type(x, self.dtype))
         ops = backends.get(self.backend)
-        zeros = np.zeros(min(x.shape[0], self.PREDICT_CHUNK), dtype=np.int64)
-        for start in range(0, x.shape[0], self.PREDICT_CHUNK):
-            logits = check.kernel_ready(self.predict(x[start:start + self.PREDICT_CHUNK]), probs.dtype)
+        zeros = np.zeros(min(x.shape[0], engine.CONVERT_ROWS), dtype=np.int64)
+        for start in range(0, x.shape[0], engine.CONVERT_ROWS):
+            logits = check.kernel_ready(self.predict(x[start:start + engine.CONVERT_ROWS]), probs.dtype)
             _, probs[start:start + logits.shape[0]] = ops.softmax_cross_entropy_forward(logits, zeros[:logits.shape[0]])
         return probs[0] if single else probs
 
     def accuracy(self, x, t) -> float:
+        """The fraction of samples whose predicted label is t (integer labels or one-hot rows);
+        x may be prepared (:meth:`prepare`), and then t must be int64 labels."""
+        if isinstance(x, Prepared):
+            return float(np.sum(self.predict_labels(x) == t) / x.n)
         if np.ndim(x) == 1:  # one sample: its label a scalar, or one one-hot row
             t = np.asarray(t).reshape(1, *np.shape(t))
         x = self.as_input(x)

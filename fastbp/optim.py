@@ -1,8 +1,9 @@
 """Optimizers with the seed's interface: ``update(params, grads)`` changes params in place.
 
-Each update calls the backend's kernel (sgd_update, momentum_update, adam_update); the fused
-training step calls the same kernels on a network's flat buffers. ``hyper()`` gives the vector
-that train_steps takes, so both paths run the same optimizer with the same settings.
+Every update rule is one backend op, ``optimizer_step(code, param, grad, m, v, hyper, t)``
+(codes and the hyper vector: fastbp/engine.py), which the engine's fused step also calls on a
+network's flat buffers; an optimizer here is its code, its settings as that hyper vector, and
+per-parameter state m and v. So both paths run the same rule with the same settings.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from . import _validate as check
-from . import backends
-from .backends import _network
+from . import backends, engine
 
 
 def _check_param(param, grad, role: str = "param") -> np.ndarray:
@@ -32,12 +32,6 @@ def _ops_for(param: np.ndarray, backend: str | None):
     return backends.get(backend) if param.flags.c_contiguous else backends.get("reference")
 
 
-def sgd_step(param: np.ndarray, grad, lr: float, backend: str | None = None) -> None:
-    """param -= lr * grad, in place, validated."""
-    grad = _check_param(param, grad)
-    _ops_for(param, backend).sgd_update(param, grad, lr)
-
-
 def _positive(name: str, value) -> float:
     value = check.scalar(name, value)
     if value <= 0:
@@ -53,38 +47,53 @@ def _fraction(name: str, value) -> float:
 
 
 class Optimizer:
+    """An update rule: ``name`` (a key of engine.OPTIMIZERS), its settings, and per-parameter state."""
+
     name = ""
+    state_rows = 0  # rows of state per parameter the rule reads and writes (m, then v)
 
     def __init__(self, lr: float, backend: str | None = None):
         self.lr = _positive("lr", lr)
         self.backend = backends.check_name(backend)
+        self.iter = 0  # steps done (Adam's bias correction reads it)
+        self._states: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def code(self) -> int:
+        return engine.OPTIMIZERS[self.name]
+
+    def settings(self) -> tuple[float, float, float]:
+        """(beta1 or momentum, beta2, eps) for the hyper vector."""
+        return 0.0, 0.0, 0.0
+
+    def hyper(self, dtype) -> np.ndarray:
+        """The vector the update rule reads (engine.hyper_vector), in ``dtype``."""
+        return engine.hyper_vector(dtype, self.lr, *self.settings())
+
+    def _state(self, key, param: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(m, v) of a parameter; a rule without state gets the parameter itself, never read."""
+        state = self._states.get(key)
+        if state is None or state[0].shape != param.shape:
+            rows = [np.zeros_like(param, order="C") for _ in range(self.state_rows)]
+            state = self._states[key] = tuple((rows + [param, param])[:2])
+        return state
+
+    def bind_state(self, state: np.ndarray, views, step: int) -> None:
+        """Keep the per-parameter state in the rows of ``state`` (2, parameter count), the fused
+        path's buffer, through ``views(row) -> {key: view}``; ``step`` updates are done."""
+        m, v = views(state[0]), views(state[1])
+        self._states = {key: (m[key], v[key]) for key in m}
+        self.iter = step
 
     def update(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
         missing = [key for key in params if key not in grads]
         if missing:
             raise KeyError(f"no gradient for parameter(s) {missing}")
-        self._begin_step()
+        self.iter += 1
         for key, param in params.items():
             grad = _check_param(param, grads[key], f"params[{key!r}]")
-            self._update_one(key, param, grad, _ops_for(param, self.backend))
-
-    def _begin_step(self) -> None:
-        pass
-
-    def bind_state(self, state: np.ndarray, views, step: int) -> None:
-        """Keep the per-parameter state in rows of ``state`` (2, parameter count), the fused
-        path's buffer, through ``views(row) -> {key: view}``; ``step`` updates are done."""
-
-    def _update_one(self, key, param, grad, ops) -> None:
-        raise NotImplementedError
-
-    def hyper(self, dtype) -> np.ndarray:
-        """[lr, momentum or beta1, beta2, eps] for backends' train_steps."""
-        raise NotImplementedError
-
-    @property
-    def code(self) -> int:
-        return _network.OPTIMIZERS[self.name]
+            m, v = self._state(key, param)
+            _ops_for(param, self.backend).optimizer_step(self.code, param, grad, m, v, self.hyper(param.dtype), self.iter)
 
 
 class SGD(Optimizer):
@@ -95,38 +104,31 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, backend: str | None = None):
         super().__init__(lr, backend)
 
-    def _update_one(self, key, param, grad, ops):
-        ops.sgd_update(param, grad, self.lr)
-
-    def hyper(self, dtype):
-        return np.array([self.lr, 0.0, 0.0, 0.0], dtype=dtype)
-
 
 class Momentum(Optimizer):
     """v <- momentum * v - lr * dW; W <- W + v."""
 
     name = "momentum"
+    state_rows = 1
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, backend: str | None = None):
         super().__init__(lr, backend)
         self.momentum = _fraction("momentum", momentum)
-        self.v: dict[str, np.ndarray] = {}
 
-    def bind_state(self, state, views, step):
-        self.v = views(state[0])
+    @property
+    def v(self) -> dict:
+        """The velocity of each parameter (the book's attribute)."""
+        return {key: m for key, (m, _) in self._states.items()}
 
-    def _update_one(self, key, param, grad, ops):
-        velocity = self.v.setdefault(key, np.zeros_like(param, order="C"))
-        ops.momentum_update(param, grad, velocity, self.lr, self.momentum)
-
-    def hyper(self, dtype):
-        return np.array([self.lr, self.momentum, 0.0, 0.0], dtype=dtype)
+    def settings(self):
+        return self.momentum, 0.0, 0.0
 
 
 class Adam(Optimizer):
     """Adam (Kingma and Ba), with the bias correction folded into the step size, as in the book."""
 
     name = "adam"
+    state_rows = 2
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7,
                  backend: str | None = None):
@@ -134,23 +136,17 @@ class Adam(Optimizer):
         self.beta1 = _fraction("beta1", beta1)
         self.beta2 = _fraction("beta2", beta2)
         self.eps = _positive("eps", eps)
-        self.iter = 0
-        self.m: dict[str, np.ndarray] = {}
-        self.v: dict[str, np.ndarray] = {}
 
-    def _begin_step(self):
-        self.iter += 1
+    @property
+    def m(self) -> dict:
+        return {key: m for key, (m, _) in self._states.items()}
 
-    def bind_state(self, state, views, step):
-        self.m, self.v, self.iter = views(state[0]), views(state[1]), step
+    @property
+    def v(self) -> dict:
+        return {key: v for key, (_, v) in self._states.items()}
 
-    def _update_one(self, key, param, grad, ops):
-        m = self.m.setdefault(key, np.zeros_like(param, order="C"))
-        v = self.v.setdefault(key, np.zeros_like(param, order="C"))
-        ops.adam_update(param, grad, m, v, self.lr, self.beta1, self.beta2, self.eps, self.iter)
-
-    def hyper(self, dtype):
-        return np.array([self.lr, self.beta1, self.beta2, self.eps], dtype=dtype)
+    def settings(self):
+        return self.beta1, self.beta2, self.eps
 
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
@@ -162,3 +158,9 @@ def make_optimizer(name: str, lr: float, backend: str | None = None, **kwargs) -
     except KeyError:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}") from None
     return cls(lr=lr, backend=backend, **kwargs)
+
+
+def sgd_step(param: np.ndarray, grad, lr: float, backend: str | None = None) -> None:
+    """param -= lr * grad, in place, validated."""
+    grad = _check_param(param, grad)
+    SGD(lr, backend).update({"param": param}, {"param": grad})

@@ -31,7 +31,6 @@ import numpy as np
 from . import _validate as check
 from . import backends
 from ._system import require_memory
-from .backends import _network
 from .nets import MultiLayerNet
 from .optim import Optimizer, make_optimizer
 
@@ -170,7 +169,7 @@ class _Set:
 
     x: np.ndarray
     labels: np.ndarray
-    rows: object = None
+    rows: object = None  # net.prepare(x): checked, and as the backend's engine reads it
 
 
 class Trainer:
@@ -230,23 +229,8 @@ class Trainer:
             after.append(last)
         return eval_every, after
 
-    def _evaluate(self, sets: dict, step: int, eval_every: int, losses: list, start: float) -> Evaluation:
-        acc = {name: self._accuracy(s) if s else None for name, s in sets.items()}
-        return Evaluation(step=step, epoch=step / eval_every, loss=float(np.mean(losses)) if losses else float("nan"),
-                          train_acc=acc["train"], test_acc=acc["test"], val_acc=acc["val"],
-                          elapsed=time.perf_counter() - start)
-
-    def _diverged(self, failed_step: int, checkpoint: tuple[int, np.ndarray], what: str) -> TrainingDiverged:
-        good_step, good = checkpoint
-        self.net.flat_params[...] = good
-        self.step = good_step
-        return TrainingDiverged(
-            f"the {what} became NaN or inf at step {failed_step}; the network holds the weights of step {good_step} "
-            f"(the last evaluation). Lower the learning rate (now {self.config.lr}) or check the inputs."
-        )
-
-    def fit(self, x_train, t_train, x_test=None, t_test=None,
-            on_evaluation: Callable[[Evaluation], None] | None = None) -> History:
+    def _begin(self, x_train, t_train, x_test, t_test) -> tuple[dict, BatchSampler, History, list[int]]:
+        """The checked and prepared sets, the batch sampler, an empty history, the evaluation steps."""
         c, net = self.config, self.net
         net.check_params_in_place()
         train = self._prepare(x_train, t_train, "the training set")
@@ -261,68 +245,93 @@ class Trainer:
                                                 "backend": net.backend or backends.current()},
                           first_step=self.step)
         # each set once in the form the backend reads fastest (native: the nonzeros of MNIST's images)
-        ops = backends.get(net.backend)
         sets = {"train": train, "test": test, "val": val}
         for s in sets.values():
             if s:
-                s.rows = ops.prepare_rows(s.x)
-        run_steps = self._step_runner(train)
-        checkpoint = (self.step, net.flat_params.copy())  # finite weights to fall back on
-        best = None
-        end = self.step + c.iterations
+                s.rows = net.prepare(s.x)
+        return sets, sampler, history, eval_after
+
+    def _train_block(self, run_steps, sampler: BatchSampler, steps: int, history: History) -> tuple[np.ndarray, float]:
+        """``steps`` steps; their losses and seconds. Divergence restores the last good weights."""
+        t0 = time.perf_counter()
+        losses = run_steps(sampler.next_block(steps), self.step)
+        seconds = time.perf_counter() - t0
+        history.train_seconds += seconds
+        history.losses.extend(losses.tolist())
+        if losses.size < steps:
+            raise self._diverged(self.step + losses.size + 1, "loss")
+        if not np.isfinite(self.net.flat_params).all():  # the last update overflowed
+            raise self._diverged(self.step + steps, "weights")
+        self.step += steps
+        return losses, seconds
+
+    def _evaluate(self, sets: dict, losses: list, history: History, started: float) -> Evaluation:
+        """Accuracy on every set now; the weights become the ones to fall back on."""
+        t0 = time.perf_counter()
+        acc = {name: self.net.accuracy(s.rows, s.labels) if s else None for name, s in sets.items()}
+        eval_every = history.config["eval_every"]
+        record = Evaluation(step=self.step, epoch=self.step / eval_every,
+                            loss=float(np.mean(losses)) if losses else float("nan"), train_acc=acc["train"],
+                            test_acc=acc["test"], val_acc=acc["val"], elapsed=time.perf_counter() - started)
+        history.eval_seconds += time.perf_counter() - t0
+        history.evaluations.append(record)
+        self._checkpoint = (self.step, self.net.flat_params.copy())
+        return record
+
+    def _keep_best(self, record: Evaluation, history: History) -> bool:
+        """With validation: keep the best weights seen; True when patience has run out."""
+        if self._best is None or record.val_acc > self._best[0]:
+            self._best = (record.val_acc, self.net.flat_params.copy(), self.state.copy(), self.step)
+            history.best_step = self.step
+            return False
+        patience = self.config.patience
+        return bool(patience) and sum(e.step > history.best_step for e in history.evaluations) >= patience
+
+    def _diverged(self, failed_step: int, what: str) -> TrainingDiverged:
+        good_step, good = self._checkpoint
+        self.net.flat_params[...] = good
+        self.step = good_step
+        return TrainingDiverged(
+            f"the {what} became NaN or inf at step {failed_step}; the network holds the weights of step {good_step} "
+            f"(the last evaluation). Lower the learning rate (now {self.config.lr}) or check the inputs."
+        )
+
+    def fit(self, x_train, t_train, x_test=None, t_test=None,
+            on_evaluation: Callable[[Evaluation], None] | None = None) -> History:
+        sets, sampler, history, eval_after = self._begin(x_train, t_train, x_test, t_test)
+        run_steps = self._step_runner(sets["train"])
+        self._checkpoint = (self.step, self.net.flat_params.copy())  # finite weights to fall back on
+        self._best = None
+        end = self.step + self.config.iterations
         since_eval: list[float] = []
-        start = time.perf_counter()
-        progress = _progress_bar(c.iterations, c.progress)
+        started = time.perf_counter()
+        progress = _progress_bar(self.config.iterations, self.config.progress)
         block = 1  # steps per fused call, grown to about BLOCK_SECONDS
         try:
             while self.step < end:
                 next_eval = next((s for s in eval_after if s > self.step), end)
                 steps = min(block, next_eval - self.step)
-                t0 = time.perf_counter()
-                losses = run_steps(sampler.next_block(steps), self.step)
-                seconds = time.perf_counter() - t0
-                history.train_seconds += seconds
-                history.losses.extend(losses.tolist())
+                losses, seconds = self._train_block(run_steps, sampler, steps, history)
                 since_eval.extend(losses.tolist())
-                if losses.size < steps:
-                    raise self._diverged(self.step + losses.size + 1, checkpoint, "loss")
-                if not np.isfinite(net.flat_params).all():  # the last update overflowed
-                    raise self._diverged(self.step + steps, checkpoint, "weights")
-                self.step += steps
                 block = max(1, min(4 * block, int(steps * BLOCK_SECONDS / max(seconds, 1e-6))))
                 progress.update(steps)
                 progress.set_postfix(loss=f"{np.mean(losses):.4f}", refresh=False)
                 if self.step != next_eval or self.step not in eval_after:
                     continue
-                t0 = time.perf_counter()
-                record = self._evaluate(sets, self.step, eval_every, since_eval, start)
-                history.eval_seconds += time.perf_counter() - t0
-                history.evaluations.append(record)
+                record = self._evaluate(sets, since_eval, history, started)
                 since_eval = []
-                checkpoint = (self.step, net.flat_params.copy())
                 if on_evaluation:
                     on_evaluation(record)
-                if val is not None:
-                    if best is None or record.val_acc > best[0]:
-                        best = (record.val_acc, net.flat_params.copy(), self.state.copy(), self.step)
-                        history.best_step = self.step
-                    elif c.patience and sum(e.step > history.best_step for e in history.evaluations) >= c.patience:
-                        history.stopped_early = True
-                        break
+                if sets["val"] is not None and self._keep_best(record, history):
+                    history.stopped_early = True
+                    break
         except KeyboardInterrupt:
             history.interrupted = True  # the caller keeps what was trained so far
         finally:
             progress.close()
-        if best is not None:  # with validation the run ends where its best evaluation was
-            _, net.flat_params[...], self.state[...], self.step = best
+        if self._best is not None:  # with validation the run ends where its best evaluation was
+            _, self.net.flat_params[...], self.state[...], self.step = self._best
         return history
-
-    def _accuracy(self, s: _Set) -> float:
-        """net.accuracy on a set already checked and prepared by the backend."""
-        net = self.net
-        predicted = backends.get(net.backend).predict_labels(s.rows, net.flat_params, net.sizes,
-                                                             _network.ACTIVATIONS[net.activation])
-        return float(np.sum(predicted == s.labels) / s.labels.shape[0])
 
     def _step_runner(self, train: _Set):
         """A function (indices block, steps done) -> losses of that block, for the configured path;
@@ -343,14 +352,12 @@ class Trainer:
                 return losses
             return run_layers
 
-        ops = backends.get(net.backend)
         grads = np.zeros_like(net.flat_params)
-        activation = _network.ACTIVATIONS[net.activation]
 
         def run_fused(batches, done):
             losses = np.empty(len(batches))
-            completed = ops.train_steps(train.rows, train.labels, batches, net.flat_params, grads, net.sizes, activation,
-                                        opt.code, self.hyper, self.state, done, losses)
+            completed = train.rows.ops.train_steps(train.rows.rows, train.labels, batches, net.flat_params, grads,
+                                                   net.program, opt.code, self.hyper, self.state, done, losses)
             return losses[:completed]
         return run_fused
 

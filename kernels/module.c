@@ -4,10 +4,15 @@
  * needs no NumPy headers to build. The Python wrapper (fastbp/backends/native.py) validates and
  * allocates; this file checks dtypes, contiguity, lengths and index ranges once more, so that a
  * direct call with bad arguments raises instead of reading or writing out of bounds.
+ *
+ * The kernels with plain array arguments are bound by one table (FASTBP_BINDINGS below), one
+ * line each, and called through one function (call_binding) that checks every argument and
+ * releases the GIL. The engine's entry points, compact rows and the settings are written out.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __linux__
@@ -22,10 +27,12 @@ static Py_ssize_t parallel_min = PY_SSIZE_T_MAX;
 /* set_num_threads refuses more OpenMP threads than this many per processor */
 #define FASTBP_THREADS_PER_PROCESSOR 8
 
+/* ---- arguments: buffers of a checked kind and length ---------------------------------------- */
+
 enum kind { K_REAL, K_I64, K_F64, K_BOOL };
 enum real_kind { REAL_NONE = 0, REAL_F32, REAL_F64 };
 
-#define MAX_ARGS 16
+#define MAX_ARGS 16 /* arrays per call */
 typedef struct {
     Py_buffer views[MAX_ARGS];
     int count;
@@ -96,9 +103,195 @@ static int check_range(const int64_t *values, Py_ssize_t n, int64_t limit, const
 #define F32(a) ((a).real == REAL_F32)
 #define FAIL(a) do { release(&(a)); return NULL; } while (0)
 
-/* SciPy's sgemm/dgemm, taken from scipy.linalg.cython_blas's table of C functions when the module
- * loads (never from Python, so no caller can hand over another function). A capsule's name is
- * the C signature: both must be gemm's, of float and of double. */
+
+/* n rows of k items: a ValueError unless both are non-negative and n * k fits in Py_ssize_t. */
+static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t *items)
+{
+    if (n < 0 || k < 0 || __builtin_mul_overflow(n, k, items)) {
+        PyErr_Format(PyExc_ValueError, "%s: bad shape (%zd, %zd)", what, n, k);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the binding table -------------------------------------------------------------------
+ *
+ * X(name, arrays, ints, doubles, returns, call): the Python function `name` takes the arrays,
+ * then one int per letter of `ints`, then `doubles` floats, and runs `call` for the arrays' dtype.
+ *   arrays: "name:kind:length" each; kind r (float, read), w (float, written), w? (written or
+ *           None), b / B (bool, read / written), l (int64 labels, in [0, <letter>) after '<');
+ *           length: a product of int letters, digits, H (the hyper vector's length) and *
+ *           (the length of the first * array: elementwise kernels).
+ *   ints:   lowercase >= 0, uppercase >= 1; o is an update rule's code; all but T fit an int.
+ *   call:   with P(i) the i-th array, I(i) / L(i) the i-th int (int / int64), D(i) the i-th
+ *           float, n the * length and pmin the threading threshold.
+ *   returns: NONE, FLOAT (the call's value) or STATUS (negative: out of memory).
+ */
+#define NOTHING(call) ((call), 0.0)
+#define FASTBP_BINDINGS(X)                                                                                              \
+    X(relu_forward, "x:r:* out:w:* mask:B:*", "", 0, NONE, NOTHING(FN(relu_forward)(P(0), P(1), P(2), n, pmin)))       \
+    X(relu_backward, "dout:r:* mask:b:* dx:w:*", "", 0, NONE, NOTHING(FN(relu_backward)(P(0), P(1), P(2), n, pmin)))   \
+    X(sigmoid_forward, "x:r:* out:w:*", "", 0, NONE, NOTHING(FN(sigmoid_forward)(P(0), P(1), n, pmin)))                \
+    X(sigmoid_backward, "dout:r:* out:r:* dx:w:*", "", 0, NONE,                                                         \
+      NOTHING(FN(sigmoid_backward)(P(0), P(1), P(2), n, pmin)))                                                         \
+    X(affine_forward, "x:r:nk W:r:km b:r:m out:w:nm", "nkm", 0, NONE,                                                  \
+      NOTHING(FN(affine_forward)(P(0), P(1), P(2), P(3), I(0), I(1), I(2), 0)))                                            \
+    X(affine_backward, "dout:r:nm x:r:nk W:r:km dx:w?:nk dW:w:km db:w:m", "nkm", 0, STATUS,                            \
+      FN(affine_backward)(P(0), P(1), P(2), P(3), P(4), P(5), I(0), I(1), I(2), NULL, 0))                                  \
+    X(softmax_xent_forward, "x:r:NC labels:l:N<C y:w:NC", "NC", 0, FLOAT,                                               \
+      FN(softmax_xent_forward)(P(0), P(1), P(2), I(0), I(1), pmin))                                                     \
+    X(softmax_xent_backward, "y:r:NC labels:l:N<C dx:w:NC", "NC", 1, NONE,                                              \
+      NOTHING(FN(softmax_xent_backward)(P(0), P(1), (REAL)D(0), P(2), I(0), I(1), pmin)))                               \
+    X(half_squared_error, "y:r:* t:r:*", "", 0, FLOAT, FN(half_squared_error)(P(0), P(1), n))                          \
+    X(scaled_difference, "y:r:* t:r:* dx:w:*", "", 1, NONE,                                                             \
+      NOTHING(FN(scaled_difference)(P(0), P(1), (REAL)D(0), P(2), n, pmin)))                                           \
+    X(optimizer_step, "param:w:* grad:r:* m:w:* v:w:* hyper:r:H", "oT", 0, NONE,                                        \
+      NOTHING(FN(optimizer_step)(I(0), P(0), P(1), P(2), P(3), n, P(4), L(1), pmin)))
+
+enum returns { NONE, FLOAT, STATUS };
+typedef double (*adapter)(void *const *p, const long long *ints, const double *doubles, Py_ssize_t n, Py_ssize_t pmin);
+
+/* one adapter per binding and type: fastbp_bind_<name>_<f32|f64> */
+#define P(i) (p[i])
+#define I(i) ((int)ints[i])
+#define L(i) ((int64_t)ints[i])
+#define D(i) (doubles[i])
+#define ADAPTER(name, arrays, int_letters, n_doubles, returns, call)                                                   \
+    static double FN(bind_##name)(void *const *p, const long long *ints, const double *doubles, Py_ssize_t n,          \
+                                  Py_ssize_t pmin)                                                                      \
+    {                                                                                                                   \
+        (void)p; (void)ints; (void)doubles; (void)n; (void)pmin;                                                        \
+        return (double)(call);                                                                                          \
+    }
+#define FASTBP_TEMPLATE "bindings_impl.h"
+#include "each_real.h"
+#undef ADAPTER
+#undef P
+#undef I
+#undef L
+#undef D
+
+typedef struct {
+    const char *name, *arrays, *ints;
+    int doubles;
+    enum returns returns;
+    adapter f32, f64;
+} binding;
+
+#define ENTRY(name, arrays, int_letters, n_doubles, returns, call) \
+    {#name, arrays, int_letters, n_doubles, returns, FASTBP_FN(bind_##name, f32), FASTBP_FN(bind_##name, f64)},
+static const binding bindings[] = {FASTBP_BINDINGS(ENTRY)};
+#undef ENTRY
+#define N_BINDINGS ((int)(sizeof bindings / sizeof bindings[0]))
+
+/* An array argument, parsed once from its "name:kind:length" text. */
+typedef struct {
+    char name[24], length[8], limit;
+    enum kind kind;
+    int writable, optional;
+} array_spec;
+
+#define MAX_SPECS 8
+static array_spec specs[N_BINDINGS][MAX_SPECS];
+static int spec_count[N_BINDINGS];
+
+static int parse_specs(void)
+{
+    for (int b = 0; b < N_BINDINGS; ++b) {
+        const char *at = bindings[b].arrays;
+        while (*at) {
+            array_spec *s = &specs[b][spec_count[b]++];
+            char kind[4] = {0};
+            int used = 0;
+            if (spec_count[b] > MAX_SPECS || sscanf(at, "%23[^:]:%3[^:]:%7[^ <]%n", s->name, kind, s->length, &used) != 3) {
+                PyErr_Format(PyExc_SystemError, "fastbp._native: bad binding text %s", bindings[b].arrays);
+                return -1;
+            }
+            at += used;
+            if (*at == '<') { s->limit = at[1]; at += 2; }
+            s->kind = kind[0] == 'l' ? K_I64 : (kind[0] == 'b' || kind[0] == 'B') ? K_BOOL : K_REAL;
+            s->writable = kind[0] == 'w' || kind[0] == 'B';
+            s->optional = kind[1] == '?';
+            while (*at == ' ') ++at;
+        }
+    }
+    return 0;
+}
+
+/* The value of a length text: a product of int letters, digits, H, and * (= star). */
+static int length_of(const char *text, const binding *b, const long long *ints, Py_ssize_t star, Py_ssize_t *out)
+{
+    Py_ssize_t total = 1;
+    for (const char *c = text; *c; ++c) {
+        Py_ssize_t factor;
+        const char *letter = strchr(b->ints, *c);
+        if (*c == '*') factor = star;
+        else if (*c == 'H') factor = FASTBP_HYPER_LENGTH;
+        else if (*c >= '0' && *c <= '9') factor = *c - '0';
+        else factor = letter ? (Py_ssize_t)ints[letter - b->ints] : -1;
+        if (factor < 0 || __builtin_mul_overflow(total, factor, &total)) {
+            PyErr_Format(PyExc_ValueError, "%s: sizes too large", b->name);
+            return -1;
+        }
+    }
+    *out = total;
+    return 0;
+}
+
+static int check_int(const binding *b, char letter, long long value)
+{
+    const long long least = (letter >= 'A' && letter <= 'Z') ? 1 : 0;
+    const long long most = letter == 'o' ? FASTBP_OPTIMIZER_COUNT - 1 : letter == 'T' ? LLONG_MAX : INT_MAX;
+    if (value >= least && value <= most) return 0;
+    PyErr_Format(PyExc_ValueError, "%s: %c must lie in [%lld, %lld], got %lld", b->name, letter, least, most, value);
+    return -1;
+}
+
+static PyObject *call_binding(PyObject *self, PyObject *args)
+{
+    const int index = (int)PyLong_AsLong(self);
+    const binding *b = &bindings[index];
+    const int n_arrays = spec_count[index], n_ints = (int)strlen(b->ints);
+    if (PyTuple_GET_SIZE(args) != n_arrays + n_ints + b->doubles)
+        return PyErr_Format(PyExc_TypeError, "%s takes %d arguments (arrays %s, ints %s, %d floats), got %zd", b->name,
+                            n_arrays + n_ints + b->doubles, b->arrays, b->ints, b->doubles, PyTuple_GET_SIZE(args));
+    long long ints[8];
+    double doubles[4];
+    for (int i = 0; i < n_ints; ++i) {
+        ints[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(args, n_arrays + i));
+        if (PyErr_Occurred() || check_int(b, b->ints[i], ints[i]) < 0) return NULL;
+    }
+    for (int i = 0; i < b->doubles; ++i) {
+        doubles[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(args, n_arrays + n_ints + i));
+        if (PyErr_Occurred()) return NULL;
+    }
+    Args a = {.count = 0, .real = REAL_NONE};
+    void *p[MAX_SPECS] = {0};
+    Py_ssize_t star = -1;
+    for (int i = 0; i < n_arrays; ++i) {
+        const array_spec *s = &specs[index][i];
+        PyObject *obj = PyTuple_GET_ITEM(args, i);
+        if (s->optional && obj == Py_None) continue;
+        Py_ssize_t expected = -1;
+        if (!(strcmp(s->length, "*") == 0 && star < 0) && length_of(s->length, b, ints, star, &expected) < 0) FAIL(a);
+        if (!(p[i] = take(&a, obj, s->kind, s->writable, s->name, expected))) FAIL(a);
+        if (star < 0 && strcmp(s->length, "*") == 0) star = items(&a, a.count - 1);
+        if (s->limit && check_range(p[i], items(&a, a.count - 1), ints[strchr(b->ints, s->limit) - b->ints], s->name) < 0)
+            FAIL(a);
+    }
+    const adapter call = a.real == REAL_F32 ? b->f32 : b->f64;
+    double value;
+    Py_BEGIN_ALLOW_THREADS
+    value = call(p, ints, doubles, star, parallel_min);
+    Py_END_ALLOW_THREADS
+    release(&a);
+    if (b->returns == FLOAT) return PyFloat_FromDouble(value);
+    if (b->returns == STATUS && value < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* ---- BLAS -------------------------------------------------------------------------------- */
+
 static void *blas_function(PyObject *table, const char *name, const char *real)
 {
     PyObject *capsule = PyDict_GetItemString(table, name); /* borrowed */
@@ -118,274 +311,8 @@ static int load_blas(void)
     Py_XDECREF(table);
     Py_XDECREF(module);
     if (!d) return -1;
-    fastbp_sgemm = (fastbp_sgemm_t)s;
-    fastbp_dgemm = (fastbp_dgemm_t)d;
+    fastbp_set_blas(s, d);
     return 0;
-}
-
-/* sizes passed from Python: a ValueError unless each is at least `least` */
-static int sizes_at_least(int least, const char *what, int count, const int *sizes)
-{
-    for (int i = 0; i < count; ++i)
-        if (sizes[i] < least) {
-            PyErr_Format(PyExc_ValueError, "%s: sizes must be at least %d, got %d", what, least, sizes[i]);
-            return -1;
-        }
-    return 0;
-}
-
-/* n rows of k items: a ValueError unless both are non-negative and n * k fits in Py_ssize_t. */
-static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t *items)
-{
-    if (n < 0 || k < 0 || __builtin_mul_overflow(n, k, items)) {
-        PyErr_Format(PyExc_ValueError, "%s: bad shape (%zd, %zd)", what, n, k);
-        return -1;
-    }
-    return 0;
-}
-
-static PyObject *affine_forward(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *ox, *oW, *ob, *oout;
-    int n, k, m;
-    if (!PyArg_ParseTuple(args, "OOOOiii:affine_forward", &ox, &oW, &ob, &oout, &n, &k, &m)) return NULL;
-    if (sizes_at_least(0, "affine_forward", 3, (int[]){n, k, m}) < 0) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *x = take(&a, ox, K_REAL, 0, "x", (Py_ssize_t)n * k), *W = x ? take(&a, oW, K_REAL, 0, "W", (Py_ssize_t)k * m) : NULL;
-    void *b = W ? take(&a, ob, K_REAL, 0, "b", m) : NULL, *out = b ? take(&a, oout, K_REAL, 1, "out", (Py_ssize_t)n * m) : NULL;
-    if (!out) FAIL(a);
-    Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_affine_forward_f32(x, W, b, out, n, k, m);
-    else fastbp_affine_forward_f64(x, W, b, out, n, k, m);
-    Py_END_ALLOW_THREADS
-    release(&a);
-    Py_RETURN_NONE;
-}
-
-static PyObject *affine_backward(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *od, *ox, *oW, *odx, *odW, *odb;
-    int n, k, m;
-    if (!PyArg_ParseTuple(args, "OOOOOOiii:affine_backward", &od, &ox, &oW, &odx, &odW, &odb, &n, &k, &m)) return NULL;
-    if (sizes_at_least(0, "affine_backward", 3, (int[]){n, k, m}) < 0) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *dout = take(&a, od, K_REAL, 0, "dout", (Py_ssize_t)n * m);
-    void *x = dout ? take(&a, ox, K_REAL, 0, "x", (Py_ssize_t)n * k) : NULL;
-    void *W = x ? take(&a, oW, K_REAL, 0, "W", (Py_ssize_t)k * m) : NULL;
-    void *dW = W ? take(&a, odW, K_REAL, 1, "dW", (Py_ssize_t)k * m) : NULL;
-    void *db = dW ? take(&a, odb, K_REAL, 1, "db", m) : NULL;
-    void *dx = NULL;
-    if (!db) FAIL(a);
-    if (odx != Py_None && !(dx = take(&a, odx, K_REAL, 1, "dx", (Py_ssize_t)n * k))) FAIL(a);
-    Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_affine_backward_f32(dout, x, W, dx, dW, db, n, k, m);
-    else fastbp_affine_backward_f64(dout, x, W, dx, dW, db, n, k, m);
-    Py_END_ALLOW_THREADS
-    release(&a);
-    Py_RETURN_NONE;
-}
-
-/* Elementwise kernels: (in..., out) of equal lengths; `mask` arguments are bool. */
-static PyObject *relu_forward(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *ox, *oout, *omask;
-    if (!PyArg_ParseTuple(args, "OOO:relu_forward", &ox, &oout, &omask)) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *x = take(&a, ox, K_REAL, 0, "x", -1);
-    Py_ssize_t n = x ? items(&a, 0) : 0;
-    void *out = x ? take(&a, oout, K_REAL, 1, "out", n) : NULL, *mask = out ? take(&a, omask, K_BOOL, 1, "mask", n) : NULL;
-    if (!mask) FAIL(a);
-    Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_relu_forward_f32(x, out, mask, n, parallel_min);
-    else fastbp_relu_forward_f64(x, out, mask, n, parallel_min);
-    Py_END_ALLOW_THREADS
-    release(&a);
-    Py_RETURN_NONE;
-}
-
-static PyObject *relu_backward(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *od, *omask, *odx;
-    if (!PyArg_ParseTuple(args, "OOO:relu_backward", &od, &omask, &odx)) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *dout = take(&a, od, K_REAL, 0, "dout", -1);
-    Py_ssize_t n = dout ? items(&a, 0) : 0;
-    void *mask = dout ? take(&a, omask, K_BOOL, 0, "mask", n) : NULL, *dx = mask ? take(&a, odx, K_REAL, 1, "dx", n) : NULL;
-    if (!dx) FAIL(a);
-    Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_relu_backward_f32(dout, mask, dx, n, parallel_min);
-    else fastbp_relu_backward_f64(dout, mask, dx, n, parallel_min);
-    Py_END_ALLOW_THREADS
-    release(&a);
-    Py_RETURN_NONE;
-}
-
-static PyObject *sigmoid_forward(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *ox, *oout;
-    if (!PyArg_ParseTuple(args, "OO:sigmoid_forward", &ox, &oout)) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *x = take(&a, ox, K_REAL, 0, "x", -1);
-    Py_ssize_t n = x ? items(&a, 0) : 0;
-    void *out = x ? take(&a, oout, K_REAL, 1, "out", n) : NULL;
-    if (!out) FAIL(a);
-    Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_sigmoid_forward_f32(x, out, n, parallel_min);
-    else fastbp_sigmoid_forward_f64(x, out, n, parallel_min);
-    Py_END_ALLOW_THREADS
-    release(&a);
-    Py_RETURN_NONE;
-}
-
-static PyObject *sigmoid_backward(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *od, *oout, *odx;
-    if (!PyArg_ParseTuple(args, "OOO:sigmoid_backward", &od, &oout, &odx)) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *dout = take(&a, od, K_REAL, 0, "dout", -1);
-    Py_ssize_t n = dout ? items(&a, 0) : 0;
-    void *out = dout ? take(&a, oout, K_REAL, 0, "out", n) : NULL, *dx = out ? take(&a, odx, K_REAL, 1, "dx", n) : NULL;
-    if (!dx) FAIL(a);
-    Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_sigmoid_backward_f32(dout, out, dx, n, parallel_min);
-    else fastbp_sigmoid_backward_f64(dout, out, dx, n, parallel_min);
-    Py_END_ALLOW_THREADS
-    release(&a);
-    Py_RETURN_NONE;
-}
-
-static PyObject *softmax_xent_forward(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *ox, *olab, *oy;
-    int n, c;
-    if (!PyArg_ParseTuple(args, "OOOii:softmax_xent_forward", &ox, &olab, &oy, &n, &c)) return NULL;
-    if (sizes_at_least(1, "softmax_xent_forward", 2, (int[]){n, c}) < 0) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *x = take(&a, ox, K_REAL, 0, "x", (Py_ssize_t)n * c);
-    int64_t *labels = x ? take(&a, olab, K_I64, 0, "labels", n) : NULL;
-    void *y = labels ? take(&a, oy, K_REAL, 1, "y", (Py_ssize_t)n * c) : NULL;
-    if (!y || check_range(labels, n, c, "labels") < 0) FAIL(a);
-    double loss;
-    Py_BEGIN_ALLOW_THREADS
-    loss = F32(a) ? fastbp_softmax_xent_forward_f32(x, labels, y, n, c, parallel_min)
-                  : fastbp_softmax_xent_forward_f64(x, labels, y, n, c, parallel_min);
-    Py_END_ALLOW_THREADS
-    release(&a);
-    return PyFloat_FromDouble(loss);
-}
-
-static PyObject *softmax_xent_backward(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *oy, *olab, *odx;
-    double scale;
-    int n, c;
-    if (!PyArg_ParseTuple(args, "OOdOii:softmax_xent_backward", &oy, &olab, &scale, &odx, &n, &c)) return NULL;
-    if (sizes_at_least(1, "softmax_xent_backward", 2, (int[]){n, c}) < 0) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *y = take(&a, oy, K_REAL, 0, "y", (Py_ssize_t)n * c);
-    int64_t *labels = y ? take(&a, olab, K_I64, 0, "labels", n) : NULL;
-    void *dx = labels ? take(&a, odx, K_REAL, 1, "dx", (Py_ssize_t)n * c) : NULL;
-    if (!dx || check_range(labels, n, c, "labels") < 0) FAIL(a);
-    Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_softmax_xent_backward_f32(y, labels, (float)scale, dx, n, c, parallel_min);
-    else fastbp_softmax_xent_backward_f64(y, labels, scale, dx, n, c, parallel_min);
-    Py_END_ALLOW_THREADS
-    release(&a);
-    Py_RETURN_NONE;
-}
-
-static PyObject *half_squared_error(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *oy, *ot;
-    if (!PyArg_ParseTuple(args, "OO:half_squared_error", &oy, &ot)) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *y = take(&a, oy, K_REAL, 0, "y", -1);
-    Py_ssize_t n = y ? items(&a, 0) : 0;
-    void *t = y ? take(&a, ot, K_REAL, 0, "t", n) : NULL;
-    if (!t) FAIL(a);
-    double total = F32(a) ? fastbp_half_squared_error_f32(y, t, n) : fastbp_half_squared_error_f64(y, t, n);
-    release(&a);
-    return PyFloat_FromDouble(total);
-}
-
-static PyObject *scaled_difference(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *oy, *ot, *odx;
-    double scale;
-    if (!PyArg_ParseTuple(args, "OOdO:scaled_difference", &oy, &ot, &scale, &odx)) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *y = take(&a, oy, K_REAL, 0, "y", -1);
-    Py_ssize_t n = y ? items(&a, 0) : 0;
-    void *t = y ? take(&a, ot, K_REAL, 0, "t", n) : NULL, *dx = t ? take(&a, odx, K_REAL, 1, "dx", n) : NULL;
-    if (!dx) FAIL(a);
-    if (F32(a)) fastbp_scaled_difference_f32(y, t, (float)scale, dx, n, parallel_min);
-    else fastbp_scaled_difference_f64(y, t, scale, dx, n, parallel_min);
-    release(&a);
-    Py_RETURN_NONE;
-}
-
-static PyObject *sgd_update(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *op, *og;
-    double lr;
-    if (!PyArg_ParseTuple(args, "OOd:sgd_update", &op, &og, &lr)) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *p = take(&a, op, K_REAL, 1, "param", -1);
-    Py_ssize_t n = p ? items(&a, 0) : 0;
-    void *g = p ? take(&a, og, K_REAL, 0, "grad", n) : NULL;
-    if (!g) FAIL(a);
-    Py_BEGIN_ALLOW_THREADS
-    if (F32(a)) fastbp_sgd_update_f32(p, g, (float)lr, n, parallel_min);
-    else fastbp_sgd_update_f64(p, g, lr, n, parallel_min);
-    Py_END_ALLOW_THREADS
-    release(&a);
-    Py_RETURN_NONE;
-}
-
-static PyObject *momentum_update(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *op, *og, *ov;
-    double lr, momentum;
-    if (!PyArg_ParseTuple(args, "OOOdd:momentum_update", &op, &og, &ov, &lr, &momentum)) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *p = take(&a, op, K_REAL, 1, "param", -1);
-    Py_ssize_t n = p ? items(&a, 0) : 0;
-    void *g = p ? take(&a, og, K_REAL, 0, "grad", n) : NULL, *v = g ? take(&a, ov, K_REAL, 1, "velocity", n) : NULL;
-    if (!v) FAIL(a);
-    if (F32(a)) fastbp_momentum_update_f32(p, g, v, (float)lr, (float)momentum, n, parallel_min);
-    else fastbp_momentum_update_f64(p, g, v, lr, momentum, n, parallel_min);
-    release(&a);
-    Py_RETURN_NONE;
-}
-
-static PyObject *adam_update(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *op, *og, *om, *ov;
-    double lr_t, beta1, beta2, eps;
-    if (!PyArg_ParseTuple(args, "OOOOdddd:adam_update", &op, &og, &om, &ov, &lr_t, &beta1, &beta2, &eps)) return NULL;
-    Args a = {.count = 0, .real = REAL_NONE};
-    void *p = take(&a, op, K_REAL, 1, "param", -1);
-    Py_ssize_t n = p ? items(&a, 0) : 0;
-    void *g = p ? take(&a, og, K_REAL, 0, "grad", n) : NULL, *m = g ? take(&a, om, K_REAL, 1, "m", n) : NULL;
-    void *v = m ? take(&a, ov, K_REAL, 1, "v", n) : NULL;
-    if (!v) FAIL(a);
-    if (F32(a)) fastbp_adam_update_f32(p, g, m, v, (float)lr_t, (float)beta1, (float)beta2, (float)eps, n, parallel_min);
-    else fastbp_adam_update_f64(p, g, m, v, lr_t, beta1, beta2, eps, n, parallel_min);
-    release(&a);
-    Py_RETURN_NONE;
 }
 
 /* ---- compact rows: a C-owned, immutable CSR copy of a data set, made once --------------- */
@@ -488,8 +415,10 @@ static PyObject *compact_rows(PyObject *self, PyObject *args)
     return Py_BuildValue("NL", capsule, (long long)nnz);
 }
 
-/* The x of the whole-network kernels: a float array of n_rows * k items, or compact rows of that
- * shape (whose dtype then becomes the one the other float arguments must share). */
+/* ---- the engine ------------------------------------------------------------------------- */
+
+/* The x of the engine: a float array of n_rows * k items, or compact rows of that shape (whose
+ * dtype then becomes the one the other float arguments must share). */
 static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp_rows *rows)
 {
     if (PyCapsule_IsValid(ox, COMPACT_CAPSULE)) {
@@ -497,6 +426,10 @@ static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp
         if (n_rows < 0 || c->n != n_rows || c->k != k) {
             PyErr_Format(PyExc_ValueError, "x: compact rows of shape (%zd, %zd), expected (%zd, %lld)", c->n, c->k, n_rows,
                          (long long)k);
+            return -1;
+        }
+        if (a->real != REAL_NONE && a->real != c->real) {
+            PyErr_SetString(PyExc_TypeError, "x: compact rows must have the same dtype as the other float arrays");
             return -1;
         }
         a->real = c->real;
@@ -512,83 +445,103 @@ static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp
     return 0;
 }
 
-/* Checks a network's layer sizes; returns the number of layers or -1. */
-/* Checks a network's layer sizes: positive, and every buffer the kernels size from them (the
- * parameters, and `batch` rows of every layer's output) countable in bytes. Returns the number of
- * layers, or -1 with a ValueError. */
-static int network_layers(Args *a, PyObject *osizes, int64_t **sizes, Py_ssize_t batch)
+#define FIELD(program, i, field) ((program)[(ptrdiff_t)(i) * FASTBP_OP_FIELDS + (field)])
+
+/* Checks a network's program (kernels.h): op records whose sizes chain, parameters inside the
+ * n_params buffer, the loss last, and every buffer the engine sizes from them (`batch` rows of
+ * every op's output) countable in bytes. Returns the number of ops, or -1 with a ValueError. */
+static int take_program(Args *a, PyObject *oprogram, Py_ssize_t n_params, Py_ssize_t batch, const int64_t **program)
 {
-    *sizes = take(a, osizes, K_I64, 0, "sizes", -1);
-    if (!*sizes) return -1;
-    Py_ssize_t count = items(a, a->count - 1);
-    if (count < 2 || count > INT_MAX) { PyErr_SetString(PyExc_ValueError, "sizes needs at least 2 entries"); return -1; }
-    const int64_t *s = *sizes;
-    for (Py_ssize_t i = 0; i < count; ++i)
-        if (s[i] < 1 || s[i] > INT32_MAX) { PyErr_SetString(PyExc_ValueError, "sizes must be positive 32-bit integers"); return -1; }
-    int64_t params = 0, outputs = 0, term, bytes;
-    int overflow = 0;
-    for (Py_ssize_t i = 0; i + 1 < count; ++i) {
-        overflow |= __builtin_mul_overflow(s[i], s[i + 1], &term);
-        overflow |= __builtin_add_overflow(params, term + s[i + 1], &params);
-        overflow |= __builtin_add_overflow(outputs, s[i + 1], &outputs);
+    const int64_t *ops = take(a, oprogram, K_I64, 0, "program", -1);
+    if (!ops) return -1;
+    const Py_ssize_t fields = items(a, a->count - 1);
+    const Py_ssize_t n_ops = fields / FASTBP_OP_FIELDS;
+    const char *problem = NULL;
+    if (fields % FASTBP_OP_FIELDS || n_ops < 2 || n_ops > INT_MAX) problem = "must hold at least 2 op records";
+    else if (FIELD(ops, n_ops - 1, FASTBP_FIELD_CODE) != FASTBP_OP_SOFTMAX_LOSS) problem = "must end with the loss";
+    int64_t outputs = 0;
+    for (Py_ssize_t i = 0; !problem && i < n_ops; ++i) {
+        const int64_t code = FIELD(ops, i, FASTBP_FIELD_CODE), in = FIELD(ops, i, FASTBP_FIELD_IN);
+        const int64_t out = FIELD(ops, i, FASTBP_FIELD_OUT), at = FIELD(ops, i, FASTBP_FIELD_PARAM_AT);
+        int64_t size = 0, end = 0;
+        if (code < 0 || code >= FASTBP_OP_COUNT || (code == FASTBP_OP_SOFTMAX_LOSS && i != n_ops - 1)) problem = "has an unknown op";
+        else if (in < 1 || out < 1 || in > INT32_MAX || out > INT32_MAX) problem = "has a size outside [1, 2^31)";
+        else if (i > 0 && in != FIELD(ops, i - 1, FASTBP_FIELD_OUT)) problem = "has an op whose input is not the previous output";
+        else if (code != FASTBP_OP_AFFINE && in != out) problem = "has an elementwise op whose sizes differ";
+        else if (code == FASTBP_OP_AFFINE && (at < 0 || __builtin_mul_overflow(in + 1, out, &size) ||
+                                              __builtin_add_overflow(at, size, &end) || end > n_params))
+            problem = "has parameters outside the parameter buffer";
+        else if (__builtin_add_overflow(outputs, out, &outputs)) problem = "is too large";
     }
-    overflow |= __builtin_mul_overflow(params, (int64_t)sizeof(double), &bytes);
-    overflow |= __builtin_mul_overflow(outputs, (int64_t)batch * (int64_t)sizeof(double), &bytes);
-    if (overflow || bytes > PY_SSIZE_T_MAX) {
-        PyErr_SetString(PyExc_ValueError, "sizes: the network's buffers would not fit in memory");
+    int64_t bytes;
+    if (!problem && __builtin_mul_overflow(outputs, (int64_t)batch * (int64_t)sizeof(double), &bytes)) problem = "is too large";
+    if (problem) {
+        PyErr_Format(PyExc_ValueError, "program %s", problem);
         return -1;
     }
-    return (int)(count - 1);
+    *program = ops;
+    return (int)n_ops;
+}
+
+/* The engine's network and data: params (writable for training), a program checked against them
+ * for `batch` rows a pass, and x. Returns the number of ops, or -1 with the error set. */
+static int take_network(Args *a, PyObject *op, int writable, PyObject *oprogram, Py_ssize_t batch, PyObject *ox,
+                        Py_ssize_t n_rows, void **params, const int64_t **program, fastbp_rows *x)
+{
+    if (!(*params = take(a, op, K_REAL, writable, "params", -1))) return -1;
+    const int n_ops = take_program(a, oprogram, items(a, a->count - 1), batch, program);
+    if (n_ops < 0 || take_rows(a, ox, n_rows, FIELD(*program, 0, FASTBP_FIELD_IN), x) < 0) return -1;
+    if (!x->dense && FIELD(*program, 0, FASTBP_FIELD_CODE) != FASTBP_OP_AFFINE) {
+        PyErr_SetString(PyExc_ValueError, "compact rows feed only a first affine op");
+        return -1;
+    }
+    return n_ops;
 }
 
 static PyObject *train_steps(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *ox, *olab, *obat, *op, *og, *osizes, *ohyper, *ostate, *olosses;
-    int activation, optimizer;
+    PyObject *ox, *olab, *obat, *op, *og, *oprogram, *ohyper, *ostate, *olosses;
+    int optimizer;
     long long step0;
     Py_ssize_t n_rows, n_steps;
-    int batch;
-    if (!PyArg_ParseTuple(args, "OnOOnOOOiiOOLO:train_steps", &ox, &n_rows, &olab, &obat, &n_steps, &op, &og, &osizes,
-                          &activation, &optimizer, &ohyper, &ostate, &step0, &olosses)) return NULL;
-    if (activation < 0 || activation > 1 || optimizer < 0 || optimizer > 2)
-        return PyErr_Format(PyExc_ValueError, "bad activation %d or optimizer %d", activation, optimizer);
+    if (!PyArg_ParseTuple(args, "OnOOnOOOiOOLO:train_steps", &ox, &n_rows, &olab, &obat, &n_steps, &op, &og, &oprogram,
+                          &optimizer, &ohyper, &ostate, &step0, &olosses)) return NULL;
+    if (optimizer < 0 || optimizer >= FASTBP_OPTIMIZER_COUNT)
+        return PyErr_Format(PyExc_ValueError, "unknown update rule %d", optimizer);
+    if (step0 < 0) return PyErr_Format(PyExc_ValueError, "step0 must be >= 0, got %lld", step0);
     Args a = {.count = 0, .real = REAL_NONE};
-    int64_t *sizes;
-    int n_layers = network_layers(&a, osizes, &sizes, 1);
-    if (n_layers < 0) FAIL(a);
-    Py_ssize_t count = fastbp_parameter_count(sizes, n_layers);
-    fastbp_rows x;
-    if (take_rows(&a, ox, n_rows, sizes[0], &x) < 0) FAIL(a);
-    int64_t *labels = take(&a, olab, K_I64, 0, "labels", n_rows);
-    int64_t *batches = labels ? take(&a, obat, K_I64, 0, "batches", -1) : NULL;
+    int64_t *batches = take(&a, obat, K_I64, 0, "batches", -1);
     if (!batches) FAIL(a);
-    Py_ssize_t n_batch_items = items(&a, a.count - 1);
-    batch = n_steps > 0 ? (int)(n_batch_items / n_steps) : 0;
-    if (n_steps < 0 || (n_steps > 0 && (n_batch_items / n_steps > INT_MAX || batch < 1 ||
-                                        (Py_ssize_t)batch * n_steps != n_batch_items))) {
+    const Py_ssize_t n_batch_items = items(&a, 0);
+    if (n_steps < 0 || (n_steps > 0 && (n_batch_items % n_steps || n_batch_items / n_steps < 1 ||
+                                        n_batch_items / n_steps > INT_MAX))) {
         PyErr_SetString(PyExc_ValueError, "batches must hold n_steps rows of equal length");
         FAIL(a);
     }
-    Args sizes_again = {.count = 0, .real = REAL_NONE}; /* the buffers of `batch` rows fit too */
-    int64_t *unused;
-    const int fits = network_layers(&sizes_again, osizes, &unused, batch);
-    release(&sizes_again);
-    if (fits < 0) FAIL(a);
-    void *params = take(&a, op, K_REAL, 1, "params", count), *grads = params ? take(&a, og, K_REAL, 1, "grads", count) : NULL;
-    void *hyper = grads ? take(&a, ohyper, K_REAL, 0, "hyper", 4) : NULL;
+    const int batch = n_steps > 0 ? (int)(n_batch_items / n_steps) : 1;
+    void *params;
+    const int64_t *program;
+    fastbp_rows x;
+    const int n_ops = take_network(&a, op, 1, oprogram, batch, ox, n_rows, &params, &program, &x);
+    if (n_ops < 0) FAIL(a);
+    const Py_ssize_t count = items(&a, 1);
+    int64_t *labels = take(&a, olab, K_I64, 0, "labels", n_rows);
+    void *grads = labels ? take(&a, og, K_REAL, 1, "grads", count) : NULL;
+    void *hyper = grads ? take(&a, ohyper, K_REAL, 0, "hyper", FASTBP_HYPER_LENGTH) : NULL;
     void *state = hyper ? take(&a, ostate, K_REAL, 1, "state", 2 * count) : NULL;
     double *losses = state ? take(&a, olosses, K_F64, 1, "losses", -1) : NULL;
     if (!losses) FAIL(a);
     if (items(&a, a.count - 1) < n_steps) { PyErr_SetString(PyExc_ValueError, "losses is shorter than n_steps"); FAIL(a); }
-    if (check_range(batches, n_batch_items, n_rows, "batches") < 0 || check_range(labels, n_rows, sizes[n_layers], "labels") < 0)
+    const int64_t classes = FIELD(program, n_ops - 1, FASTBP_FIELD_OUT);
+    if (check_range(batches, n_batch_items, n_rows, "batches") < 0 || check_range(labels, n_rows, classes, "labels") < 0)
         FAIL(a);
     Py_ssize_t done;
     Py_BEGIN_ALLOW_THREADS
-    done = F32(a) ? fastbp_train_steps_f32(&x, labels, batches, n_steps, batch, params, grads, sizes, n_layers, activation,
-                                           optimizer, hyper, state, step0, losses)
-                  : fastbp_train_steps_f64(&x, labels, batches, n_steps, batch, params, grads, sizes, n_layers, activation,
-                                           optimizer, hyper, state, step0, losses);
+    done = a.real == REAL_F32 ? fastbp_train_steps_f32(&x, labels, batches, n_steps, batch, params, grads, count, program,
+                                                       n_ops, optimizer, hyper, state, step0, losses)
+                              : fastbp_train_steps_f64(&x, labels, batches, n_steps, batch, params, grads, count, program,
+                                                       n_ops, optimizer, hyper, state, step0, losses);
     Py_END_ALLOW_THREADS
     release(&a);
     if (done < 0) return PyErr_NoMemory();
@@ -598,29 +551,32 @@ static PyObject *train_steps(PyObject *self, PyObject *args)
 static PyObject *predict_labels(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *ox, *op, *osizes, *olabels;
+    PyObject *ox, *op, *oprogram, *olabels;
     Py_ssize_t n_rows;
-    int activation;
-    if (!PyArg_ParseTuple(args, "OnOOiO:predict_labels", &ox, &n_rows, &op, &osizes, &activation, &olabels)) return NULL;
-    if (activation < 0 || activation > 1) return PyErr_Format(PyExc_ValueError, "bad activation %d", activation);
+    int chunk;
+    if (!PyArg_ParseTuple(args, "OnOOiO:predict_labels", &ox, &n_rows, &op, &oprogram, &chunk, &olabels)) return NULL;
+    if (chunk < 1) return PyErr_Format(PyExc_ValueError, "chunk must be positive, got %d", chunk);
     Args a = {.count = 0, .real = REAL_NONE};
-    int64_t *sizes;
-    int n_layers = network_layers(&a, osizes, &sizes, 2048); /* rows per prediction chunk */
-    if (n_layers < 0) FAIL(a);
+    void *params;
+    const int64_t *program;
     fastbp_rows x;
-    if (take_rows(&a, ox, n_rows, sizes[0], &x) < 0) FAIL(a);
-    void *params = take(&a, op, K_REAL, 0, "params", fastbp_parameter_count(sizes, n_layers));
-    int64_t *labels = params ? take(&a, olabels, K_I64, 1, "labels", n_rows) : NULL;
+    const int n_ops = take_network(&a, op, 0, oprogram, 2 * (Py_ssize_t)chunk, ox, n_rows, &params, &program, &x);
+    if (n_ops < 0) FAIL(a);
+    int64_t *labels = take(&a, olabels, K_I64, 1, "labels", n_rows);
     if (!labels) FAIL(a);
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = F32(a) ? fastbp_predict_labels_f32(&x, n_rows, params, sizes, n_layers, activation, labels)
-                    : fastbp_predict_labels_f64(&x, n_rows, params, sizes, n_layers, activation, labels);
+    status = a.real == REAL_F32 ? fastbp_predict_labels_f32(&x, n_rows, params, program, n_ops, chunk, labels)
+                                : fastbp_predict_labels_f64(&x, n_rows, params, program, n_ops, chunk, labels);
     Py_END_ALLOW_THREADS
     release(&a);
     if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
+
+#undef FIELD
+
+/* ---- settings and facts ------------------------------------------------------------------ */
 
 static PyObject *set_parallel_min(PyObject *self, PyObject *args)
 {
@@ -661,33 +617,43 @@ static PyObject *openmp(PyObject *self, PyObject *args)
 #endif
 }
 
+/* The engine's numbers (kernels.h), for fastbp/engine.py to check its own against. */
+static PyObject *constants(PyObject *self, PyObject *args)
+{
+    (void)self;
+    (void)args;
+    return Py_BuildValue(
+        "{s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i, s:i,s:i,s:i, s:i,s:i,s:i,s:i}",
+        "FIELD_CODE", FASTBP_FIELD_CODE, "FIELD_PARAM_AT", FASTBP_FIELD_PARAM_AT, "FIELD_IN", FASTBP_FIELD_IN,
+        "FIELD_OUT", FASTBP_FIELD_OUT, "OP_FIELDS", FASTBP_OP_FIELDS,
+        "AFFINE", FASTBP_OP_AFFINE, "RELU", FASTBP_OP_RELU, "SIGMOID", FASTBP_OP_SIGMOID, "SOFTMAX_LOSS", FASTBP_OP_SOFTMAX_LOSS,
+        "SGD", FASTBP_SGD, "MOMENTUM", FASTBP_MOMENTUM, "ADAM", FASTBP_ADAM,
+        "HYPER_LR", FASTBP_HYPER_LR, "HYPER_BETA1", FASTBP_HYPER_BETA1, "HYPER_BETA2", FASTBP_HYPER_BETA2,
+        "HYPER_EPS", FASTBP_HYPER_EPS);
+}
+
+static PyObject *adam_step_size(PyObject *self, PyObject *args)
+{
+    (void)self;
+    double lr, beta1, beta2;
+    long long t;
+    if (!PyArg_ParseTuple(args, "dddL:adam_step_size", &lr, &beta1, &beta2, &t)) return NULL;
+    return PyFloat_FromDouble(fastbp_adam_step_size(lr, beta1, beta2, t));
+}
+
 static PyMethodDef native_methods[] = {
     {"set_parallel_min", set_parallel_min, METH_VARARGS, "set_parallel_min(n): thread elementwise loops of n elements or more."},
     {"set_num_threads", set_num_threads, METH_VARARGS, "set_num_threads(n): OpenMP threads of the elementwise loops."},
     {"openmp", openmp, METH_NOARGS, "openmp() -> OpenMP threads available, or 0 when built without OpenMP."},
-    {"affine_forward", affine_forward, METH_VARARGS, "affine_forward(x, W, b, out, n, k, m): out = x W + b."},
-    {"affine_backward", affine_backward, METH_VARARGS,
-     "affine_backward(dout, x, W, dx or None, dW, db, n, k, m): dx = dout W^T, dW = x^T dout, db = sum(dout)."},
-    {"relu_forward", relu_forward, METH_VARARGS, "relu_forward(x, out, mask): mask = x <= 0; out = where(mask, 0, x)."},
-    {"relu_backward", relu_backward, METH_VARARGS, "relu_backward(dout, mask, dx): dx = where(mask, 0, dout)."},
-    {"sigmoid_forward", sigmoid_forward, METH_VARARGS, "sigmoid_forward(x, out)."},
-    {"sigmoid_backward", sigmoid_backward, METH_VARARGS, "sigmoid_backward(dout, out, dx): dx = dout (1 - out) out."},
-    {"softmax_xent_forward", softmax_xent_forward, METH_VARARGS,
-     "softmax_xent_forward(x, labels, y, n, c) -> mean cross-entropy; fills y with softmax(x)."},
-    {"softmax_xent_backward", softmax_xent_backward, METH_VARARGS,
-     "softmax_xent_backward(y, labels, scale, dx, n, c): dx = scale (y - onehot(labels))."},
-    {"half_squared_error", half_squared_error, METH_VARARGS, "half_squared_error(y, t) -> sum((y - t)^2) / 2."},
-    {"scaled_difference", scaled_difference, METH_VARARGS, "scaled_difference(y, t, scale, dx): dx = (y - t) scale."},
-    {"sgd_update", sgd_update, METH_VARARGS, "sgd_update(param, grad, lr): param -= lr grad, in place."},
-    {"momentum_update", momentum_update, METH_VARARGS, "momentum_update(param, grad, v, lr, momentum), in place."},
-    {"adam_update", adam_update, METH_VARARGS, "adam_update(param, grad, m, v, lr_t, beta1, beta2, eps), in place."},
+    {"constants", constants, METH_NOARGS, "constants() -> the engine's op, field, update-rule and hyper-vector numbers."},
+    {"adam_step_size", adam_step_size, METH_VARARGS, "adam_step_size(lr, beta1, beta2, t): the C formula, for the tests."},
     {"compact_rows", compact_rows, METH_VARARGS,
-     "compact_rows(x, n, k) -> (rows, nnz): the nonzeros of the (n, k) matrix x, for train_steps and predict_labels."},
+     "compact_rows(x, n, k, max_nnz) -> (rows, nnz): the nonzeros of the (n, k) matrix x, for train_steps and predict_labels."},
     {"train_steps", train_steps, METH_VARARGS,
-     "train_steps(x or compact rows, n_rows, labels, batches, n_steps, params, grads, sizes, activation, optimizer, hyper, state, "
+     "train_steps(x or compact rows, n_rows, labels, batches, n_steps, params, grads, program, optimizer, hyper, state, "
      "step0, losses) -> steps done."},
     {"predict_labels", predict_labels, METH_VARARGS,
-     "predict_labels(x or compact rows, n_rows, params, sizes, activation, labels): argmax of the network's output per row."},
+     "predict_labels(x or compact rows, n_rows, params, program, chunk, labels): argmax of the network's output per row."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -697,8 +663,23 @@ static struct PyModuleDef native_module = {
     native_methods, NULL, NULL, NULL, NULL,
 };
 
+static PyMethodDef binding_defs[N_BINDINGS];
+
 PyMODINIT_FUNC PyInit__native(void)
 {
-    if (load_blas() < 0) return NULL;
-    return PyModule_Create(&native_module);
+    if (load_blas() < 0 || parse_specs() < 0) return NULL;
+    PyObject *module = PyModule_Create(&native_module);
+    if (!module) return NULL;
+    for (int b = 0; b < N_BINDINGS; ++b) { /* each bound kernel: call_binding with its index as `self` */
+        binding_defs[b] = (PyMethodDef){bindings[b].name, call_binding, METH_VARARGS, bindings[b].arrays};
+        PyObject *index = PyLong_FromLong(b);
+        PyObject *function = index ? PyCFunction_NewEx(&binding_defs[b], index, NULL) : NULL;
+        Py_XDECREF(index);
+        if (!function || PyModule_AddObject(module, bindings[b].name, function) < 0) {
+            Py_XDECREF(function);
+            Py_DECREF(module);
+            return NULL;
+        }
+    }
+    return module;
 }

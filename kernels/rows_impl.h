@@ -1,103 +1,60 @@
-/* Rows times a matrix, for one floating type and one instruction set, compiled four times by
- * rows.c:  REAL, SFX (f32/f64), VEC (a GCC vector of REAL), ISA (name suffix), TARGET (attribute).
- *
- * The left operand comes one row at a time, either as compact entries (the row's nonzeros:
- * values[p] at columns indices[p]) or as a dense row (values[p] at column p). A compact row
- * costs one row of the right operand per nonzero instead of one per column: x W reads 19% of
- * W's rows for an MNIST image. Same sums as the dense product, in another order, without the
- * terms that are exactly zero. Each output row is summed in registers and written once.
- *
- * The fused compact step also computes its weight gradient x^T dout this way, from the batch's
- * entries grouped by column (each column's entries then are a compact row of x^T), and its small
- * dense products (the layers after the first) use the same loops: they stay on the calling
- * thread, where BLAS would wake its own threads to fight ours.
- */
-#define CCAT_(a, b, c) a##_##b##_##c
-#define CCAT(a, b, c) CCAT_(a, b, c)
-#define CFN(name) CCAT(fastbp_rows_##name, SFX, ISA)
-#define LANES ((int)(sizeof(VEC) / sizeof(REAL)))
-#define BLOCK (8 * LANES) /* columns held in registers at once: 8 vectors */
-#define COLUMN(p) (indices ? (ptrdiff_t)indices[p] : (ptrdiff_t)(p)) /* indices NULL: a dense row */
+/* For one floating type (each_real.h): the row products on the CPU's best instruction set, and
+ * the compaction of a matrix into compact rows. */
 
-TARGET static inline __attribute__((always_inline)) VEC CFN(load)(const REAL *p)
+#ifdef HAVE_AVX2_BUILD
+#define ON_BEST_ISA(name, args) \
+    if (use_avx2()) FN(name##_avx2) args; else FN(name##_base) args
+#else
+#define ON_BEST_ISA(name, args) FN(name##_base) args
+#endif
+
+void FN(spans_times)(const int64_t *begin, const int64_t *end, int n, const int32_t *indices, const REAL *values,
+                     const REAL *M, const REAL *start, REAL *out, int m)
 {
-    VEC v;
-    memcpy(&v, p, sizeof v);
-    return v;
+    ON_BEST_ISA(spans_times, (begin, end, n, indices, values, M, start, out, m));
 }
 
-TARGET static inline __attribute__((always_inline)) void CFN(store)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
-
-/* o[0, width) = start + sum_p values[p] * M[column p, 0, width) (start NULL: zeros), for
- * width > LANES * (nv - 1): nv vectors held in registers, the last one at offset `last` (it may
- * overlap the one before it: both hold the same sums, computed by the same operations, so the
- * overlap is written twice with equal values). Each vector is written once, at the end. */
-TARGET static inline __attribute__((always_inline)) void CFN(sum_rows)(const int nv, int last, const REAL *start,
-                                                                      const REAL *M, int m, const int32_t *indices,
-                                                                      const REAL *values, int64_t nnz, REAL *o)
+void FN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out, int m)
 {
-    VEC acc[8];
-#pragma GCC unroll 8
-    for (int q = 0; q < nv; ++q) acc[q] = start ? CFN(load)(start + (q == nv - 1 ? last : q * LANES)) : (VEC){0};
-    for (int64_t p = 0; p < nnz; ++p) {
-        const VEC v = (VEC){0} + values[p];
-        const REAL *w = M + COLUMN(p) * m;
-#pragma GCC unroll 8
-        for (int q = 0; q < nv; ++q) acc[q] += v * CFN(load)(w + (q == nv - 1 ? last : q * LANES));
-    }
-#pragma GCC unroll 8
-    for (int q = 0; q < nv; ++q) CFN(store)(o + (q == nv - 1 ? last : q * LANES), acc[q]);
+    ON_BEST_ISA(dense_times, (x, n, k, M, start, out, m));
 }
 
-/* One case per vector count, so that each inlined copy has nv as a constant (registers, no loop). */
-#define CASES_1_TO_8(nv, call)                                                                            \
-    switch (nv) {                                                                                         \
-    case 1: { const int NV = 1; call; } break; case 2: { const int NV = 2; call; } break;               \
-    case 3: { const int NV = 3; call; } break; case 4: { const int NV = 4; call; } break;               \
-    case 5: { const int NV = 5; call; } break; case 6: { const int NV = 6; call; } break;               \
-    case 7: { const int NV = 7; call; } break; default: { const int NV = 8; call; } break;             \
-    }
+#undef ON_BEST_ISA
 
-/* o[0, m) = start + (one row) M, M being (*, m). */
-TARGET static inline __attribute__((always_inline)) void CFN(row_times)(const int32_t *indices, const REAL *values,
-                                                                       int64_t nnz, const REAL *M, const REAL *start,
-                                                                       REAL *o, int m)
+/* indptr[i + 1] - indptr[i] = the number of nonzeros of row i (NaN counts as nonzero), row by row
+ * on the OpenMP threads, then summed up. */
+void FN(count_nonzeros)(const REAL *x, int64_t n, int64_t k, int64_t *indptr)
 {
-    if (m < LANES) { /* narrower than one vector */
-        for (int j = 0; j < m; ++j) o[j] = start ? start[j] : 0;
-        for (int64_t p = 0; p < nnz; ++p)
-            for (int j = 0; j < m; ++j) o[j] += values[p] * M[COLUMN(p) * m + j];
-        return;
+    indptr[0] = 0;
+    FASTBP_PARALLEL_FOR(n * k >= FASTBP_PARALLEL_SCAN)
+    for (int64_t i = 0; i < n; ++i) {
+        int64_t count = 0;
+        for (int64_t j = 0; j < k; ++j) count += x[i * k + j] != 0;
+        indptr[i + 1] = count;
     }
-    for (int j0 = 0; j0 < m; j0 += BLOCK) {
-        const int width = m - j0 < BLOCK ? m - j0 : BLOCK, nv = (width + LANES - 1) / LANES;
-        /* a partial last vector is loaded whole, ending at column m, overlapping its neighbour
-         * (o is written only at the end, from start and M: the overlap gets equal values twice) */
-        const int last = width % LANES ? m - LANES - j0 : (nv - 1) * LANES;
-        CASES_1_TO_8(nv, CFN(sum_rows)(NV, last, start ? start + j0 : NULL, M + j0, m, indices, values, nnz, o + j0))
+    for (int64_t i = 0; i < n; ++i) indptr[i + 1] += indptr[i];
+}
+
+/* The nonzeros of each row, in column order, at [indptr[i], indptr[i + 1]). */
+void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr, int32_t *indices, REAL *values)
+{
+    FASTBP_PARALLEL_FOR(n * k >= FASTBP_PARALLEL_SCAN)
+    for (int64_t i = 0; i < n; ++i) {
+        int64_t at = indptr[i];
+        for (int64_t j0 = 0; j0 < k; j0 += 64) {
+            /* without branches (zero or not is a coin toss at a digit's edges): every entry is
+             * written, and the write position moves on past the nonzero ones only */
+            int32_t column[65];
+            REAL value[65];
+            int count = 0;
+            for (int64_t j = j0; j < (k < j0 + 64 ? k : j0 + 64); ++j) {
+                column[count] = (int32_t)j;
+                value[count] = x[i * k + j];
+                count += value[count] != 0;
+            }
+            memcpy(indices + at, column, sizeof(int32_t) * (size_t)count);
+            memcpy(values + at, value, sizeof(REAL) * (size_t)count);
+            at += count;
+        }
     }
 }
-
-/* out[r, :] = start + x_r M for n compact rows, row r being the entries [begin[r], end[r]). */
-TARGET void CFN(spans_times)(const int64_t *begin, const int64_t *end, int n, const int32_t *indices,
-                             const REAL *values, const REAL *M, const REAL *start, REAL *out, int m)
-{
-    for (int r = 0; r < n; ++r)
-        CFN(row_times)(indices + begin[r], values + begin[r], end[r] - begin[r], M, start, out + (ptrdiff_t)r * m, m);
-}
-
-/* out = start + x M for the dense (n, k) matrix x. */
-TARGET void CFN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out, int m)
-{
-    const int32_t *indices = NULL;
-    for (int r = 0; r < n; ++r)
-        CFN(row_times)(indices, x + (ptrdiff_t)r * k, k, M, start, out + (ptrdiff_t)r * m, m);
-}
-
-#undef CASES_1_TO_8
-#undef COLUMN
-#undef BLOCK
-#undef LANES
-#undef CFN
-#undef CCAT
-#undef CCAT_

@@ -5,8 +5,16 @@ suite, since tests parametrize over every available backend."""
 import numpy as np
 import pytest
 
-from fastbp import _native
+from fastbp import _native, engine
 from fastbp.backends import native, reference
+
+SGD_01 = engine.hyper_vector(np.float64, 0.1)
+
+
+def sgd(param, grad, hyper=None):
+    """One SGD step of lr 0.1 through the binding (m and v unused: the parameter itself)."""
+    hyper = engine.hyper_vector(param.dtype if param.dtype.kind == "f" else np.float64, 0.1) if hyper is None else hyper
+    _native.optimizer_step(param, grad, param, param, hyper, engine.SGD, 1)
 
 
 @pytest.mark.parametrize("shape", [(1,), (7, 13), (100, 50), (256, 1024)], ids=str)
@@ -33,8 +41,9 @@ def test_native_sgd_matches_reference(dtype, size, rng):
     param = rng.standard_normal(size).astype(dtype)
     grad = rng.standard_normal(size).astype(dtype)
     expected = param.copy()
-    reference.sgd_update(expected, grad, 0.1)
-    native.sgd_update(param, grad, 0.1)
+    hyper = engine.hyper_vector(dtype, 0.1)
+    reference.optimizer_step(engine.SGD, expected, grad, None, None, hyper, 1)
+    native.optimizer_step(engine.SGD, param, grad, param, param, hyper, 1)
     # float32: the C loop may fuse multiply and subtract (one rounding instead of two)
     np.testing.assert_allclose(param, expected, rtol=2 * np.finfo(dtype).eps, atol=2 * np.finfo(dtype).eps)
 
@@ -42,17 +51,25 @@ def test_native_sgd_matches_reference(dtype, size, rng):
 def test_native_rejects_bad_buffers_instead_of_reading_out_of_bounds():
     p = np.zeros(4)
     with pytest.raises(ValueError, match="grad has 3 elements, expected 4"):
-        _native.sgd_update(p, np.zeros(3), 0.1)
+        sgd(p, np.zeros(3))
     with pytest.raises(TypeError, match="same dtype"):
-        _native.sgd_update(p, np.zeros(4, np.float32), 0.1)
+        sgd(p, np.zeros(4, np.float32))
     with pytest.raises(TypeError, match="float32 or float64"):
-        _native.sgd_update(np.zeros(4, np.int64), np.zeros(4, np.int64), 0.1)
+        sgd(np.zeros(4, np.int64), np.zeros(4, np.int64), SGD_01)
     with pytest.raises(TypeError, match="C-contiguous"):
-        _native.sgd_update(np.zeros((4, 2))[:, 0], np.zeros(4), 0.1)
+        sgd(np.zeros((4, 2))[:, 0], np.zeros(4))
     with pytest.raises(TypeError, match="writable"):
         ro = np.zeros(4)
         ro.flags.writeable = False
-        _native.sgd_update(ro, np.zeros(4), 0.1)
+        sgd(ro, np.zeros(4))
+    with pytest.raises(ValueError, match="hyper has 3 elements, expected 4"):
+        sgd(p, np.zeros(4), np.zeros(3))
+    with pytest.raises(ValueError, match=r"optimizer_step: o must lie in \[0, 2\], got 7"):
+        _native.optimizer_step(p, p, p, p, SGD_01, 7, 1)
+    with pytest.raises(ValueError, match=r"optimizer_step: T must lie in \[1, "):
+        _native.optimizer_step(p, p, p, p, SGD_01, engine.ADAM, 0)  # Adam's step 0 divides by zero
+    with pytest.raises(TypeError, match=r"optimizer_step takes 7 arguments"):
+        _native.optimizer_step(p, p, p, p, SGD_01, 0)
     with pytest.raises(TypeError, match="mask must be a bool array"):
         _native.relu_forward(np.zeros(4), np.zeros(4), np.zeros(4))
     with pytest.raises(ValueError, match="W has 6 elements, expected 8"):
@@ -62,16 +79,16 @@ def test_native_rejects_bad_buffers_instead_of_reading_out_of_bounds():
 
 
 def test_native_train_steps_checks_indices_and_sizes():
-    sizes = np.array([3, 4, 2])
+    program = engine.mlp_program([3, 4, 2], "relu")
     n_params = 3 * 4 + 4 + 4 * 2 + 2
     args = dict(x=np.zeros((5, 3)), labels=np.zeros(5, np.int64), batches=np.zeros((2, 2), np.int64),
                 params=np.zeros(n_params), grads=np.zeros(n_params), hyper=np.zeros(4), state=np.zeros(2 * n_params),
-                losses=np.zeros(2))
+                losses=np.zeros(2), program=program, optimizer=engine.SGD)
 
     def call(**change):
         a = args | change
         return _native.train_steps(a["x"], a["x"].shape[0], a["labels"], a["batches"], a["batches"].shape[0],
-                                   a["params"], a["grads"], change.get("sizes", sizes), 0, 0, a["hyper"], a["state"], 0,
+                                   a["params"], a["grads"], a["program"], a["optimizer"], a["hyper"], a["state"], 0,
                                    a["losses"])
 
     assert call() == 2
@@ -79,14 +96,16 @@ def test_native_train_steps_checks_indices_and_sizes():
         call(batches=np.array([[0, 1], [2, 5]]))
     with pytest.raises(ValueError, match=r"labels\[0\] = 2 is outside \[0, 2\)"):
         call(labels=np.array([2, 0, 0, 0, 0]))
-    with pytest.raises(ValueError, match="params has 10 elements, expected 26"):
+    with pytest.raises(ValueError, match="program has parameters outside the parameter buffer"):
         call(params=np.zeros(10))
-    with pytest.raises(ValueError, match="sizes must be positive"):
-        call(sizes=np.array([3, 0, 2]))
+    with pytest.raises(ValueError, match="grads has 10 elements, expected 26"):
+        call(grads=np.zeros(10))
+    with pytest.raises(ValueError, match="program has a size outside"):
+        call(program=engine.mlp_program([3, 0, 2], "relu"))
     with pytest.raises(TypeError, match="same dtype"):
-        call(params=np.zeros(n_params, np.float32))
-    with pytest.raises(ValueError, match="bad activation"):
-        _native.predict_labels(np.zeros((5, 3)), 5, args["params"], sizes, 7, np.zeros(5, np.int64))
+        call(grads=np.zeros(n_params, np.float32))
+    with pytest.raises(ValueError, match="unknown update rule 9"):
+        call(optimizer=9)
 
 
 def test_native_compact_rows_are_checked_against_the_call():
@@ -94,14 +113,14 @@ def test_native_compact_rows_are_checked_against_the_call():
     assert _native.compact_rows(x, 2, 3, 1) == (None, 2)  # more nonzeros than allowed: counted, not compacted
     rows, nnz = _native.compact_rows(x, 2, 3, 6)
     assert nnz == 2
-    sizes = np.array([3, 4, 2])
+    program = engine.mlp_program([3, 4, 2], "relu")
     params = np.zeros(3 * 4 + 4 + 4 * 2 + 2)
     labels = np.zeros(2, np.int64)
-    _native.predict_labels(rows, 2, params, sizes, 0, labels)
+    _native.predict_labels(rows, 2, params, program, 8, labels)
     with pytest.raises(ValueError, match=r"compact rows of shape \(2, 3\), expected \(5, 3\)"):
-        _native.predict_labels(rows, 5, params, sizes, 0, np.zeros(5, np.int64))
+        _native.predict_labels(rows, 5, params, program, 8, np.zeros(5, np.int64))
     with pytest.raises(TypeError, match="same dtype"):
-        _native.predict_labels(rows, 2, params.astype(np.float32), sizes, 0, labels)
+        _native.predict_labels(rows, 2, params.astype(np.float32), program, 8, labels)
     with pytest.raises(ValueError, match=r"x has 6 elements, expected 9"):
         _native.compact_rows(np.zeros(6), 3, 3, 9)
 
@@ -117,16 +136,19 @@ def test_native_skips_dx_when_asked(rng):
 def test_native_sizes_that_overflow_or_are_negative_are_refused():
     with pytest.raises(ValueError, match=r"compact_rows: bad shape \(2305843009213693952, 4\)"):
         _native.compact_rows(np.zeros(4), 2**61, 4, 0)  # n * k wraps to 0 in 64 bits
-    with pytest.raises(ValueError, match="sizes must be at least 0"):
+    with pytest.raises(ValueError, match=r"affine_forward: n must lie in \[0, "):
         _native.affine_forward(np.zeros(4), np.zeros(4), np.zeros(2), np.zeros(4), -1, -1, 2)
-    with pytest.raises(ValueError, match="sizes must be at least 1"):
-        _native.softmax_xent_backward(np.zeros(4), np.zeros(2, np.int64), 1.0, np.zeros(4), -2, -2)
+    with pytest.raises(ValueError, match=r"softmax_xent_backward: N must lie in \[1, "):
+        _native.softmax_xent_backward(np.zeros(4), np.zeros(2, np.int64), np.zeros(4), -2, -2, 1.0)
+    with pytest.raises(ValueError, match=r"x has 4 elements, expected 4611686014132420609"):  # no wrap-around
+        _native.affine_forward(np.zeros(4), np.zeros(4), np.zeros(2), np.zeros(4), 2**31 - 1, 2**31 - 1, 2**31 - 1)
     n_params = 3 * 4 + 4 + 4 * 2 + 2
-    with pytest.raises(ValueError, match="would not fit in memory"):
-        huge = np.array([2**31 - 1, 2**31 - 1, 2**31 - 1, 2])
-        _native.predict_labels(np.zeros(1), 1, np.zeros(n_params), huge, 0, np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="program has parameters outside|program is too large"):
+        huge = engine.mlp_program([2**31 - 1, 2**31 - 1, 2**31 - 1, 2], "relu")
+        _native.predict_labels(np.zeros(1), 1, np.zeros(n_params), huge, 8, np.zeros(1, np.int64))
     with pytest.raises(ValueError, match=r"bad shape \(-1, 3\)"):
-        _native.predict_labels(np.zeros(3), -1, np.zeros(n_params), np.array([3, 4, 2]), 0, np.zeros(1, np.int64))
+        _native.predict_labels(np.zeros(3), -1, np.zeros(n_params), engine.mlp_program([3, 4, 2], "relu"), 8,
+                               np.zeros(1, np.int64))
 
 
 def test_native_blas_cannot_be_replaced_from_python():

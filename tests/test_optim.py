@@ -1,10 +1,11 @@
-"""The SGD update, validated, on every backend and layout."""
+"""The optimizers (fastbp/optim.py): every update rule against the textbook's formulas, on every
+backend and layout, and their arguments checked."""
 
 import numpy as np
 import pytest
 
 import fastbp
-from fastbp.optim import sgd_step
+from fastbp.optim import SGD, Adam, Momentum, sgd_step
 
 
 def test_sgd_matches_reference(backend, dtype, rng):
@@ -47,15 +48,40 @@ def test_sgd_rejects_bad_arguments():
         fastbp.SGD().update({"W": np.zeros(2)}, {})
 
 
-def test_threads_setting_is_shared_and_checked():
-    import numba
+def textbook_momentum(p, g, v, lr, momentum):
+    v = momentum * v - lr * g
+    return p + v, v
 
-    from fastbp.threads import get_num_threads, set_num_threads
 
-    set_num_threads(1)
-    assert get_num_threads() == 1 == numba.get_num_threads()
-    set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    with pytest.raises(ValueError, match="at most"):
-        set_num_threads(numba.config.NUMBA_NUM_THREADS + 1)
-    with pytest.raises(ValueError, match="positive integer"):
-        set_num_threads(0)
+def textbook_adam(p, g, m, v, lr, b1, b2, eps, t):
+    lr_t = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+    m = m + (1 - b1) * (g - m)
+    v = v + (1 - b2) * (g**2 - v)
+    return p - lr_t * m / (np.sqrt(v) + eps), m, v
+
+
+@pytest.mark.parametrize("kind", ["momentum", "adam"])
+def test_momentum_and_adam_follow_the_textbook(backend, dtype, kind, rng):
+    shape = (300, 300)  # large enough for the threaded path of big arrays to be irrelevant; see benchmarks
+    p0, grads = rng.standard_normal(shape), [rng.standard_normal(shape) for _ in range(3)]
+    opt = Momentum(lr=0.1, momentum=0.9, backend=backend) if kind == "momentum" else Adam(lr=0.01, backend=backend)
+    params = {"W": p0.astype(dtype)}
+    expected, state1, state2 = p0.copy(), np.zeros(shape), np.zeros(shape)
+    for t, g in enumerate(grads, start=1):
+        opt.update(params, {"W": g.astype(dtype)})
+        if kind == "momentum":
+            expected, state1 = textbook_momentum(expected, g.astype(dtype).astype(np.float64), state1, 0.1, 0.9)
+        else:
+            expected, state1, state2 = textbook_adam(expected, g.astype(dtype).astype(np.float64), state1, state2,
+                                                     0.01, 0.9, 0.999, 1e-7, t)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(params["W"], expected, rtol=tol, atol=tol)
+
+
+def test_optimizer_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\)"):
+        Momentum(momentum=1.5)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        Adam(lr=0)
+    with pytest.raises(TypeError, match="lr must be a real number"):
+        SGD(lr="fast")

@@ -8,10 +8,10 @@ scipy.linalg.cython_blas when it loads.
 
 import numpy as np
 
-from .. import _native
+from .. import _native, engine
 from ..threads import PARALLEL_MIN_ELEMENTS
-from . import _network
 
+engine.check_native(_native.constants())  # a stale build numbers its ops differently: refuse it
 _native.set_parallel_min(PARALLEL_MIN_ELEMENTS)  # the same threshold as numba's
 
 
@@ -63,7 +63,7 @@ def softmax_cross_entropy_forward(x, labels):
 
 def softmax_cross_entropy_backward(y, labels, dout):
     dx = np.empty_like(y)
-    _native.softmax_xent_backward(y, labels, dout / y.shape[0], dx, y.shape[0], y.shape[1])
+    _native.softmax_xent_backward(y, labels, dx, y.shape[0], y.shape[1], dout / y.shape[0])
     return dx
 
 
@@ -73,20 +73,12 @@ def mse_forward(y, t):
 
 def mse_backward(y, t, dout):
     dx = np.empty_like(y)
-    _native.scaled_difference(y, t, dout / y.shape[0], dx)
+    _native.scaled_difference(y, t, dx, dout / y.shape[0])
     return dx
 
 
-def sgd_update(param, grad, lr):
-    _native.sgd_update(param, grad, lr)
-
-
-def momentum_update(param, grad, velocity, lr, momentum):
-    _native.momentum_update(param, grad, velocity, lr, momentum)
-
-
-def adam_update(param, grad, m, v, lr, beta1, beta2, eps, t):
-    _native.adam_update(param, grad, m, v, _network.adam_step_size(lr, beta1, beta2, t), beta1, beta2, eps)
+def optimizer_step(code, param, grad, m, v, hyper, t):
+    _native.optimizer_step(param, grad, m, v, hyper, code, t)
 
 
 # A data set at most this dense (fraction of nonzero entries) is kept as compact rows: then the
@@ -136,15 +128,15 @@ def _rows(x):
     return x.handle if isinstance(x, CompactRows) else x
 
 
-def train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses):
+def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses):
     """Same contract as reference.train_steps: the whole block of steps in one C call."""
     batches = np.ascontiguousarray(batches, dtype=np.int64)
-    return _native.train_steps(_rows(x), x.shape[0], np.ascontiguousarray(labels, dtype=np.int64), batches, batches.shape[0],
-                               params, grads, np.ascontiguousarray(sizes, dtype=np.int64), activation, optimizer,
-                               hyper, state, step0, losses)
+    return _native.train_steps(_rows(x), x.shape[0], np.ascontiguousarray(labels, dtype=np.int64), batches,
+                               batches.shape[0], params, grads, program, optimizer, hyper, state, step0, losses)
 
 
-def predict_labels(x, params, sizes, activation):
+def predict_labels(x, params, program):
     labels = np.empty(x.shape[0], dtype=np.int64)
-    _native.predict_labels(_rows(x), x.shape[0], params, np.ascontiguousarray(sizes, dtype=np.int64), activation, labels)
+    chunk = engine.PREDICT_ROWS_COMPACT if isinstance(x, CompactRows) else engine.PREDICT_ROWS
+    _native.predict_labels(_rows(x), x.shape[0], params, program, chunk, labels)
     return labels

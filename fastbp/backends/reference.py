@@ -15,7 +15,7 @@ Contract (the layers guarantee it): arrays are C-contiguous and share one float 
 
 import numpy as np
 
-from ._network import ADAM, MOMENTUM, RELU, SGD, adam_step_size, layer_views
+from .. import engine
 
 
 # ---- Affine: out = x W + b -------------------------------------------------------------
@@ -98,50 +98,58 @@ def mse_backward(y, t, dout):
     return (y - t) * (dout / n)
 
 
-# ---- Parameter update --------------------------------------------------------------------
+# ---- Parameter update: every rule in place, on the parameter and its state m and v ---------
 
-def sgd_update(param, grad, lr):
-    """Plain gradient descent, in place: param -= lr * grad."""
-    param -= lr * grad
-
-
-def momentum_update(param, grad, velocity, lr, momentum):
-    """v = momentum * v - lr * grad; param += v (both in place)."""
-    velocity *= momentum
-    velocity -= lr * grad
-    param += velocity
-
-
-def adam_update(param, grad, m, v, lr, beta1, beta2, eps, t):
-    """Adam step ``t`` (1-based), in place, with the bias correction folded into the step size."""
-    lr_t = adam_step_size(lr, beta1, beta2, t)
-    m += (1 - beta1) * (grad - m)
-    v += (1 - beta2) * (grad**2 - v)
-    param -= lr_t * m / (np.sqrt(v) + eps)
+def optimizer_step(code, param, grad, m, v, hyper, t):
+    """Step ``t`` (1-based) of update rule ``code`` (fastbp/engine.py), in place."""
+    lr, beta1 = hyper[engine.HYPER_LR], hyper[engine.HYPER_BETA1]
+    if code == engine.SGD:  # param -= lr * grad
+        param -= lr * grad
+    elif code == engine.MOMENTUM:  # v = momentum * v - lr * grad; param += v
+        m *= beta1
+        m -= lr * grad
+        param += m
+    elif code == engine.ADAM:  # the bias correction folded into the step size, as in the book
+        beta2, eps = hyper[engine.HYPER_BETA2], hyper[engine.HYPER_EPS]
+        lr_t = engine.adam_step_size(float(lr), float(beta1), float(beta2), t)  # in double, as the kernels
+        m += (1 - beta1) * (grad - m)
+        v += (1 - beta2) * (grad**2 - v)
+        param -= lr_t * m / (np.sqrt(v) + eps)
 
 
-# ---- Whole-network operations (layout: backends/_network.py) ------------------------------
+# ---- The engine: a network as a sequence of ops (fastbp/engine.py) ---------------------------
 
-def _optimizer_step(optimizer, params, grads, state, hyper, t):
-    lr, beta1, beta2, eps = (float(h) for h in hyper)
-    if optimizer == SGD:
-        sgd_update(params, grads, lr)
-    elif optimizer == MOMENTUM:
-        momentum_update(params, grads, state[0], lr, beta1)
-    elif optimizer == ADAM:
-        adam_update(params, grads, state[0], state[1], lr, beta1, beta2, eps, t)
+def _forward_ops(program, params, x, last):
+    """Runs ops [0, last) on x; returns every op's output and what its backward needs."""
+    outs, saved = [], []
+    for op in program[:last]:
+        code, at, k, m = (int(op[f]) for f in (engine.FIELD_CODE, engine.FIELD_PARAM_AT, engine.FIELD_IN, engine.FIELD_OUT))
+        if code == engine.AFFINE:
+            x = affine_forward(x, params[at:at + k * m].reshape(k, m), params[at + k * m:at + k * m + m])
+            keep = None
+        elif code == engine.RELU:
+            x, keep = relu_forward(x)
+        else:
+            x = keep = sigmoid_forward(x)
+        outs.append(x)
+        saved.append(keep)
+    return outs, saved
 
 
-def _hidden_forward(activation, z):
-    """Activation of a hidden layer; returns (output, what its backward needs)."""
-    if activation == RELU:
-        return relu_forward(z)
-    out = sigmoid_forward(z)
-    return out, out
-
-
-def _hidden_backward(activation, dout, saved):
-    return relu_backward(dout, saved) if activation == RELU else sigmoid_backward(dout, saved)
+def _backward_ops(program, params, grads, x, outs, saved, dout):
+    """From d loss / d (the last op's output) down to op 0, whose input (the data) gets no gradient."""
+    for i in range(len(outs) - 1, -1, -1):
+        code, at, k, m = (int(program[i, f]) for f in (engine.FIELD_CODE, engine.FIELD_PARAM_AT, engine.FIELD_IN,
+                                                        engine.FIELD_OUT))
+        if code == engine.AFFINE:
+            inp = outs[i - 1] if i > 0 else x
+            dout, dW, db = affine_backward(dout, inp, params[at:at + k * m].reshape(k, m), need_dx=i > 0)
+            grads[at:at + k * m] = dW.reshape(-1)
+            grads[at + k * m:at + k * m + m] = db
+        elif code == engine.RELU:
+            dout = relu_backward(dout, saved[i])
+        else:
+            dout = sigmoid_backward(dout, saved[i])
 
 
 def prepare_rows(x):
@@ -152,58 +160,32 @@ def prepare_rows(x):
     return x
 
 
-def train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses):
+def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses):
     """Mini-batch training: one step per row of ``batches`` (indices into x and labels).
 
-    ``x`` is a data set as prepare_rows returned it. Each step runs forward, softmax-with-loss,
-    backward (no dx for the first layer) and the optimizer update on the flat buffers
-    ``params``/``grads``/``state``. ``losses[s]`` gets the loss of step s's forward pass. Returns
-    the number of steps done: fewer than asked when a loss is not finite, in which case that
-    step's update is not applied.
+    ``x`` is a data set as prepare_rows returned it; ``program`` the network (fastbp/engine.py).
+    Each step runs forward, softmax-with-loss, backward (no gradient for the data) and update rule
+    ``optimizer`` on the flat buffers ``params``/``grads``/``state``. ``losses[s]`` gets the loss
+    of step s's forward pass. Returns the number of steps done: fewer than asked when a loss is
+    not finite, in which case that step's update is not applied.
     """
     with np.errstate(invalid="ignore", over="ignore"):  # a non-finite loss is detected and reported below
-        return _train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses)
-
-
-def _train_steps(x, labels, batches, params, grads, sizes, activation, optimizer, hyper, state, step0, losses):
-    layers = layer_views(params, sizes)
-    layer_grads = layer_views(grads, sizes)
-    last = len(layers) - 1
-    for s, batch in enumerate(batches):
-        x_batch, t_batch = x[batch], labels[batch]
-        inputs, saved = [], []
-        out = x_batch
-        for i, (W, b) in enumerate(layers):
-            inputs.append(out)
-            out = affine_forward(out, W, b)
-            if i < last:
-                out, keep = _hidden_forward(activation, out)
-                saved.append(keep)
-        loss, y = softmax_cross_entropy_forward(out, t_batch)
-        if not np.isfinite(loss):
-            return s
-        losses[s] = loss
-        dout = softmax_cross_entropy_backward(y, t_batch, 1.0)
-        for i in range(last, -1, -1):
-            dx, dW, db = affine_backward(dout, inputs[i], layers[i][0], need_dx=i > 0)
-            layer_grads[i][0][...] = dW
-            layer_grads[i][1][...] = db
-            if i > 0:
-                dout = _hidden_backward(activation, dx, saved[i - 1])
-        _optimizer_step(optimizer, params, grads, state, hyper, step0 + s + 1)
+        for s, batch in enumerate(batches):
+            x_batch, t_batch = x[batch], labels[batch]
+            outs, saved = _forward_ops(program, params, x_batch, len(program) - 1)
+            loss, y = softmax_cross_entropy_forward(outs[-1], t_batch)
+            if not np.isfinite(loss):
+                return s
+            losses[s] = loss
+            _backward_ops(program, params, grads, x_batch, outs, saved, softmax_cross_entropy_backward(y, t_batch, 1.0))
+            optimizer_step(optimizer, params, grads, state[0], state[1], hyper, step0 + s + 1)
     return len(batches)
 
 
-def predict_labels(x, params, sizes, activation):
-    """Predicted class (argmax of the last layer) for every row of x."""
-    layers = layer_views(params, sizes)
+def predict_labels(x, params, program):
+    """Predicted class (argmax of the ops before the loss) for every row of x."""
     labels = np.empty(x.shape[0], dtype=np.int64)
-    chunk = 10000  # bounds the memory of the hidden activations
-    for start in range(0, x.shape[0], chunk):
-        out = x[start:start + chunk]
-        for i, (W, b) in enumerate(layers):
-            out = affine_forward(out, W, b)
-            if i < len(layers) - 1:
-                out, _ = _hidden_forward(activation, out)
-        labels[start:start + chunk] = np.argmax(out, axis=1)
+    for start in range(0, x.shape[0], engine.PREDICT_ROWS):
+        outs, _ = _forward_ops(program, params, x[start:start + engine.PREDICT_ROWS], len(program) - 1)
+        labels[start:start + engine.PREDICT_ROWS] = np.argmax(outs[-1], axis=1)
     return labels

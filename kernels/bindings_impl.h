@@ -1,0 +1,2 @@
+/* The adapters of module.c's binding table, for one floating type (each_real.h). */
+FASTBP_BINDINGS(ADAPTER)

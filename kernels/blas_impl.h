@@ -1,0 +1,19 @@
+/* A row-major product on the Fortran gemm of one floating type (each_real.h). */
+
+typedef void (*FN(fortran_gemm))(const char *transa, const char *transb, const int *m, const int *n, const int *k,
+                                 const REAL *alpha, const REAL *a, const int *lda, const REAL *b, const int *ldb,
+                                 const REAL *beta, REAL *c, const int *ldc);
+static FN(fortran_gemm) FN(blas_gemm);
+
+/* A row-major C = A B is, read column-major, C^T = B^T A^T: the operands swap places and the
+ * leading dimensions are the row lengths. */
+void FN(gemm)(int trans_a, int trans_b, int m, int n, int k, REAL alpha, const REAL *a, const REAL *b, REAL beta,
+              REAL *c)
+{
+    if (m == 0 || n == 0) return;
+    const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+    const int lda = trans_a ? m : k; /* row length of A as stored */
+    const int ldb = trans_b ? k : n;
+    const int ldc = n;
+    FN(blas_gemm)(&tb, &ta, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
+}

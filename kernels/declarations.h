@@ -1,0 +1,45 @@
+/* Every templated kernel, declared once per floating type (kernels.h includes this through
+ * each_real.h). Grouped by family, in the order of kernels.h's list. */
+
+/* elementwise.c */
+void FN(relu_forward)(const REAL *x, REAL *out, unsigned char *mask, ptrdiff_t n, ptrdiff_t parallel_min);
+void FN(relu_backward)(const REAL *dout, const unsigned char *mask, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);
+void FN(sigmoid_forward)(const REAL *x, REAL *out, ptrdiff_t n, ptrdiff_t parallel_min);
+void FN(sigmoid_backward)(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);
+
+/* affine.c: out = x W + b; dx = dout W^T (dx NULL: skipped), dW = x^T dout, db = column sums.
+ * `stay`: keep small products on the calling thread (kernels.h's rule). affine_backward's scratch
+ * holds affine_scratch items, or is NULL (then the kernel allocates it; -1 when it cannot). */
+void FN(affine_forward)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m, int stay);
+int FN(affine_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
+                        int m, REAL *scratch, int stay);
+int FN(affine_on_calling_thread)(int n, int k, int m);
+ptrdiff_t FN(affine_scratch)(int n, int k, int m);
+void FN(column_sums)(const REAL *a, REAL *sums, int n, int m);
+
+/* loss.c */
+double FN(softmax_xent_forward)(const REAL *x, const int64_t *labels, REAL *y, int n, int c, ptrdiff_t parallel_min);
+void FN(softmax_xent_backward)(const REAL *y, const int64_t *labels, REAL scale, REAL *dx, int n, int c,
+                               ptrdiff_t parallel_min);
+double FN(half_squared_error)(const REAL *y, const REAL *t, ptrdiff_t n);
+void FN(scaled_difference)(const REAL *y, const REAL *t, REAL scale, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);
+
+/* optimizers.c: step t (1-based) of update rule `code` on n parameters, with their state m and v
+ * (Momentum's velocity is m; Adam's moments are m and v) */
+void FN(optimizer_step)(int code, REAL *param, const REAL *grad, REAL *m, REAL *v, ptrdiff_t n, const REAL *hyper,
+                        int64_t t, ptrdiff_t parallel_min);
+
+/* rows.c: out[r, :] = start + x_r M for compact rows (entries [begin[r], end[r])) or dense rows */
+void FN(spans_times)(const int64_t *begin, const int64_t *end, int n, const int32_t *indices, const REAL *values,
+                     const REAL *M, const REAL *start, REAL *out, int m);
+void FN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out, int m);
+void FN(count_nonzeros)(const REAL *x, int64_t n, int64_t k, int64_t *indptr);
+void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr, int32_t *indices, REAL *values);
+
+/* engine.c: `program` is n_ops records of FASTBP_OP_FIELDS; returns steps done (fewer when a
+ * loss is not finite: that step not applied) or -1 when out of memory */
+ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps,
+                          int batch, REAL *params, REAL *grads, ptrdiff_t n_params, const int64_t *program, int n_ops,
+                          int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses);
+int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *params, const int64_t *program, int n_ops,
+                       int chunk, int64_t *labels);

@@ -1,0 +1,38 @@
+/* Elementwise activations for one floating type (each_real.h). Same math as
+ * fastbp/backends/reference.py; loops thread when n >= parallel_min. */
+
+FASTBP_SIMD void FN(relu_forward)(const REAL *restrict x, REAL *restrict out, unsigned char *restrict mask, ptrdiff_t n,
+                                  ptrdiff_t parallel_min)
+{
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        const int off = x[i] <= (REAL)0;
+        mask[i] = (unsigned char)off;
+        out[i] = off ? (REAL)0 : x[i];
+    }
+}
+
+FASTBP_SIMD void FN(relu_backward)(const REAL *restrict dout, const unsigned char *restrict mask, REAL *restrict dx,
+                                   ptrdiff_t n, ptrdiff_t parallel_min)
+{
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
+    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = mask[i] ? (REAL)0 : dout[i];
+}
+
+static inline REAL FN(sigmoid1)(REAL v)
+{
+    const REAL e = EXP(-FABS(v)); /* exp never overflows */
+    return (v >= 0 ? (REAL)1 : e) / ((REAL)1 + e);
+}
+
+FASTBP_SIMD void FN(sigmoid_forward)(const REAL *x, REAL *out, ptrdiff_t n, ptrdiff_t parallel_min)
+{
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
+    for (ptrdiff_t i = 0; i < n; ++i) out[i] = FN(sigmoid1)(x[i]);
+}
+
+FASTBP_SIMD void FN(sigmoid_backward)(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min)
+{
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
+    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = dout[i] * ((REAL)1 - out[i]) * out[i];
+}

@@ -1,0 +1,383 @@
+/* The engine for one floating type (each_real.h). A network is `n_ops` op records (kernels.h);
+ * the last one is the loss. Every op's forward and backward is the kernel its layer calls. */
+
+#define FIELD(program, i, field) ((program)[(ptrdiff_t)(i) * FASTBP_OP_FIELDS + (field)])
+
+/* Runs ops [first, last) on `rows` rows starting from `in`; op i writes outs + out_at[i] (its
+ * ReLU mask at masks + out_at[i]). Returns the last op's output. */
+static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, const REAL *params, const REAL *in,
+                                   int rows, REAL *outs, unsigned char *masks, const ptrdiff_t *out_at)
+{
+    for (int i = first; i < last; ++i) {
+        const int64_t *op = &FIELD(program, i, 0);
+        const int k = (int)op[FASTBP_FIELD_IN], m = (int)op[FASTBP_FIELD_OUT];
+        REAL *out = outs + out_at[i];
+        const ptrdiff_t size = (ptrdiff_t)rows * m;
+        switch (op[FASTBP_FIELD_CODE]) {
+        case FASTBP_OP_AFFINE: {
+            const REAL *W = params + op[FASTBP_FIELD_PARAM_AT];
+            FN(affine_forward)(in, W, W + (ptrdiff_t)k * m, out, rows, k, m, 1);
+            break;
+        }
+        case FASTBP_OP_RELU: /* never threaded: the engine interleaves them with products (fastbp/threads.py) */
+            FN(relu_forward)(in, out, masks + out_at[i], size, FASTBP_SERIAL);
+            break;
+        case FASTBP_OP_SIGMOID:
+            FN(sigmoid_forward)(in, out, size, FASTBP_SERIAL);
+            break;
+        }
+        in = out;
+    }
+    return in;
+}
+
+/* One mini-batch's buffers, shared by the dense and the compact training steps. */
+typedef struct {
+    const int64_t *program;
+    int n_ops, batch, classes;
+    REAL *params, *grads;
+    ptrdiff_t n_params;
+    const REAL *input;      /* op 0's input (the gathered batch; NULL for compact rows) */
+    REAL *outs;             /* every op's output, batch rows each, at out_at[op] */
+    unsigned char *masks;   /* ReLU's, beside outs */
+    ptrdiff_t *out_at;
+    REAL *grad_a, *grad_b;  /* dout and dx of the backward pass, taking turns */
+    REAL *y;                /* softmax output */
+    REAL *scratch;          /* affine_backward's */
+    int64_t *t_batch;       /* the batch's labels */
+} FN(net);
+
+static void FN(net_free)(FN(net) *net)
+{
+    free(net->outs); free(net->masks); free(net->out_at); free(net->grad_a); free(net->grad_b); free(net->y);
+    free(net->scratch); free(net->t_batch);
+}
+
+/* Allocates the buffers; returns -1 when out of memory. */
+static int FN(net_init)(FN(net) *net, const int64_t *program, int n_ops, int batch, REAL *params, REAL *grads,
+                        ptrdiff_t n_params)
+{
+    *net = (FN(net)){.program = program, .n_ops = n_ops, .batch = batch, .params = params, .grads = grads,
+                     .n_params = n_params, .classes = (int)FIELD(program, n_ops - 1, FASTBP_FIELD_OUT)};
+    net->out_at = malloc(sizeof(ptrdiff_t) * (size_t)n_ops);
+    if (!net->out_at) return -1;
+    ptrdiff_t total = 0, widest = 0, scratch = 1;
+    for (int i = 0; i < n_ops; ++i) {
+        const int k = (int)FIELD(program, i, FASTBP_FIELD_IN), m = (int)FIELD(program, i, FASTBP_FIELD_OUT);
+        net->out_at[i] = total;
+        total += (ptrdiff_t)batch * m;
+        widest = k > widest ? k : widest;
+        widest = m > widest ? m : widest;
+        if (FIELD(program, i, FASTBP_FIELD_CODE) == FASTBP_OP_AFFINE && FN(affine_scratch)(batch, k, m) > scratch)
+            scratch = FN(affine_scratch)(batch, k, m);
+    }
+    net->outs = malloc(sizeof(REAL) * (size_t)total);
+    net->masks = malloc((size_t)total);
+    net->grad_a = malloc(sizeof(REAL) * (size_t)batch * widest);
+    net->grad_b = malloc(sizeof(REAL) * (size_t)batch * widest);
+    net->y = malloc(sizeof(REAL) * (size_t)batch * net->classes);
+    net->scratch = malloc(sizeof(REAL) * (size_t)scratch);
+    net->t_batch = malloc(sizeof(int64_t) * (size_t)batch);
+    if (net->outs && net->masks && net->grad_a && net->grad_b && net->y && net->scratch && net->t_batch) return 0;
+    FN(net_free)(net);
+    return -1;
+}
+
+/* The forward pass from op `first` (op first - 1's output already in place when first > 0),
+ * and the batch's loss. */
+static double FN(forward_loss)(FN(net) *net, int first)
+{
+    const REAL *in = first > 0 ? net->outs + net->out_at[first - 1] : net->input;
+    const REAL *logits = FN(forward_ops)(net->program, first, net->n_ops - 1, net->params, in, net->batch, net->outs,
+                                         net->masks, net->out_at);
+    return FN(softmax_xent_forward)(logits, net->t_batch, net->y, net->batch, net->classes, FASTBP_SERIAL);
+}
+
+/* Backward through op i, given d loss / d (its output): fills its parameters' gradients and,
+ * when need_dx, writes d loss / d (its input) into dx. */
+static void FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int need_dx)
+{
+    const int64_t *op = &FIELD(net->program, i, 0);
+    const int k = (int)op[FASTBP_FIELD_IN], m = (int)op[FASTBP_FIELD_OUT], batch = net->batch;
+    const REAL *in = i > 0 ? net->outs + net->out_at[i - 1] : net->input;
+    switch (op[FASTBP_FIELD_CODE]) {
+    case FASTBP_OP_AFFINE: {
+        const ptrdiff_t w_at = op[FASTBP_FIELD_PARAM_AT], b_at = w_at + (ptrdiff_t)k * m;
+        FN(affine_backward)(dout, in, net->params + w_at, need_dx ? dx : NULL, net->grads + w_at, net->grads + b_at, batch,
+                            k, m, net->scratch, 1); /* the scratch is there: cannot fail */
+        break;
+    }
+    case FASTBP_OP_RELU:
+        FN(relu_backward)(dout, net->masks + net->out_at[i], dx, (ptrdiff_t)batch * m, FASTBP_SERIAL);
+        break;
+    case FASTBP_OP_SIGMOID:
+        FN(sigmoid_backward)(dout, net->outs + net->out_at[i], dx, (ptrdiff_t)batch * m, FASTBP_SERIAL);
+        break;
+    }
+}
+
+/* The backward pass from the loss down to op `lowest`; op 0's input (the data) gets no gradient.
+ * Returns d loss / d (op lowest's input) (for lowest 1: op 0's output). */
+static REAL *FN(backward_ops)(FN(net) *net, int lowest)
+{
+    REAL *dout = net->grad_a, *dx = net->grad_b;
+    FN(softmax_xent_backward)(net->y, net->t_batch, (REAL)(1.0 / net->batch), dout, net->batch, net->classes,
+                              FASTBP_SERIAL);
+    for (int i = net->n_ops - 2; i >= lowest; --i) {
+        FN(backward_op)(net, i, dout, dx, i > 0);
+        REAL *swap = dout; dout = dx; dx = swap;
+    }
+    return dout;
+}
+
+static void FN(update)(FN(net) *net, int optimizer, const REAL *hyper, REAL *state, ptrdiff_t from, ptrdiff_t to,
+                       int64_t t)
+{
+    FN(optimizer_step)(optimizer, net->params + from, net->grads + from, state + from, state + net->n_params + from,
+                       to - from, hyper, t, FASTBP_SERIAL);
+}
+
+/* Dense rows: each batch gathered, the first op by its kernel (BLAS threads the big product). */
+static ptrdiff_t FN(train_dense)(const REAL *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps,
+                                 FN(net) *net, int optimizer, const REAL *hyper, REAL *state, int64_t step0,
+                                 double *losses)
+{
+    const int batch = net->batch, n_in = (int)FIELD(net->program, 0, FASTBP_FIELD_IN);
+    REAL *x_batch = malloc(sizeof(REAL) * (size_t)batch * n_in);
+    if (!x_batch) return -1;
+    net->input = x_batch;
+    ptrdiff_t done = n_steps;
+    for (ptrdiff_t s = 0; s < n_steps; ++s) {
+        const int64_t *rows = batches + s * batch;
+        for (int r = 0; r < batch; ++r) {
+            memcpy(x_batch + (ptrdiff_t)r * n_in, x + rows[r] * n_in, sizeof(REAL) * n_in);
+            net->t_batch[r] = labels[rows[r]];
+        }
+        const double loss = FN(forward_loss)(net, 0);
+        if (!isfinite(loss)) { done = s; break; }
+        losses[s] = loss;
+        FN(backward_ops)(net, 0);
+        FN(update)(net, optimizer, hyper, state, 0, net->n_params, step0 + s + 1);
+    }
+    free(x_batch);
+    return done;
+}
+
+/* One thread's entries of a batch, regrouped by column: column lo + j's entries are q in
+ * [first[j], last[j]), value vv[q] in batch row rr[q]. Each column has a bucket of `bucket`
+ * (= batch) places when that fits in FASTBP_BUCKET_ENTRIES, so one pass fills them; otherwise
+ * (bucket 0: very wide inputs) the entries are counted first and packed. */
+typedef struct {
+    int lo, hi;           /* the thread's columns */
+    int bucket;
+    int64_t *begin, *end; /* each batch row's entries in [lo, hi) */
+    int64_t *first, *last;
+    int32_t *rr;
+    REAL *vv;
+} FN(columns);
+
+static void FN(columns_free)(FN(columns) *g)
+{
+    free(g->begin); free(g->end); free(g->first); free(g->last); free(g->rr); free(g->vv);
+}
+
+static int FN(columns_init)(FN(columns) *g, int lo, int hi, int batch, int64_t longest_row)
+{
+    const size_t width = (size_t)(hi - lo);
+    *g = (FN(columns)){.lo = lo, .hi = hi, .bucket = (double)width * batch <= FASTBP_BUCKET_ENTRIES ? batch : 0};
+    /* packed: at most every batch row's longest possible run of entries */
+    const size_t room = g->bucket ? width * (size_t)batch : (size_t)batch * (size_t)(longest_row > 0 ? longest_row : 1);
+    g->begin = malloc(sizeof(int64_t) * (size_t)batch);
+    g->end = malloc(sizeof(int64_t) * (size_t)batch);
+    g->first = malloc(sizeof(int64_t) * (width + 1));
+    g->last = malloc(sizeof(int64_t) * (width + 1));
+    g->rr = malloc(sizeof(int32_t) * (room > 0 ? room : 1));
+    g->vv = malloc(sizeof(REAL) * (room > 0 ? room : 1));
+    if (!g->begin || !g->end || !g->first || !g->last || !g->rr || !g->vv) return -1;
+    for (size_t j = 0; g->bucket && j < width; ++j) g->first[j] = (int64_t)j * g->bucket;
+    return 0;
+}
+
+/* Groups the batch entries [begin[r], end[r]) by column. */
+static void FN(group_by_column)(FN(columns) *g, const fastbp_rows *x, int n)
+{
+    const int32_t *indices = x->indices;
+    const REAL *values = x->values;
+    const int lo = g->lo, width = g->hi - g->lo;
+    if (g->bucket) {
+        memcpy(g->last, g->first, sizeof(int64_t) * (size_t)width);
+    } else { /* a counting sort: counts in last, then first = their running sums, last = first */
+        memset(g->last, 0, sizeof(int64_t) * (size_t)width);
+        for (int r = 0; r < n; ++r)
+            for (int64_t p = g->begin[r]; p < g->end[r]; ++p) ++g->last[indices[p] - lo];
+        int64_t at = 0;
+        for (int j = 0; j < width; ++j) {
+            g->first[j] = at;
+            at += g->last[j];
+            g->last[j] = g->first[j];
+        }
+    }
+    for (int r = 0; r < n; ++r)
+        for (int64_t p = g->begin[r]; p < g->end[r]; ++p) {
+            const int64_t q = g->last[indices[p] - lo]++;
+            g->rr[q] = r;
+            g->vv[q] = values[p];
+        }
+}
+
+/* Compact rows into a first affine op: its columns (its weight rows) are split between the
+ * threads, in ranges of about equal nonzero counts. Thread t owns rows [cuts[t], cuts[t+1]) of
+ * W and dW: it adds their part of the forward product, then computes and applies their
+ * gradient. Each thread's share of W stays in its own core's cache, and no two threads write
+ * the same rows. For the gradient, each range's batch entries are grouped by column, so that
+ * each gradient row is summed in registers and written once. Per step:
+ *   1. all: partial first-op products of own columns                          | barrier
+ *   2. thread 0: sum of partials, later ops, loss, backward, their update;
+ *      meanwhile the other threads group every range's entries by column     | barrier
+ *   3. all: own rows of dW, their update (the next step's forward reads only those rows).
+ * (One thread: it groups its entries itself, in step 3.) The column ranges depend only on the
+ * data and the thread count, so results repeat exactly for the same number of threads. */
+static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches,
+                                   ptrdiff_t n_steps, FN(net) *net, int optimizer, const REAL *hyper, REAL *state,
+                                   int64_t step0, double *losses, int threads)
+{
+    const int batch = net->batch, n_in = (int)FIELD(net->program, 0, FASTBP_FIELD_IN);
+    const int m = (int)FIELD(net->program, 0, FASTBP_FIELD_OUT);
+    const ptrdiff_t w_at = FIELD(net->program, 0, FASTBP_FIELD_PARAM_AT), b_at = w_at + (ptrdiff_t)n_in * m;
+    REAL *W = net->params + w_at, *dW = net->grads + w_at, *out0 = net->outs + net->out_at[0];
+    int32_t *cuts = malloc(sizeof(int32_t) * (size_t)(threads + 1));
+    REAL *parts = malloc(sizeof(REAL) * (size_t)batch * m * (threads > 1 ? threads - 1 : 1));
+    FN(columns) *cols = calloc((size_t)threads, sizeof(FN(columns)));
+    int ready = cuts && parts && cols;
+    if (ready) {
+        fastbp_split_columns(x->column_counts, n_in, threads, cuts);
+        int widest = 0; /* of the column ranges */
+        for (int t = 0; t < threads; ++t) widest = cuts[t + 1] - cuts[t] > widest ? cuts[t + 1] - cuts[t] : widest;
+        int64_t longest = 0; /* row of this call, sizing packed groups (columns_init) */
+        for (ptrdiff_t s = 0; (double)widest * batch > FASTBP_BUCKET_ENTRIES && s < n_steps * batch; ++s) {
+            const int64_t length = x->indptr[batches[s] + 1] - x->indptr[batches[s]];
+            longest = length > longest ? length : longest;
+        }
+        for (int t = 0; t < threads && ready; ++t) ready = FN(columns_init)(&cols[t], cuts[t], cuts[t + 1], batch, longest) == 0;
+    }
+    ptrdiff_t done = n_steps;
+    REAL *d1 = NULL;
+#pragma omp parallel num_threads(threads) if (ready)
+    {
+        const int t = FASTBP_THREAD_NUM();
+        FN(columns) *own = &cols[t];
+        REAL *out = t ? parts + (ptrdiff_t)(t - 1) * batch * m : out0;
+        for (ptrdiff_t s = 0; ready && s < n_steps; ++s) {
+            const int64_t *rows = batches + s * batch;
+            fastbp_own_spans(x, rows, batch, own->lo, own->hi, n_in, own->begin, own->end);
+            FN(spans_times)(own->begin, own->end, batch, x->indices, x->values, W, t ? NULL : W + (ptrdiff_t)n_in * m, out,
+                            m);
+#pragma omp barrier
+            for (int g = t - 1; t > 0 && g < threads; g += threads - 1) FN(group_by_column)(&cols[g], x, batch);
+#pragma omp master
+            {
+                for (int r = 0; r < batch; ++r) net->t_batch[r] = labels[rows[r]];
+                for (int u = 1; u < threads; ++u)
+                    for (ptrdiff_t e = 0; e < (ptrdiff_t)batch * m; ++e) out0[e] += parts[(ptrdiff_t)(u - 1) * batch * m + e];
+                const double loss = FN(forward_loss)(net, 1);
+                if (isfinite(loss)) {
+                    losses[s] = loss;
+                    d1 = FN(backward_ops)(net, 1);
+                    FN(column_sums)(d1, net->grads + b_at, batch, m);
+                    FN(update)(net, optimizer, hyper, state, 0, w_at, step0 + s + 1);
+                    FN(update)(net, optimizer, hyper, state, b_at, net->n_params, step0 + s + 1);
+                } else {
+                    done = s; /* that step's update is not applied */
+                }
+            }
+#pragma omp barrier
+            if (done == s) break;
+            if (threads == 1) FN(group_by_column)(own, x, batch);
+            /* dW row c = sum of v * d1[r] over column c's entries (zero without entries) */
+            FN(spans_times)(own->first, own->last, own->hi - own->lo, own->rr, own->vv, d1, NULL, dW + (ptrdiff_t)own->lo * m,
+                            m);
+            FN(update)(net, optimizer, hyper, state, w_at + (ptrdiff_t)own->lo * m, w_at + (ptrdiff_t)own->hi * m,
+                       step0 + s + 1);
+        }
+    }
+    for (int t = 0; cols && t < threads; ++t) FN(columns_free)(&cols[t]);
+    free(cuts); free(parts); free(cols);
+    return ready ? done : -1;
+}
+
+/* Threads for the compact paths: all of OpenMP's when every op after the first stays on the
+ * calling thread (a large affine op goes to BLAS, whose threads would fight ours), else one. */
+static int FN(engine_threads)(const fastbp_rows *x, const int64_t *program, int n_ops, int rows)
+{
+    if (x->dense) return 1;
+    for (int i = 1; i < n_ops; ++i)
+        if (FIELD(program, i, FASTBP_FIELD_CODE) == FASTBP_OP_AFFINE &&
+            !FN(affine_on_calling_thread)(rows, (int)FIELD(program, i, FASTBP_FIELD_IN), (int)FIELD(program, i, FASTBP_FIELD_OUT)))
+            return 1;
+    return FASTBP_MAX_THREADS();
+}
+
+ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps,
+                          int batch, REAL *params, REAL *grads, ptrdiff_t n_params, const int64_t *program, int n_ops,
+                          int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses)
+{
+    if (n_steps == 0) return 0;
+    FN(net) net;
+    if (FN(net_init)(&net, program, n_ops, batch, params, grads, n_params) < 0) return -1;
+    const ptrdiff_t done =
+        x->dense ? FN(train_dense)(x->dense, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses)
+                 : FN(train_compact)(x, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses,
+                                     FN(engine_threads)(x, program, n_ops, batch));
+    FN(net_free)(&net);
+    return done;
+}
+
+/* labels[i] = argmax of the network's output for row i (first maximum wins, as np.argmax), the
+ * ops before the loss run on `chunk` rows at a time. Compact rows: chunks on all threads (the
+ * first op as in train_compact, from the rows' own entries); dense rows: BLAS's threads. */
+int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *params, const int64_t *program, int n_ops,
+                       int chunk, int64_t *labels)
+{
+    const int threads = FN(engine_threads)(x, program, n_ops, chunk), c = (int)FIELD(program, n_ops - 1, FASTBP_FIELD_OUT);
+    const ptrdiff_t n_chunks = (n_rows + chunk - 1) / chunk;
+    ptrdiff_t widest = 0;
+    for (int i = 0; i < n_ops; ++i)
+        widest = FIELD(program, i, FASTBP_FIELD_OUT) > widest ? FIELD(program, i, FASTBP_FIELD_OUT) : widest;
+    ptrdiff_t *out_at = malloc(sizeof(ptrdiff_t) * (size_t)n_ops); /* two buffers, taking turns */
+    for (int i = 0; out_at && i < n_ops; ++i) out_at[i] = (ptrdiff_t)(i % 2) * chunk * widest;
+    int failed = !out_at;
+    const int64_t *first = &FIELD(program, 0, 0);
+    const int k0 = (int)first[FASTBP_FIELD_IN], m0 = (int)first[FASTBP_FIELD_OUT];
+    const REAL *W0 = params + first[FASTBP_FIELD_PARAM_AT];
+#pragma omp parallel num_threads(threads) if (!failed)
+    {
+        REAL *buffers = malloc(sizeof(REAL) * 2 * (size_t)chunk * widest);
+        unsigned char *mask = malloc(2 * (size_t)chunk * widest);
+        if (!buffers || !mask) failed = 1;
+#pragma omp for schedule(dynamic)
+        for (ptrdiff_t i = 0; i < n_chunks; ++i) {
+            if (!buffers || !mask || failed) continue;
+            const ptrdiff_t start = i * chunk;
+            const int rows = (int)(n_rows - start < chunk ? n_rows - start : chunk);
+            if (x->dense) /* op 0 as the layers run it */
+                FN(forward_ops)(program, 0, 1, params, (const REAL *)x->dense + start * k0, rows, buffers, mask, out_at);
+            else
+                FN(spans_times)(x->indptr + start, x->indptr + start + 1, rows, x->indices, x->values, W0,
+                                W0 + (ptrdiff_t)k0 * m0, buffers + out_at[0], m0);
+            const REAL *logits = FN(forward_ops)(program, 1, n_ops - 1, params, buffers + out_at[0], rows, buffers, mask,
+                                                 out_at);
+            for (int r = 0; r < rows; ++r) {
+                int best = 0;
+                for (int j = 1; j < c; ++j)
+                    if (logits[(ptrdiff_t)r * c + j] > logits[(ptrdiff_t)r * c + best]) best = j;
+                labels[start + r] = best;
+            }
+        }
+        free(buffers);
+        free(mask);
+    }
+    free(out_at);
+    return failed ? -1 : 0;
+}
+
+#undef FIELD

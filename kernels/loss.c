@@ -1,0 +1,7 @@
+/* Loss layers: softmax with cross-entropy (one pass per row), and half the squared error. */
+#include <math.h>
+
+#include "kernels.h"
+
+#define FASTBP_TEMPLATE "loss_impl.h"
+#include "each_real.h"

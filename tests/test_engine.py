@@ -1,0 +1,232 @@
+"""The engine (fastbp/engine.py): every backend's train_steps and predict_labels against the
+reference's, on dense and mostly-zero inputs, every activation and update rule, any thread
+count; and the contract the Python and C sides share."""
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import backends, engine
+
+
+def mostly_zeros(rng, shape, dtype, zero_fraction=0.8):
+    """Inputs like MNIST's: most entries exactly zero, so the native backend takes its compact-rows path."""
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < zero_fraction] = 0
+    x[1] = 0  # a row with no nonzero at all
+    return x
+
+
+# first-layer widths: two whole vectors; more than one register block with a partial vector; narrower than a vector
+SIZES = {"20-16-12-5": [20, 16, 12, 5], "30-75-7": [30, 75, 7], "9-3-4": [9, 3, 4]}
+
+
+def train_both(backend, x, sizes, batches, activation="relu", optimizer="sgd", seed=0):
+    """train_steps and predict_labels on the reference and on `backend`, from the same start."""
+    rng = np.random.default_rng(seed)
+    n_params = engine.parameter_count(sizes)
+    program = engine.mlp_program(sizes, activation)
+    start = (rng.standard_normal(n_params) * 0.3).astype(x.dtype)
+    labels = rng.integers(0, sizes[-1], x.shape[0])
+    hyper = engine.hyper_vector(x.dtype, 0.05, 0.9, 0.999, 1e-7)
+    results = {}
+    for name in ("reference", backend):
+        ops = backends.get(name)
+        rows = ops.prepare_rows(x)
+        params, grads = start.copy(), np.zeros_like(start)
+        state, losses = np.zeros((2, n_params), x.dtype), np.zeros(len(batches))
+        done = ops.train_steps(rows, labels, batches, params, grads, program, engine.OPTIMIZERS[optimizer], hyper, state, 0,
+                               losses)
+        results[name] = (done, params, losses, ops.predict_labels(rows, params, program))
+    return results["reference"], results[backend]
+
+
+def assert_same_training(expected, actual, n_steps, dtype):
+    (done_ref, p_ref, l_ref, y_ref), (done, p, losses, y) = expected, actual
+    assert done == done_ref == n_steps
+    # float32: 30 steps of rounding, amplified by Adam's division by sqrt(v)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(p, p_ref, rtol=tol, atol=tol * np.abs(p_ref).max())
+    np.testing.assert_allclose(losses, l_ref, rtol=tol)
+    assert np.mean(y != y_ref) <= (0 if dtype == np.float64 else 0.01)  # float32: a near tie may flip
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
+@pytest.mark.parametrize("layout", list(SIZES))
+def test_train_steps_matches_reference(backend, dtype, activation, optimizer, inputs, layout, rng):
+    sizes = np.array(SIZES[layout])
+    shape = (200, sizes[0])
+    x = rng.standard_normal(shape).astype(dtype) if inputs == "dense" else mostly_zeros(rng, shape, dtype)
+    batches = rng.integers(0, 200, (30, 8))
+    batches[0, :2] = 1  # the all-zero row
+    expected, actual = train_both(backend, x, sizes, batches, activation, optimizer)
+    assert_same_training(expected, actual, 30, dtype)
+
+
+@pytest.fixture
+def native_threads():
+    """Sets the native backend's OpenMP threads for one test, then restores them."""
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp import _native
+
+    before = _native.openmp()
+    if before == 0:
+        pytest.skip("the native backend is built without OpenMP")
+    yield _native.set_num_threads
+    _native.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_native_compact_training_on_any_thread_count(native_threads, threads, optimizer, rng):
+    """The compact step splits the first layer's columns between threads (more threads than
+    cores here too, and 5 threads on 9 columns leaves some ranges nearly empty)."""
+    native_threads(threads)
+    for layout in ("20-16-12-5", "9-3-4"):
+        sizes = np.array(SIZES[layout])
+        x = mostly_zeros(rng, (200, sizes[0]), np.float64)
+        batches = rng.integers(0, 200, (30, 8))
+        expected, actual = train_both("native", x, sizes, batches, "relu", optimizer)
+        assert_same_training(expected, actual, 30, np.float64)
+
+
+@pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
+def test_native_training_with_a_large_later_layer(native_threads, inputs, rng):
+    """A later layer above FASTBP_OWN_PRODUCT weights (40 x 900) goes to BLAS, and the compact
+    step then stays on one thread, where BLAS's own threads cannot fight it."""
+    native_threads(2)
+    sizes = np.array([12, 40, 900, 3])
+    x = rng.standard_normal((100, 12)) if inputs == "dense" else mostly_zeros(rng, (100, 12), np.float64)
+    batches = rng.integers(0, 100, (10, 16))
+    for optimizer in ("sgd", "adam"):
+        expected, actual = train_both("native", x, sizes, batches, "sigmoid", optimizer)
+        assert_same_training(expected, actual, 10, np.float64)
+
+
+def test_native_compact_training_on_very_wide_rows(native_threads, rng):
+    """Column ranges times the batch above FASTBP_BUCKET_ENTRIES (4M): the step counts each
+    column's entries and packs them instead of giving every column a bucket of batch places."""
+    native_threads(2)
+    n_rows, k, batch = 240, 45000, 200  # each of 2 ranges: about 22500 columns x 200 places
+    x = np.zeros((n_rows, k), np.float32)
+    where = rng.integers(0, k, (n_rows, 40))
+    x[np.arange(n_rows)[:, None], where] = rng.standard_normal((n_rows, 40)).astype(np.float32)
+    batches = rng.integers(0, n_rows, (3, batch))
+    expected, actual = train_both("native", x, np.array([k, 12, 3]), batches)
+    assert_same_training(expected, actual, 3, np.float32)
+
+
+def test_native_keeps_mostly_zero_sets_as_compact_rows(rng):
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp.backends import native
+
+    sparse = mostly_zeros(rng, (50, 30), np.float32)
+    rows = native.prepare_rows(sparse)
+    assert isinstance(rows, native.CompactRows)
+    assert rows.shape == (50, 30) and rows.nnz == np.count_nonzero(sparse)
+    assert f"density={np.count_nonzero(sparse) / sparse.size:.3f}" in repr(rows)
+    dense = rng.standard_normal((50, 30))
+    assert native.prepare_rows(dense) is dense  # dense sets stay as they are: BLAS is faster on them
+    with pytest.raises(native.TooDense, match="1.000 of the entries are nonzero, more than max_density 0.4"):
+        native.CompactRows(dense, max_density=0.4)
+    empty = np.zeros((0, 30))
+    assert native.prepare_rows(empty) is empty
+    # the threshold: 100 entries, as many nonzero as allowed, then one more
+    edge = np.zeros((10, 10))
+    edge.flat[: int(native.COMPACT_MAX_DENSITY * 100)] = 1.0
+    assert isinstance(native.prepare_rows(edge), native.CompactRows)
+    edge.flat[int(native.COMPACT_MAX_DENSITY * 100)] = 1.0
+    assert native.prepare_rows(edge) is edge
+
+
+def test_compact_rows_keep_nan_and_inf(rng):
+    """NaN != 0, so a NaN pixel is kept, and the loss it poisons stops training as on dense rows."""
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp.backends import native
+
+    sizes = np.array([10, 8, 2])
+    x = mostly_zeros(rng, (6, 10), np.float64)
+    x[3, 4] = np.nan
+    params = np.full(engine.parameter_count(sizes), 0.1)
+    losses = np.zeros(3)
+    rows = native.prepare_rows(x)
+    assert isinstance(rows, native.CompactRows)
+    done = native.train_steps(rows, np.zeros(6, np.int64), np.array([[0, 2], [3, 5], [0, 1]]), params,
+                              np.zeros_like(params), engine.mlp_program(sizes, "relu"), engine.SGD,
+                              engine.hyper_vector(np.float64, 0.1), np.zeros((2, params.size)), 0, losses)
+    assert done == 1 and np.isfinite(params).all()
+
+
+def test_train_steps_stops_before_applying_a_non_finite_step(backend):
+    sizes = np.array([3, 4, 2])
+    params = np.ones(engine.parameter_count(sizes))
+    x = np.ones((4, 3))
+    x[2, 1] = np.inf  # sample 2 poisons the loss
+    batches = np.array([[0, 0], [2, 3], [0, 1]])  # step 0: one sample twice, so its gradient cannot cancel
+    losses = np.zeros(3)
+    before = params.copy()
+    done = backends.get(backend).train_steps(x, np.array([0, 1, 0, 1]), batches, params, np.zeros_like(params),
+                                             engine.mlp_program(sizes, "relu"), engine.SGD,
+                                             engine.hyper_vector(np.float64, 0.1), np.zeros((2, params.size)), 0, losses)
+    assert done == 1  # step 0 ran, step 1 hit the inf, step 2 never ran
+    assert np.isfinite(params).all() and not np.array_equal(params, before)
+
+
+def test_the_native_engine_numbers_ops_as_fastbp_engine_does():
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp import _native
+
+    constants = _native.constants()
+    assert constants["OP_FIELDS"] == engine.OP_FIELDS and constants["ADAM"] == engine.ADAM
+    engine.check_native(constants)
+    with pytest.raises(ImportError, match=r"'RELU': \(7, 1\).*rebuild it"):
+        engine.check_native(constants | {"RELU": 7})
+
+
+@pytest.mark.parametrize("t", [1, 2, 10, 1000])
+def test_adams_step_size_is_the_same_in_python_and_c(t):
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp import _native
+
+    python = engine.adam_step_size(0.001, 0.9, 0.999, t)
+    assert _native.adam_step_size(0.001, 0.9, 0.999, t) == pytest.approx(python, rel=4 * np.finfo(float).eps)
+    assert python == pytest.approx(0.001 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t), rel=1e-15)
+
+
+def test_an_mlp_program_lays_its_parameters_out_as_the_network_does():
+    program = engine.mlp_program([6, 5, 4, 3], "sigmoid")
+    codes = program[:, engine.FIELD_CODE].tolist()
+    assert codes == [engine.AFFINE, engine.SIGMOID, engine.AFFINE, engine.SIGMOID, engine.AFFINE, engine.SOFTMAX_LOSS]
+    flat = np.arange(engine.parameter_count([6, 5, 4, 3]), dtype=np.float64)
+    for (W, b), op in zip(engine.layer_views(flat, [6, 5, 4, 3]), program[::2]):
+        assert W.base is flat and W[0, 0] == op[engine.FIELD_PARAM_AT] and W.shape == tuple(op[[2, 3]])
+        assert b[0] == op[engine.FIELD_PARAM_AT] + W.size
+
+
+def test_the_native_engine_refuses_a_malformed_program():
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp import _native
+
+    sizes = [3, 4, 2]
+    params = np.zeros(engine.parameter_count(sizes))
+    good = engine.mlp_program(sizes, "relu")
+
+    def predict(program):
+        _native.predict_labels(np.zeros((2, 3)), 2, params, program, 16, np.zeros(2, np.int64))
+
+    predict(good)
+    for change, match in (((0, engine.FIELD_PARAM_AT, 20), "parameters outside"), ((1, engine.FIELD_IN, 5), "input is not"),
+                          ((3, engine.FIELD_CODE, engine.RELU), "end with the loss"), ((1, engine.FIELD_CODE, 9), "unknown op"),
+                          ((2, engine.FIELD_OUT, 0), "size outside")):
+        bad = good.copy()
+        bad[change[:2]] = change[2]
+        with pytest.raises(ValueError, match=match):
+            predict(bad)
