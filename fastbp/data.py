@@ -7,7 +7,8 @@ or variable) must hold the files: a typo there is an error, not a silent 50 MB d
 
 Every file is checked on load: its IDX magic number, its dimensions, its size, and (unless
 ``verify=False``, for other data in IDX format) the SHA-256 of its decompressed bytes.
-Files may be gzipped (``.gz``) or raw.
+Files may be gzipped (``.gz``) or raw. A verified load keeps a decoded copy in the user cache
+(fastbp/decoded.py), from which the next load of the same files takes milliseconds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from . import decoded
 from ._system import require_memory
 
 # name -> (SHA-256 of the decompressed file, shape)
@@ -272,28 +274,41 @@ def load_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool
     (else (N, 1, 28, 28)). one_hot_label: labels as (N, 10) float32 one-hot rows (else uint8).
     """
     directory = find_mnist(data_dir, download)
-    arrays = {}
-    for name, (sha, shape) in MNIST_FILES.items():
-        arrays[name] = read_idx(_file_in(directory, name), sha256=sha if verify else None,
-                                shape=shape if verify else None)
-    for split in ("train", "t10k"):  # checked by the checksums when verified; by structure always
-        _check_pair(directory, f"{split}-images-idx3-ubyte", arrays[f"{split}-images-idx3-ubyte"],
-                    f"{split}-labels-idx1-ubyte", arrays[f"{split}-labels-idx1-ubyte"])
+    sources = {name: _file_in(directory, name) for name in MNIST_FILES}
+    arrays = decoded.load(sources, CHECKSUMS) if verify else None  # the verified copy of an earlier load
+    if arrays is None:
+        arrays = {name: read_idx(sources[name], sha256=sha if verify else None, shape=shape if verify else None)
+                  for name, (sha, shape) in MNIST_FILES.items()}
+        for split in ("train", "t10k"):  # checked by the checksums when verified; by structure always
+            _check_pair(directory, f"{split}-images-idx3-ubyte", arrays[f"{split}-images-idx3-ubyte"],
+                        f"{split}-labels-idx1-ubyte", arrays[f"{split}-labels-idx1-ubyte"])
+        if verify:
+            for name in IMAGES:
+                arrays[name + NORMALIZED] = _normalized(arrays[name])
+            decoded.store(sources, CHECKSUMS, arrays)
 
     def images(name):
         x = arrays[name]
-        x = x.reshape(x.shape[0], -1) if flatten else x.reshape(x.shape[0], 1, *x.shape[1:])
-        if not normalize:
-            return x.copy()
-        pixels = x.astype(np.float32)
-        pixels /= 255.0  # in place: the float images exist once (188 MB for the training set)
-        return pixels
+        if normalize:
+            x = arrays[name + NORMALIZED] if name + NORMALIZED in arrays else _normalized(x)
+        return x.reshape(x.shape[0], -1) if flatten else x.reshape(x.shape[0], 1, *arrays[name].shape[1:])
 
     def labels(name):
         t = arrays[name]
-        return np.eye(CLASSES, dtype=np.float32)[t] if one_hot_label else t.copy()
+        return np.eye(CLASSES, dtype=np.float32)[t] if one_hot_label else np.array(t)
 
     return (images("train-images-idx3-ubyte"), labels("train-labels-idx1-ubyte")), (
         images("t10k-images-idx3-ubyte"),
         labels("t10k-labels-idx1-ubyte"),
     )
+
+
+IMAGES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
+NORMALIZED = ".f32"  # the decoded copy's name for an image file's pixels as float32 in [0, 1]
+
+
+def _normalized(pixels: np.ndarray) -> np.ndarray:
+    """uint8 images (N, rows, cols) as float32 in [0, 1], (N, rows * cols)."""
+    x = pixels.reshape(pixels.shape[0], -1).astype(np.float32)
+    x /= 255.0  # in place: the float images exist once (188 MB for the training set)
+    return x

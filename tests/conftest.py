@@ -26,6 +26,15 @@ BACKENDS = fastbp.available_backends()
 DTYPES = [np.float64, np.float32]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_writes_to_the_users_cache(tmp_path_factory):
+    """The suite's downloads and decoded MNIST copies go to a folder of its own, not ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param

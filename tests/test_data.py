@@ -247,3 +247,45 @@ def test_a_cache_under_a_file_says_where_to_put_the_files(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(DataError, match=rf"cannot write the MNIST cache {blocker / 'mnist'}.*set FASTBP_DATA"):
         download_mnist(blocker / "mnist", mirrors=["http://127.0.0.1:9/"], timeout=2)
+
+
+@pytest.fixture
+def verified_tiny(tmp_path, monkeypatch):
+    """A tiny MNIST that verifies: its own checksums and shapes stand in for MNIST's."""
+    raw = write_tiny_mnist(tmp_path / "tiny")
+    files = {name: (hashlib.sha256(content).hexdigest(), tuple(int.from_bytes(content[4 + 4 * i:8 + 4 * i], "big")
+                                                             for i in range(content[3])))
+             for name, content in raw.items()}
+    monkeypatch.setattr(data, "MNIST_FILES", files)
+    monkeypatch.setattr(data, "CHECKSUMS", {name: sha for name, (sha, _) in files.items()})
+    return tmp_path / "tiny"
+
+
+def test_a_verified_load_keeps_a_decoded_copy_that_the_next_load_reads(verified_tiny, monkeypatch):
+    (x, t), (xt, tt) = load_mnist(data_dir=verified_tiny)
+    monkeypatch.setattr(data, "read_idx", lambda *a, **k: pytest.fail("the decoded copy was not used"))
+    for normalize, flatten, one_hot in ((True, True, False), (False, False, True)):
+        (x2, t2), (xt2, tt2) = load_mnist(data_dir=verified_tiny, normalize=normalize, flatten=flatten,
+                                           one_hot_label=one_hot)
+        expected = x if normalize else np.round(x * 255).astype(np.uint8)
+        np.testing.assert_array_equal(x2.reshape(x.shape), expected)
+        assert x2.shape == ((6, 784) if flatten else (6, 1, 28, 28)) and x2.dtype == (np.float32 if normalize else np.uint8)
+        np.testing.assert_array_equal(np.argmax(t2, axis=1) if one_hot else t2, t)
+    x2[0, 0, 0, 0] = 7  # copy-on-write: the arrays are the caller's, the files stay as they were
+    (x3, _), _ = load_mnist(data_dir=verified_tiny, normalize=False, flatten=False)
+    assert x3[0, 0, 0, 0] == np.round(x[0, 0] * 255)
+
+
+def test_a_changed_source_file_is_verified_again(verified_tiny):
+    load_mnist(data_dir=verified_tiny)
+    labels = verified_tiny / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(np.array([9, 9, 9, 9, 9, 9]))))  # other content, same shape
+    with pytest.raises(DataError, match="wrong checksum"):
+        load_mnist(data_dir=verified_tiny)
+
+
+def test_unverified_loads_keep_no_copy(tmp_path):
+    write_tiny_mnist(tmp_path / "tiny")
+    load_mnist(data_dir=tmp_path / "tiny", verify=False)
+    sources = {name: data._file_in(tmp_path / "tiny", name) for name in data.MNIST_FILES}
+    assert not data.decoded._folder_for(sources).exists()

@@ -101,7 +101,13 @@ def _default_name() -> str:
         except (ValueError, BackendUnavailable) as exc:
             raise BackendUnavailable(f"FASTBP_BACKEND={requested!r}: {exc}") from exc
         return requested
-    return available()[0]
+    for name in KNOWN:  # the first that loads: the others are not imported (numba takes a second)
+        try:
+            _load(name)
+            return name
+        except BackendUnavailable:
+            continue
+    raise BackendUnavailable(f"no backend loads here: {unavailable()}")
 
 
 def current() -> str:

@@ -1,0 +1,146 @@
+"""Drop-in: the book's own code with fastbp's layers and optimizers in place of its own, against
+the book's NumPy, side by side, each variant in a fresh process, rounds taken in turn (A B A B).
+
+Two kinds of measurement:
+
+  steps     the book's TwoLayerNet (ch05/two_layer_net.py: float64 weights, float32 MNIST images,
+            one-hot labels) forward + backward (network.gradient) at batch 1, 3 and 100, and its
+            SGD update; median microseconds per step in a process that imports one or the other
+  scripts   whole processes of the book's scripts through ../shared/dlfs/run_with_fastbp.sh
+            (ch05 gradient_check.py, train_neuralnet.py, ...): wall seconds
+
+    python benchmarks/dropin.py                          # both, 3 rounds, table to stdout
+    python benchmarks/dropin.py --only steps --rounds 5
+    python benchmarks/dropin.py --scripts ch05/gradient_check.py ch07/gradient_check.py
+
+Ratios are the book's time over fastbp's (above 1: fastbp is faster), the median of the rounds'
+ratios, with their range. Needs ../shared/dlfs beside the checkout and MNIST in FASTBP_DATA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BOOK = HERE.parent.parent / "shared" / "dlfs"
+BATCHES = (1, 3, 100)
+DEFAULT_SCRIPTS = ("ch05/gradient_check.py", "ch05/train_neuralnet.py")
+
+# Runs in the child: the book's TwoLayerNet from a copy of the book whose common/layers.py is
+# either the book's or fastbp's; prints {batch: median us per gradient+update}.
+STEP_CHILD = r"""
+import json, os, sys, time
+import numpy as np
+sys.path.insert(0, os.getcwd()); sys.path.insert(0, os.path.join(os.getcwd(), "ch05"))
+from two_layer_net import TwoLayerNet
+from fastbp.data import load_mnist
+(x, t), _ = load_mnist(one_hot_label=True)
+np.random.seed(0)
+net = TwoLayerNet(784, 50, 10)
+result = {}
+for batch in json.loads(sys.argv[1]):
+    idx = np.random.choice(60000, (400, batch))
+    times = []
+    for i in range(400):
+        xb, tb = x[idx[i]], t[idx[i]]
+        start = time.perf_counter()
+        grads = net.gradient(xb, tb)
+        for key in ("W1", "b1", "W2", "b2"):
+            net.params[key] -= 0.1 * grads[key]
+        times.append(time.perf_counter() - start)
+    kept = sorted(times[50:])  # the first 50 warm caches and thread pools
+    result[batch] = kept[len(kept) // 2] * 1e6
+print(json.dumps(result))
+"""
+
+
+def book_copy(variant: str) -> Path:
+    """A temporary copy of the book; for 'fastbp', common/layers.py and common/optimizer.py import fastbp's."""
+    work = Path(tempfile.mkdtemp(prefix=f"dlfs-{variant}-"))
+    for part in ("common", "dataset", "ch05"):
+        shutil.copytree(BOOK / part, work / part)
+    if variant == "fastbp":
+        (work / "common" / "layers.py").write_text("from fastbp.layers import *  # noqa: F401,F403\n")
+        (work / "common" / "optimizer.py").write_text("from fastbp.optim import *  # noqa: F401,F403\n")
+    return work
+
+
+def steps(variant: str) -> dict:
+    work = book_copy(variant)
+    try:
+        out = subprocess.run([sys.executable, "-c", STEP_CHILD, json.dumps(list(BATCHES))], cwd=work, check=True,
+                             capture_output=True, text=True).stdout
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+
+
+def script_seconds(script: str, variant: str) -> float:
+    command = [str(BOOK / "run_with_fastbp.sh"), *(["--original"] if variant == "book" else []), script]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, env=os.environ | {"PYTHON": sys.executable})
+    return time.perf_counter() - start
+
+
+def ratio_summary(book: list[float], fast: list[float]) -> str:
+    ratios = [b / f for b, f in zip(book, fast)]
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="times each variant runs, in turn (default: 3)")
+    parser.add_argument("--only", choices=["steps", "scripts"], default=None, help="one kind of measurement")
+    parser.add_argument("--scripts", nargs="+", default=list(DEFAULT_SCRIPTS), metavar="CH/SCRIPT.py",
+                        help=f"the book's scripts to time whole (default: {' '.join(DEFAULT_SCRIPTS)})")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if not BOOK.is_dir():
+        parser.error(f"the book's code is not at {BOOK}")
+    if not os.environ.get("FASTBP_DATA"):
+        parser.error("set FASTBP_DATA to the MNIST folder")
+    sys.path.insert(0, str(HERE))
+    from machine import describe
+
+    print(describe())
+    print(f"Rounds: {args.rounds}, variants in turn; ratios: the book's time / fastbp's, median (range)\n")
+    if args.only in (None, "steps"):
+        runs = {"book": [], "fastbp": []}
+        for r in range(args.rounds):
+            for variant in runs:
+                print(f"steps: {variant} (round {r + 1} of {args.rounds}) ...", file=sys.stderr)
+                runs[variant].append(steps(variant))
+        print("| the book's TwoLayerNet: gradient + SGD update | book's layers, us | fastbp's layers, us | speed-up |")
+        print("|---|---:|---:|---:|")
+        for batch in BATCHES:
+            book = [run[batch] for run in runs["book"]]
+            fast = [run[batch] for run in runs["fastbp"]]
+            print(f"| batch {batch} | {statistics.median(book):.0f} | {statistics.median(fast):.0f} | "
+                  f"{ratio_summary(book, fast)} |")
+        print()
+    if args.only in (None, "scripts"):
+        print("| the book's script, whole process | book's layers, s | fastbp's layers, s | speed-up |")
+        print("|---|---:|---:|---:|")
+        for script in args.scripts:
+            times = {"book": [], "fastbp": []}
+            for r in range(args.rounds):
+                for variant in times:
+                    print(f"{script}: {variant} (round {r + 1} of {args.rounds}) ...", file=sys.stderr)
+                    times[variant].append(script_seconds(script, variant))
+            print(f"| {script} | {statistics.median(times['book']):.2f} | {statistics.median(times['fastbp']):.2f} | "
+                  f"{ratio_summary(times['book'], times['fastbp'])} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
