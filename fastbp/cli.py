@@ -356,7 +356,7 @@ def cmd_info(args) -> int:
 
         omp = _native.openmp()
         print(f"native      OpenMP {'with ' + str(omp) + ' threads' if omp else 'not available: single-threaded'}; "
-              f"BLAS: SciPy's")
+              f"BLAS: {_native.blas()}")
     print(f"numba cache {os.environ.get('NUMBA_CACHE_DIR') or '__pycache__ beside the package'}")
     print(f"MNIST       {os.environ.get('FASTBP_DATA') or 'FASTBP_DATA not set (user cache or download)'}")
     return 0

@@ -1,8 +1,7 @@
 /* The affine layer for one floating type (each_real.h): out = x W + b, x (n, k), W (k, m). */
 
-/* kernels.h's rule: weights small enough for the row loops, or a few rows of a small product */
+/* kernels.h's rule: weights small enough for the row loops */
 static int FN(own_weights)(int k, int m) { return (ptrdiff_t)k * m <= FASTBP_OWN_PRODUCT; }
-static int FN(few_rows)(int n, int k, int m) { return n <= FASTBP_FEW_ROWS && (double)n * k * m < FASTBP_SMALL_PRODUCT; }
 
 /* Whether forward and backward, asked to stay, stay off BLAS (and so on the calling thread). */
 int FN(affine_on_calling_thread)(int n, int k, int m)
@@ -16,7 +15,7 @@ ptrdiff_t FN(affine_scratch)(int n, int k, int m) { return FN(own_weights)(k, m)
 
 void FN(affine_forward)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m, int stay)
 {
-    if ((stay && FN(own_weights)(k, m)) || FN(few_rows)(n, k, m)) {
+    if ((stay && FN(own_weights)(k, m)) || n <= FASTBP_FEW_ROWS) {
         FN(dense_times)(x, n, k, W, b, out, m); /* bias added in the registers */
         return;
     }
@@ -38,19 +37,6 @@ static void FN(transpose)(const REAL *a, REAL *at, int rows, int cols)
         for (int j = 0; j < cols; ++j) at[(ptrdiff_t)j * rows + i] = a[(ptrdiff_t)i * cols + j];
 }
 
-/* dW = x^T d as outer products of the rows (a few rows: no transposed copy of anything) */
-FASTBP_SIMD static void FN(outer_products)(const REAL *x, const REAL *d, REAL *dW, int n, int k, int m)
-{
-    for (ptrdiff_t e = 0; e < (ptrdiff_t)k * m; ++e) dW[e] = 0;
-    for (int i = 0; i < n; ++i)
-        for (int c = 0; c < k; ++c) {
-            const REAL v = x[(ptrdiff_t)i * k + c];
-            const REAL *di = d + (ptrdiff_t)i * m;
-            REAL *g = dW + (ptrdiff_t)c * m;
-            for (int j = 0; j < m; ++j) g[j] += v * di[j];
-        }
-}
-
 int FN(affine_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
                         int m, REAL *scratch, int stay)
 {
@@ -65,10 +51,9 @@ int FN(affine_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx
         FN(transpose)(x, spare, n, k);
         FN(dense_times)(spare, k, n, dout, NULL, dW, m);
         free(mine);
-    } else if (FN(few_rows)(n, k, m) && !dx) {
-        FN(outer_products)(x, dout, dW, n, k, m);
-    } else { /* with dx, BLAS measured as fast as the loops for a few rows */
-        if (dx) GEMM(0, 1, n, k, m, (REAL)1, dout, W, (REAL)0, dx);
+    } else {
+        if (dx && n <= FASTBP_FEW_ROWS_DX) FN(times_transposed)(dout, n, m, W, k, dx); /* each W row read once */
+        else if (dx) GEMM(0, 1, n, k, m, (REAL)1, dout, W, (REAL)0, dx);
         GEMM(1, 0, k, m, n, (REAL)1, x, dout, (REAL)0, dW);
     }
     FN(column_sums)(dout, db, n, m);

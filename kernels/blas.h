@@ -1,13 +1,16 @@
-/* Matrix products through the BLAS that SciPy ships (the one numba's np.dot uses as well).
- *
- * module.c hands over the addresses of SciPy's sgemm/dgemm (from the capsules in
- * scipy.linalg.cython_blas) once, when the module loads; no BLAS is needed to build the extension.
+/* Matrix products through a BLAS that is already in the process, found when the module loads:
+ * NumPy's own OpenBLAS (the scipy-openblas64 library NumPy's wheels carry, 64-bit integers),
+ * so that fastbp's products and the book's np.dot share one BLAS and one pool of threads, and
+ * run on NumPy's newer build (measured faster at the layers' shapes); else SciPy's, from
+ * scipy.linalg.cython_blas. No BLAS is needed to build the extension.
  */
 #ifndef FASTBP_BLAS_H
 #define FASTBP_BLAS_H
 
-/* sgemm and dgemm, as Fortran BLAS functions */
-void fastbp_set_blas(void *sgemm, void *dgemm);
+#include <stdint.h>
+
+/* sgemm and dgemm as Fortran BLAS functions taking int (LP64) or int64_t (ILP64) sizes */
+void fastbp_set_blas(void *sgemm, void *dgemm, int ilp64);
 
 /* Row-major C (m x n) = alpha * op(A) op(B) + beta * C, op(X) = X or X^T; A, B, C C-contiguous. */
 void fastbp_gemm_f32(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, const float *b,

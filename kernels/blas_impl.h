@@ -1,9 +1,12 @@
 /* A row-major product on the Fortran gemm of one floating type (each_real.h). */
 
-typedef void (*FN(fortran_gemm))(const char *transa, const char *transb, const int *m, const int *n, const int *k,
-                                 const REAL *alpha, const REAL *a, const int *lda, const REAL *b, const int *ldb,
-                                 const REAL *beta, REAL *c, const int *ldc);
-static FN(fortran_gemm) FN(blas_gemm);
+typedef void (*FN(gemm32))(const char *transa, const char *transb, const int *m, const int *n, const int *k,
+                           const REAL *alpha, const REAL *a, const int *lda, const REAL *b, const int *ldb,
+                           const REAL *beta, REAL *c, const int *ldc);
+typedef void (*FN(gemm64))(const char *transa, const char *transb, const int64_t *m, const int64_t *n, const int64_t *k,
+                           const REAL *alpha, const REAL *a, const int64_t *lda, const REAL *b, const int64_t *ldb,
+                           const REAL *beta, REAL *c, const int64_t *ldc);
+static void *FN(blas_gemm);
 
 /* A row-major C = A B is, read column-major, C^T = B^T A^T: the operands swap places and the
  * leading dimensions are the row lengths. */
@@ -15,5 +18,10 @@ void FN(gemm)(int trans_a, int trans_b, int m, int n, int k, REAL alpha, const R
     const int lda = trans_a ? m : k; /* row length of A as stored */
     const int ldb = trans_b ? k : n;
     const int ldc = n;
-    FN(blas_gemm)(&tb, &ta, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
+    if (ilp64) {
+        const int64_t M = m, N = n, K = k, LDA = lda, LDB = ldb, LDC = ldc;
+        ((FN(gemm64))FN(blas_gemm))(&tb, &ta, &N, &M, &K, &alpha, b, &LDB, a, &LDA, &beta, c, &LDC);
+    } else {
+        ((FN(gemm32))FN(blas_gemm))(&tb, &ta, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
+    }
 }

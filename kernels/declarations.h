@@ -33,6 +33,8 @@ void FN(optimizer_step)(int code, REAL *param, const REAL *grad, REAL *m, REAL *
 void FN(spans_times)(const int64_t *begin, const int64_t *end, int n, const int32_t *indices, const REAL *values,
                      const REAL *M, const REAL *start, REAL *out, int m);
 void FN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out, int m);
+/* out = a B^T (a (n, m), B (k, m)), for a few rows */
+void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out);
 void FN(count_nonzeros)(const REAL *x, int64_t n, int64_t k, int64_t *indptr);
 void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr, int32_t *indices, REAL *values);
 

@@ -46,15 +46,17 @@
 
 /* The one rule for when a product runs on fastbp's own row loops (rows.c) instead of BLAS, for
  * the layers and the engine alike (affine_impl.h):
- *   - a few rows (at most FASTBP_FEW_ROWS) of fewer than FASTBP_SMALL_PRODUCT multiply-adds:
- *     BLAS's call overhead dominates (1x784x50 float32: 30 us by BLAS, 7 us by the loop);
+ *   - a few rows: the forward product for at most FASTBP_FEW_ROWS rows, and dx = dout W^T for at
+ *     most FASTBP_FEW_ROWS_DX, where BLAS's call overhead and its few-row kernels lose (measured,
+ *     784x50 float64 on the 2-core machine: forward 1 row 6.7 us by the loop, 7.6 by NumPy's
+ *     BLAS; 3 rows 16.6 vs 31.4; 6 rows 31.6 vs 40.8; 8 rows 44.1 vs 29.9; dW stays with BLAS);
  *   - weights of at most FASTBP_OWN_PRODUCT entries (the later layers of an MLP, 50x10) when the
  *     caller asks to stay on its thread: the engine, whose OpenMP threads BLAS's own would fight.
  *     Asked from Python, one such call is faster by BLAS (100x50x10 float32 forward + backward:
  *     13 us by BLAS, 18 us by the loops and their transposed copies). */
 #define FASTBP_OWN_PRODUCT (1 << 15)
-#define FASTBP_FEW_ROWS 8
-#define FASTBP_SMALL_PRODUCT (1 << 16)
+#define FASTBP_FEW_ROWS 6
+#define FASTBP_FEW_ROWS_DX 3
 /* The fused compact step groups a batch's entries by column into buckets of one place per batch
  * row while all the buckets hold at most this many places (else it counts them first). */
 #define FASTBP_BUCKET_ENTRIES (1 << 22)

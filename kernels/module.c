@@ -18,6 +18,9 @@
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
+#if defined(__linux__) || defined(__APPLE__)
+#include <dlfcn.h>
+#endif
 
 #include "blas.h"
 #include "kernels.h" /* and omp.h, under OpenMP */
@@ -303,16 +306,57 @@ static void *blas_function(PyObject *table, const char *name, const char *real)
     return PyCapsule_GetPointer(capsule, signature);
 }
 
+static char blas_name[512] = "none";
+
+/* NumPy's own OpenBLAS: the scipy-openblas64 library its wheels carry in numpy.libs, already
+ * loaded by NumPy (never loaded anew here), with 64-bit integer sizes. 0 when found. */
+static int load_numpy_blas(void)
+{
+#if defined(__linux__) || defined(__APPLE__)
+    PyObject *globals = PyDict_New();
+    PyObject *done = globals ? PyRun_String(
+        "import glob, os, numpy\n"
+        "paths = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(numpy.__file__)), 'numpy.libs',\n"
+        "                                      'libscipy_openblas64_*.so')))\n",
+        Py_file_input, globals, globals) : NULL;
+    PyObject *paths = done ? PyDict_GetItemString(globals, "paths") : NULL; /* borrowed */
+    const char *path = paths && PyList_Check(paths) && PyList_GET_SIZE(paths) > 0 ? PyUnicode_AsUTF8(PyList_GET_ITEM(paths, 0)) : NULL;
+    void *library = path ? dlopen(path, RTLD_NOW | RTLD_NOLOAD) : NULL;
+    void *s = library ? dlsym(library, "scipy_sgemm_64_") : NULL, *d = library ? dlsym(library, "scipy_dgemm_64_") : NULL;
+    if (s && d) {
+        fastbp_set_blas(s, d, 1);
+        snprintf(blas_name, sizeof blas_name, "NumPy's OpenBLAS (%s)", path);
+    }
+    Py_XDECREF(done);
+    Py_XDECREF(globals);
+    PyErr_Clear(); /* not finding it is no error: SciPy's serves */
+    return s && d ? 0 : -1;
+#else
+    return -1;
+#endif
+}
+
+/* The BLAS of blas.h: NumPy's where found (unless FASTBP_BLAS=scipy), else SciPy's. */
 static int load_blas(void)
 {
+    const char *choice = getenv("FASTBP_BLAS");
+    if (!(choice && strcmp(choice, "scipy") == 0) && load_numpy_blas() == 0) return 0;
     PyObject *module = PyImport_ImportModule("scipy.linalg.cython_blas");
     PyObject *table = module ? PyObject_GetAttrString(module, "__pyx_capi__") : NULL;
     void *s = table ? blas_function(table, "sgemm", "_s *") : NULL, *d = s ? blas_function(table, "dgemm", "_d *") : NULL;
     Py_XDECREF(table);
     Py_XDECREF(module);
     if (!d) return -1;
-    fastbp_set_blas(s, d);
+    fastbp_set_blas(s, d, 0);
+    snprintf(blas_name, sizeof blas_name, "SciPy's OpenBLAS (scipy.linalg.cython_blas)");
     return 0;
+}
+
+static PyObject *blas(PyObject *self, PyObject *args)
+{
+    (void)self;
+    (void)args;
+    return PyUnicode_FromString(blas_name);
 }
 
 /* ---- compact rows: a C-owned, immutable CSR copy of a data set, made once --------------- */
@@ -645,6 +689,7 @@ static PyMethodDef native_methods[] = {
     {"set_parallel_min", set_parallel_min, METH_VARARGS, "set_parallel_min(n): thread elementwise loops of n elements or more."},
     {"set_num_threads", set_num_threads, METH_VARARGS, "set_num_threads(n): OpenMP threads of the elementwise loops."},
     {"openmp", openmp, METH_NOARGS, "openmp() -> OpenMP threads available, or 0 when built without OpenMP."},
+    {"blas", blas, METH_NOARGS, "blas() -> which BLAS the products call."},
     {"constants", constants, METH_NOARGS, "constants() -> the engine's op, field, update-rule and hyper-vector numbers."},
     {"adam_step_size", adam_step_size, METH_VARARGS, "adam_step_size(lr, beta1, beta2, t): the C formula, for the tests."},
     {"compact_rows", compact_rows, METH_VARARGS,

@@ -19,6 +19,11 @@ void FN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *sta
     ON_BEST_ISA(dense_times, (x, n, k, M, start, out, m));
 }
 
+void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out)
+{
+    ON_BEST_ISA(times_transposed, (a, n, m, B, k, out));
+}
+
 #undef ON_BEST_ISA
 
 /* indptr[i + 1] - indptr[i] = the number of nonzeros of row i (NaN counts as nonzero), row by row

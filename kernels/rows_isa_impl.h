@@ -96,6 +96,25 @@ TARGET static void CFN(dense_times)(const REAL *x, int n, int k, const REAL *M, 
         CFN(row_times)(indices, x + (ptrdiff_t)r * k, k, M, start, out + (ptrdiff_t)r * m, m);
 }
 
+/* out[i, c] = sum_j a[i, j] B[c, j] for a (n, m) and B (k, m): a times B^T without a transposed
+ * copy of B, each B row read once for all n rows (a few rows: an affine layer's dx). */
+TARGET static void CFN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out)
+{
+    for (int c = 0; c < k; ++c) {
+        const REAL *b = B + (ptrdiff_t)c * m;
+        for (int i = 0; i < n; ++i) {
+            const REAL *ai = a + (ptrdiff_t)i * m;
+            VEC acc = {0};
+            int j = 0;
+            for (; j + LANES <= m; j += LANES) acc += CFN(load)(ai + j) * CFN(load)(b + j);
+            REAL sum = 0;
+            for (int q = 0; q < LANES; ++q) sum += acc[q];
+            for (; j < m; ++j) sum += ai[j] * b[j];
+            out[(ptrdiff_t)i * k + c] = sum;
+        }
+    }
+}
+
 #undef CASES_1_TO_8
 #undef COLUMN
 #undef BLOCK

@@ -159,3 +159,22 @@ def test_native_blas_cannot_be_replaced_from_python():
 def test_native_thread_count_is_bounded():
     with pytest.raises(ValueError, match=r"at most \d+ threads on this machine"):
         _native.set_num_threads(10**6)
+
+
+def test_native_uses_numpys_blas_where_numpy_carries_one(tmp_path):
+    """NumPy's wheels carry an OpenBLAS (numpy.libs/libscipy_openblas64_*); the products use it, so
+    that fastbp and np.dot share one BLAS; FASTBP_BLAS=scipy chooses SciPy's (checked in a child)."""
+    import glob
+    import os
+    import subprocess
+    import sys
+
+    carried = glob.glob(os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs", "libscipy_openblas64_*"))
+    expected = "NumPy's OpenBLAS" if carried else "SciPy's OpenBLAS"
+    assert _native.blas().startswith(expected)
+    child = subprocess.run([sys.executable, "-c", "from fastbp import _native; print(_native.blas())"], text=True,
+                           capture_output=True, env=os.environ | {"FASTBP_BLAS": "scipy"}, cwd=tmp_path)
+    assert child.stdout.startswith("SciPy's OpenBLAS"), child.stderr
+    rng = np.random.default_rng(0)
+    x, W, b = rng.standard_normal((37, 19)), rng.standard_normal((19, 23)), rng.standard_normal(23)
+    np.testing.assert_allclose(native.affine_forward(x, W, b), x @ W + b, rtol=1e-12)
