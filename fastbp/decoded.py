@@ -49,7 +49,9 @@ def load(sources: dict, checksums: dict) -> dict | None:
         manifest = json.loads((folder / MANIFEST).read_text())
         if manifest != {"version": VERSION, "sources": _stats(sources), "checksums": checksums}:
             return None
-        return {path.stem: np.load(path, mmap_mode="c", allow_pickle=False) for path in folder.glob("*.npy")}
+        # plain ndarray views of the maps: np.memmap's own indexing runs Python code on every x[batch]
+        return {path.stem: np.load(path, mmap_mode="c", allow_pickle=False).view(np.ndarray)
+                for path in folder.glob("*.npy")}
     except (OSError, ValueError):
         return None
 

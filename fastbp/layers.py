@@ -90,11 +90,16 @@ class Layer:
 
     def __init__(self, backend: str | None = None):
         self.backend = backends.check_name(backend if backend is not None else self.default_backend)
+        self._ops = (None, None, None)  # (backend, generation, module) last resolved
 
     @property
     def ops(self):
-        """The backend module this layer calls (resolved at each call, so set_backend applies)."""
-        return backends.get(self.backend)
+        """The backend module this layer calls (set_backend applies at the next call)."""
+        backend, generation, module = self._ops
+        if backend != self.backend or generation != backends.generation:
+            module = backends.get(self.backend)
+            self._ops = (self.backend, backends.generation, module)
+        return module
 
     def _require_forward(self, attr: str) -> None:
         if getattr(self, attr) is None:

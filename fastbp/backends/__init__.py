@@ -53,6 +53,7 @@ class BackendUnavailable(RuntimeError):
 _loaded: dict[str, ModuleType] = {}
 _unavailable: dict[str, str] = {}
 _current: str | None = None
+generation = 0  # changes with the global backend: layers cache the module they resolved until then
 
 
 def _load(name: str) -> ModuleType:
@@ -132,9 +133,10 @@ def get(name: str | None = None) -> ModuleType:
 
 def set_backend(name: str) -> None:
     """Make ``name`` the global backend."""
-    global _current
+    global _current, generation
     _load(name)
     _current = name
+    generation += 1
 
 
 @contextlib.contextmanager
