@@ -1,6 +1,8 @@
-"""fastbp: the backpropagation layers of "Deep Learning from Scratch" chapter 5, with compiled kernels.
+"""fastbp: the layers and optimizers of "Deep Learning from Scratch" (chapters 5-8), with compiled kernels.
 
-    from fastbp import Affine, Relu, SoftmaxWithLoss      # drop-in for the seed's layers
+    from fastbp import Affine, Relu, SoftmaxWithLoss      # drop-in for the book's layers
+    from fastbp.layers import *                            # every layer, as the book's common/layers.py
+    from fastbp.optim import *                             # the six optimizers, as common/optimizer.py
     fastbp.set_backend("reference")                        # or "numba", "native"
     from fastbp.reference import Affine                    # pure NumPy, whatever the global choice
 """
@@ -8,16 +10,24 @@
 from .backends import BackendUnavailable, available as available_backends, current as get_backend
 from .backends import set_backend, use_backend
 from .gradcheck import GradientCheckReport, compare_gradients, gradient_check, numerical_gradient
-from .layers import AddLayer, Affine, IdentityWithLoss, Layer, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from .layers import (AddLayer, Affine, BatchNormalization, Convolution, Dropout, IdentityWithLoss, Layer, MulLayer,
+                     Pooling, Relu, Sigmoid, SoftmaxWithLoss)
 from .nets import MultiLayerNet, TwoLayerNet
-from .optim import SGD, Adam, Momentum
+from .optim import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaGrad",
     "Adam",
     "AddLayer",
     "Affine",
+    "BatchNormalization",
+    "Convolution",
+    "Dropout",
+    "Nesterov",
+    "Pooling",
+    "RMSprop",
     "BackendUnavailable",
     "GradientCheckReport",
     "IdentityWithLoss",

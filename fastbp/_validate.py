@@ -7,15 +7,23 @@ import math
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # what the compiled kernels take
 _FLOAT_CHARS = "fd"  # float32, float64: the one-character test is the fastest (every layer call makes it)
 
 
-def float_array(name: str, value) -> np.ndarray:
-    """``value`` as an ndarray of float32 or float64; a TypeError for anything else."""
+def kernel_dtype(dtype: np.dtype) -> bool:
+    """Whether the compiled kernels take ``dtype``; other floats (float16) go to the reference backend."""
+    return dtype.char in _FLOAT_CHARS
+
+
+def float_array(name: str, value, any_float: bool = False) -> np.ndarray:
+    """``value`` as an ndarray of float32 or float64 (with ``any_float``, of any floating dtype,
+    float16 included); a TypeError for anything else."""
     if type(value) is np.ndarray and value.dtype.char in _FLOAT_CHARS:
         return value  # the common case, without a call into NumPy
     arr = np.asarray(value)
+    if any_float and arr.dtype.kind == "f":
+        return arr
     if arr.dtype not in FLOAT_DTYPES:
         hint = ""
         if arr.dtype.kind in "biu":
@@ -123,6 +131,8 @@ def class_labels(t, n: int, classes: int) -> np.ndarray:
     Soft labels (rows that are not exactly one-hot) are refused rather than silently rounded.
     """
     t = np.asarray(t)
+    if t.ndim == 2 and t.shape == (n, 1) and t.dtype.kind in "iu" and classes != 1:
+        t = t.reshape(n)  # labels as a column (the book's ch07 gradient_check.py): its cross_entropy_error takes them
     if t.ndim == 1:
         if t.dtype.kind not in "iu":
             raise TypeError(
@@ -159,3 +169,57 @@ def class_labels(t, n: int, classes: int) -> np.ndarray:
     )
 
 
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def window_output(what: str, size: int, window: int, stride: int, pad: int, axis: str) -> int:
+    """Windows of ``window`` at ``stride`` over ``size`` padded by ``pad`` on both sides: their number,
+    or a ValueError when the window does not fit or the windows do not end at the edge."""
+    padded = size + 2 * pad
+    if window > padded:
+        raise ValueError(f"{what}: the {axis} {window} is larger than the padded input ({size} + 2 x pad {pad} = {padded})")
+    if (padded - window) % stride:
+        raise ValueError(
+            f"{what}: the output {axis} ({padded} - {window}) / stride {stride} + 1 = "
+            f"{(padded - window) / stride + 1:g} is not whole; change the stride, pad or window so that it is"
+        )
+    return (padded - window) // stride + 1
+
+
+def image_batch(name: str, x: np.ndarray) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be a batch of images (N, C, H, W), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one image, got shape {x.shape}")
+
+
+def conv_operands(x: np.ndarray, W, b, stride, pad) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Check a convolution's filters against its input; returns (W, b, out_h, out_w)."""
+    image_batch("x", x)
+    W = float_array("W", W, any_float=True)
+    if W.ndim != 4:
+        raise ValueError(f"W must be 4-D (filters FN, channels C, height FH, width FW), got shape {W.shape}")
+    if np.ndim(b) == 0 and np.asarray(b).dtype.kind in "biuf":  # one bias for every filter: broadcast, as the book's +
+        b = np.full(W.shape[0], b, dtype=np.result_type(W.dtype, b))
+    elif isinstance(b, np.ndarray) and b.dtype.kind in "iu":
+        b = b.astype(np.result_type(W.dtype, b.dtype))
+    b = float_array("b", b, any_float=True)
+    if b.shape != (W.shape[0],):
+        raise ValueError(f"b has shape {b.shape}, expected ({W.shape[0]},): one bias per filter of W {W.shape}")
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(f"x of shape {x.shape} has {x.shape[1]} channels but W of shape {W.shape} expects {W.shape[1]}")
+    stride, pad = positive_int("stride", stride), non_negative_int("pad", pad)
+    out_h = window_output("Convolution", x.shape[2], W.shape[2], stride, pad, "filter height")
+    out_w = window_output("Convolution", x.shape[3], W.shape[3], stride, pad, "filter width")
+    return W, b, out_h, out_w
+
+
+def non_negative_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)

@@ -19,8 +19,8 @@ full train and test sets once per epoch (600 iterations). Expect about 97% test 
 (The std 0.01 is the seed's TwoLayerNet; the Python API's MultiLayerNet defaults to 'auto',
 He or Xavier scaling, as the book's MultiLayerNet does: pass --init auto for that.)
 
-The learning rate defaults to the optimizer's: sgd 0.1 (the seed's), momentum 0.01 and
-adam 0.001 (the book's chapter 6).
+The learning rate defaults to the optimizer's: sgd 0.1 (the seed's), adam 0.001, momentum,
+nesterov, adagrad and rmsprop 0.01 (the book's chapter 6).
 
 With --val-split, the network ends with the weights of its best validation evaluation, and
 the final accuracy printed is theirs. Ctrl-C stops training and keeps what was trained.
@@ -83,11 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--dtype", choices=["float32", "float64"], default=None, help="parameter dtype (default: float32)")
     opt = train.add_argument_group("optimization")
     opt.add_argument("--lr", type=_positive_float, default=None,
-                     help="learning rate (default: the optimizer's: sgd 0.1, momentum 0.01, adam 0.001)")
+                     help="learning rate (default: the optimizer's: sgd 0.1, adam 0.001, the others 0.01)")
     opt.add_argument("--batch-size", type=_positive_int, default=100, help="mini-batch size (default: 100)")
     opt.add_argument("--iterations", type=_positive_int, default=10000, help="training steps (default: 10000)")
-    opt.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=None,
-                     help="update rule (default: sgd, or the resumed run's)")
+    opt.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"], default=None,
+                     help="update rule, the book's six (default: sgd, or the resumed run's)")
     opt.add_argument("--momentum", type=float, default=0.9, help="momentum coefficient for --optimizer momentum (default: 0.9)")
     opt.add_argument("--sampling", choices=["replacement", "shuffle"], default="replacement",
                      help="draw each batch with replacement as the seed does, or walk shuffled epochs (default: replacement)")

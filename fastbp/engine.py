@@ -30,9 +30,10 @@ AFFINE, RELU, SIGMOID, SOFTMAX_LOSS = 0, 1, 2, 3
 ACTIVATIONS = {"relu": RELU, "sigmoid": SIGMOID}
 
 # ---- update rules and the hyper-parameter vector they read -----------------------------------
-SGD, MOMENTUM, ADAM = 0, 1, 2
-OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
-HYPER_LR, HYPER_BETA1, HYPER_BETA2, HYPER_EPS = 0, 1, 2, 3  # BETA1: Momentum's coefficient too
+SGD, MOMENTUM, ADAM, NESTEROV, ADAGRAD, RMSPROP = 0, 1, 2, 3, 4, 5
+OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adagrad": ADAGRAD, "rmsprop": RMSPROP,
+              "adam": ADAM}
+HYPER_LR, HYPER_BETA1, HYPER_BETA2, HYPER_EPS = 0, 1, 2, 3  # BETA1: Momentum's coefficient, RMSprop's decay too
 HYPER_LENGTH = 4
 
 # ---- prediction: rows per pass of the ops before the loss -------------------------------------

@@ -1,4 +1,4 @@
-"""The layers of chapter 5, written once, with the seed's interface and attribute names.
+"""The book's layers (chapters 5-7), written once, with its interface and attribute names.
 
 Each layer validates its arguments (fastbp._validate) and hands the math to a backend
 (fastbp.backends): ``backend=None`` follows the global choice, a name pins the layer.
@@ -6,7 +6,11 @@ Each layer validates its arguments (fastbp._validate) and hands the math to a ba
 Fixes over the seed's code: ``Relu.backward`` leaves the caller's ``dout`` alone,
 ``SoftmaxWithLoss`` is stable for any finite logits, takes one-hot or integer labels and
 honours ``dout``; ``Affine`` takes N-D input and restores its shape in backward; MulLayer and
-AddLayer sum gradients back to their inputs' shapes when the inputs were broadcast.
+AddLayer sum gradients back to their inputs' shapes when the inputs were broadcast; results
+keep the input's float dtype (the book's col2im, Pooling and Dropout make float64).
+
+Float32 and float64 run on the layer's backend; any other float dtype (the book's ch08 casts to
+float16) runs on the reference backend, with NumPy's own semantics.
 """
 
 from __future__ import annotations
@@ -101,6 +105,10 @@ class Layer:
             self._ops = (self.backend, backends.generation, module)
         return module
 
+    def ops_for(self, dtype: np.dtype):
+        """The backend for arrays of ``dtype``: this layer's, or NumPy's own for other floats (float16)."""
+        return self.ops if check.kernel_dtype(dtype) else backends.get("reference")
+
     def _require_forward(self, attr: str) -> None:
         if getattr(self, attr) is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
@@ -119,16 +127,17 @@ class Relu(Layer):
         self.mask = None
 
     def forward(self, x):
-        x = check.float_array("x", x)
-        out, mask = self.ops.relu_forward(check.kernel_ready(x, x.dtype))
+        x = check.float_array("x", x, any_float=True)
+        out, mask = self.ops_for(x.dtype).relu_forward(check.kernel_ready(x, x.dtype))
         self.mask = mask.reshape(x.shape)
         return out.reshape(x.shape)
 
     def backward(self, dout):
         self._require_forward("mask")
-        dout = check.float_array("dout", dout)
+        dout = check.float_array("dout", dout, any_float=True)
         check.same_shape("dout", dout, "the ReLU output", self.mask.shape)
-        dx = self.ops.relu_backward(check.kernel_ready(dout, dout.dtype), check.kernel_ready(self.mask, np.bool_))
+        dx = self.ops_for(dout.dtype).relu_backward(check.kernel_ready(dout, dout.dtype),
+                                                    check.kernel_ready(self.mask, np.bool_))
         return dx.reshape(dout.shape)
 
 
@@ -140,16 +149,16 @@ class Sigmoid(Layer):
         self.out = None
 
     def forward(self, x):
-        x = check.float_array("x", x)
-        self.out = self.ops.sigmoid_forward(check.kernel_ready(x, x.dtype)).reshape(x.shape)
+        x = check.float_array("x", x, any_float=True)
+        self.out = self.ops_for(x.dtype).sigmoid_forward(check.kernel_ready(x, x.dtype)).reshape(x.shape)
         return self.out
 
     def backward(self, dout):
         self._require_forward("out")
-        dout = check.float_array("dout", dout)
+        dout = check.float_array("dout", dout, any_float=True)
         check.same_shape("dout", dout, "the Sigmoid output", self.out.shape)
         dtype = check.common_dtype(dout, self.out)
-        dx = self.ops.sigmoid_backward(check.kernel_ready(dout, dtype), check.kernel_ready(self.out, dtype))
+        dx = self.ops_for(dtype).sigmoid_backward(check.kernel_ready(dout, dtype), check.kernel_ready(self.out, dtype))
         return dx.reshape(dout.shape)  # a 0-d input stays 0-d (the kernels see 1-d arrays)
 
 
@@ -171,12 +180,12 @@ class Affine(Layer):
         self.db = None
 
     def forward(self, x):
-        x = check.float_array("x", x)
+        x = check.float_array("x", x, any_float=True)
         W, b = check.affine_operands(x, self.W, self.b)
         dtype = check.common_dtype(x, W, b)
         self.original_x_shape = x.shape
         self.x = check.kernel_ready(x.reshape(x.shape[0], W.shape[0]), dtype)
-        return self.ops.affine_forward(self.x, check.kernel_ready(W, dtype), check.kernel_ready(b, dtype))
+        return self.ops_for(dtype).affine_forward(self.x, check.kernel_ready(W, dtype), check.kernel_ready(b, dtype))
 
     def backward(self, dout):
         """Sets dW and db; returns dx, shaped like the forward input."""
@@ -189,11 +198,11 @@ class Affine(Layer):
 
     def _backward(self, dout, need_dx: bool):
         self._require_forward("x")
-        dout = check.float_array("dout", dout)
+        dout = check.float_array("dout", dout, any_float=True)
         W, _ = check.affine_weights(self.W, self.b, self.x.shape[1])  # W may have been rebound since forward
         check.same_shape("dout", dout, "the Affine output", (self.x.shape[0], W.shape[1]))
         dtype = check.common_dtype(dout, self.x, W)
-        dx, self.dW, self.db = self.ops.affine_backward(
+        dx, self.dW, self.db = self.ops_for(dtype).affine_backward(
             check.kernel_ready(dout, dtype), check.kernel_ready(self.x, dtype), check.kernel_ready(W, dtype), need_dx
         )
         return dx
@@ -225,13 +234,13 @@ class SoftmaxWithLoss(Layer):
         self._labels = None  # int64 class indices, what the kernels use
 
     def forward(self, x, t):
-        x = check.float_array("x", x)
+        x = check.float_array("x", x, any_float=True)
         x2, t2 = _as_batch(x, t, "SoftmaxWithLoss")
         if x2.shape[0] == 0 or x2.shape[1] == 0:
             raise ValueError(f"SoftmaxWithLoss needs at least one sample and one class, got x of shape {x.shape}")
         labels = check.class_labels(t2, *x2.shape)
         check.finite("x (the logits)", x2)
-        self.loss, y = self.ops.softmax_cross_entropy_forward(check.kernel_ready(x2, x2.dtype), labels)
+        self.loss, y = self.ops_for(x2.dtype).softmax_cross_entropy_forward(check.kernel_ready(x2, x2.dtype), labels)
         self.y = y.reshape(x.shape)
         self.t = t
         self._labels = labels
@@ -241,7 +250,7 @@ class SoftmaxWithLoss(Layer):
         self._require_forward("y")
         dout = check.scalar("dout", dout)
         y2 = self.y.reshape(self._labels.shape[0], -1)
-        return self.ops.softmax_cross_entropy_backward(y2, self._labels, dout).reshape(self.y.shape)
+        return self.ops_for(y2.dtype).softmax_cross_entropy_backward(y2, self._labels, dout).reshape(self.y.shape)
 
 
 class IdentityWithLoss(Layer):
@@ -280,3 +289,182 @@ class IdentityWithLoss(Layer):
         self._require_forward("y")
         dout = check.scalar("dout", dout)
         return self.ops.mse_backward(self._rows(self.y), self._rows(self.t), dout).reshape(self.y.shape)
+
+
+# ---- Chapter 6: Dropout and BatchNormalization --------------------------------------------------
+
+class Dropout(Layer):
+    """Training: each unit is kept when a uniform draw exceeds ``dropout_ratio`` (the book's
+    ``np.random.rand(*x.shape) > dropout_ratio``: the same draw, so ``np.random.seed`` gives the
+    book's masks); out = x * mask. Inference: out = x * (1 - dropout_ratio)."""
+
+    def __init__(self, dropout_ratio=0.5, backend: str | None = None):
+        super().__init__(backend)
+        ratio = check.scalar("dropout_ratio", dropout_ratio)
+        if not 0 <= ratio < 1:
+            raise ValueError(f"dropout_ratio must lie in [0, 1), got {ratio}")
+        self.dropout_ratio = ratio
+        self.mask = None
+
+    def forward(self, x, train_flg=True):
+        x = check.float_array("x", x, any_float=True)
+        if not train_flg:
+            return x * x.dtype.type(1.0 - self.dropout_ratio)
+        draw = np.random.rand(*x.shape)
+        out, mask = self.ops_for(x.dtype).dropout_forward(check.kernel_ready(x, x.dtype), draw, self.dropout_ratio)
+        self.mask = mask.reshape(x.shape)
+        return out.reshape(x.shape)
+
+    def backward(self, dout):
+        self._require_forward("mask")
+        dout = check.float_array("dout", dout, any_float=True)
+        check.same_shape("dout", dout, "the Dropout output", self.mask.shape)
+        return self.ops_for(dout.dtype).dropout_backward(check.kernel_ready(dout, dout.dtype), self.mask).reshape(dout.shape)
+
+
+class BatchNormalization(Layer):
+    """Each feature normalised over the batch, then scaled by ``gamma`` and shifted by ``beta``.
+
+    A 4-D input (N, C, H, W) is flattened per sample, as the book does: each (c, h, w) position
+    is one feature (not each channel). Training keeps running averages of the batch mean and
+    variance (``running = momentum * running + (1 - momentum) * batch``); inference uses them.
+    ``gamma`` and ``beta`` are held by reference, like Affine's W and b.
+    """
+
+    param_names = ("gamma", "beta")
+    EPS = 10e-7  # the book's, inside the square root
+
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None, backend: str | None = None):
+        super().__init__(backend)
+        self.gamma, self.beta = gamma, beta
+        self.momentum = check.scalar("momentum", momentum)
+        self.input_shape = None
+        self.running_mean, self.running_var = running_mean, running_var
+        self.batch_size = self.xc = self.xn = self.std = None
+        self.dgamma = self.dbeta = None
+
+    def _features(self, x, name):
+        if x.ndim not in (2, 4):
+            raise ValueError(f"BatchNormalization takes (N, D) or (N, C, H, W), got {name} of shape {x.shape}")
+        return x.reshape(x.shape[0], -1)
+
+    def forward(self, x, train_flg=True):
+        x = check.float_array("x", x, any_float=True)
+        x2 = self._features(x, "x")
+        gamma = check.float_array("gamma", self.gamma, any_float=True)
+        beta = check.float_array("beta", self.beta, any_float=True)
+        for name, p in (("gamma", gamma), ("beta", beta)):
+            check.same_shape(name, p, "a feature of x", (x2.shape[1],))
+        if self.running_mean is None:
+            self.running_mean, self.running_var = np.zeros(x2.shape[1]), np.zeros(x2.shape[1])
+        dtype = check.common_dtype(x2, gamma, beta)
+        ops = self.ops_for(dtype)
+        self.input_shape = x.shape
+        x2, gamma, beta = (check.kernel_ready(a, dtype) for a in (x2, gamma, beta))
+        if train_flg:
+            if x2.shape[0] == 0:
+                raise ValueError(f"BatchNormalization needs at least one sample to train, got x of shape {x.shape}")
+            out, self.xn, mu, var, self.std = ops.batchnorm_forward(x2, gamma, beta, self.EPS)
+            self.xc = self.xn * self.std
+            self.batch_size = x2.shape[0]
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+        else:
+            out = ops.batchnorm_infer(x2, gamma, beta, check.kernel_ready(np.asarray(self.running_mean), dtype),
+                                      check.kernel_ready(np.asarray(self.running_var), dtype), self.EPS)
+        return out.reshape(x.shape)
+
+    def backward(self, dout):
+        self._require_forward("xn")
+        dout = check.float_array("dout", dout, any_float=True)
+        check.same_shape("dout", dout, "the BatchNormalization output", self.input_shape)
+        gamma = check.float_array("gamma", self.gamma, any_float=True)
+        dtype = check.common_dtype(dout, self.xn, gamma)
+        dx, self.dgamma, self.dbeta = self.ops_for(dtype).batchnorm_backward(
+            check.kernel_ready(dout.reshape(dout.shape[0], -1), dtype), check.kernel_ready(self.xn, dtype),
+            check.kernel_ready(self.std, dtype), check.kernel_ready(gamma, dtype))
+        return dx.reshape(self.input_shape)
+
+
+# ---- Chapter 7: Convolution and Pooling ----------------------------------------------------------
+
+class Convolution(Layer):
+    """Filters W (FN, C, FH, FW) and biases b (FN,) over a batch x (N, C, H, W), with ``stride``
+    and zero ``pad``ding: out (N, FN, OH, OW). ``col`` and ``col_W`` are the book's im2col
+    matrices on the reference backend; the compiled backends compute the same sums window by
+    window, without them (``col`` is then None, ``col_W`` a view of W)."""
+
+    param_names = ("W", "b")
+
+    def __init__(self, W, b, stride=1, pad=0, backend: str | None = None):
+        super().__init__(backend)
+        self.W, self.b = W, b
+        self.stride, self.pad = check.positive_int("stride", stride), check.non_negative_int("pad", pad)
+        self.x = self.col = self.col_W = None
+        self.dW = self.db = None
+
+    def forward(self, x):
+        x = check.float_array("x", x, any_float=True)
+        W, b, _, _ = check.conv_operands(x, self.W, self.b, self.stride, self.pad)
+        dtype = check.common_dtype(x, W, b)
+        self.x = check.kernel_ready(x, dtype)
+        W = check.kernel_ready(W, dtype)
+        out, self.col = self.ops_for(dtype).conv_forward(self.x, W, check.kernel_ready(b, dtype), self.stride, self.pad)
+        self.col_W = W.reshape(W.shape[0], -1).T
+        return out
+
+    def backward(self, dout):
+        """Sets dW and db; returns dx, shaped like the input."""
+        return self._backward(dout, need_dx=True)
+
+    def backward_params(self, dout) -> None:
+        """Sets dW and db only: for a layer whose input is the data (a network's first layer)."""
+        self._backward(dout, need_dx=False)
+
+    def _backward(self, dout, need_dx: bool):
+        self._require_forward("x")
+        dout = check.float_array("dout", dout, any_float=True)
+        W, _, out_h, out_w = check.conv_operands(self.x, self.W, self.b, self.stride, self.pad)
+        check.same_shape("dout", dout, "the Convolution output", (self.x.shape[0], W.shape[0], out_h, out_w))
+        dtype = check.common_dtype(dout, self.x, W)
+        dx, self.dW, self.db = self.ops_for(dtype).conv_backward(
+            check.kernel_ready(dout, dtype), check.kernel_ready(self.x, dtype), self.col, check.kernel_ready(W, dtype),
+            self.stride, self.pad, need_dx)
+        return dx
+
+
+class Pooling(Layer):
+    """Max pooling over pool_h x pool_w windows at ``stride``, with zero ``pad``ding (which can
+    win a window of negatives, as in the book). backward sends each output's gradient to the first
+    maximum of its window, in the window's row order: the book's rule, which decides the numbers
+    after ReLU, where windows of zeros tie. ``arg_max`` is that place per output, in the book's
+    order (n, out_y, out_x, c). The default stride is the book's, 1; its output size ignores
+    ``pad`` (and breaks with one), this one counts it."""
+
+    def __init__(self, pool_h, pool_w, stride=1, pad=0, backend: str | None = None):
+        super().__init__(backend)
+        self.pool_h, self.pool_w = check.positive_int("pool_h", pool_h), check.positive_int("pool_w", pool_w)
+        self.stride, self.pad = check.positive_int("stride", stride), check.non_negative_int("pad", pad)
+        self.x = self.arg_max = None
+        self._out_shape = None
+
+    def forward(self, x):
+        x = check.float_array("x", x, any_float=True)
+        check.image_batch("x", x)
+        out_h = check.window_output("Pooling", x.shape[2], self.pool_h, self.stride, self.pad, "pool height")
+        out_w = check.window_output("Pooling", x.shape[3], self.pool_w, self.stride, self.pad, "pool width")
+        self.x = check.kernel_ready(x, x.dtype)
+        out, self.arg_max = self.ops_for(x.dtype).pool_forward(self.x, self.pool_h, self.pool_w, self.stride, self.pad)
+        self._out_shape = (x.shape[0], x.shape[1], out_h, out_w)
+        return out
+
+    def backward(self, dout):
+        self._require_forward("arg_max")
+        dout = check.float_array("dout", dout, any_float=True)
+        check.same_shape("dout", dout, "the Pooling output", self._out_shape)
+        return self.ops_for(dout.dtype).pool_backward(check.kernel_ready(dout, dout.dtype), self.arg_max, self.x.shape,
+                                                      self.pool_h, self.pool_w, self.stride, self.pad)
+
+
+__all__ = ["AddLayer", "Affine", "BatchNormalization", "Convolution", "Dropout", "IdentityWithLoss", "Layer", "MulLayer",
+           "Pooling", "Relu", "Sigmoid", "SoftmaxWithLoss"]

@@ -1,9 +1,14 @@
-"""Optimizers with the seed's interface: ``update(params, grads)`` changes params in place.
+"""The book's six optimizers (chapter 6), drop-in: ``update(params, grads)`` changes params in
+place, with the book's names, defaults and formulas (Adam folds its bias correction into the
+step size; Adam, AdaGrad and RMSprop add 1e-7 outside the square root).
 
 Every update rule is one backend op, ``optimizer_step(code, param, grad, m, v, hyper, t)``
 (codes and the hyper vector: fastbp/engine.py), which the engine's fused step also calls on a
 network's flat buffers; an optimizer here is its code, its settings as that hyper vector, and
 per-parameter state m and v. So both paths run the same rule with the same settings.
+
+A parameter that is a Python or NumPy scalar (the book's optimizer_compare_naive.py) cannot be
+changed in place: its new value is written back into ``params``, as the book's ``-=`` does.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ class Optimizer:
     def _state(self, key, param: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(m, v) of a parameter; a rule without state gets the parameter itself, never read."""
         state = self._states.get(key)
-        if state is None or state[0].shape != param.shape:
+        if state is None or state[0].shape != param.shape or (self.state_rows and state[0].dtype != param.dtype):
             rows = [np.zeros_like(param, order="C") for _ in range(self.state_rows)]
             state = self._states[key] = tuple((rows + [param, param])[:2])
         return state
@@ -90,10 +95,21 @@ class Optimizer:
         if missing:
             raise KeyError(f"no gradient for parameter(s) {missing}")
         self.iter += 1
-        for key, param in params.items():
+        for key, param in list(params.items()):
+            if np.ndim(param) == 0 and not isinstance(param, np.ndarray):  # a scalar: computed aside, written back
+                params[key] = self._update_scalar(key, param, grads[key])
+                continue
             grad = _check_param(param, grads[key], f"params[{key!r}]")
             m, v = self._state(key, param)
             _ops_for(param, self.backend).optimizer_step(self.code, param, grad, m, v, self.hyper(param.dtype), self.iter)
+
+    def _update_scalar(self, key, value, grad) -> float:
+        value, grad = check.scalar(f"params[{key!r}]", value), check.scalar(f"grads[{key!r}]", grad)
+        param = np.array([value])
+        m, v = self._state(key, param)
+        backends.get("reference").optimizer_step(self.code, param, np.array([grad]), m, v, self.hyper(np.float64),
+                                                 self.iter)
+        return float(param[0])
 
 
 class SGD(Optimizer):
@@ -149,7 +165,66 @@ class Adam(Optimizer):
         return self.beta1, self.beta2, self.eps
 
 
-OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+class Nesterov(Optimizer):
+    """Nesterov's accelerated gradient, as the book writes it: W += momentum^2 v - (1 + momentum) lr dW;
+    v <- momentum v - lr dW."""
+
+    name = "nesterov"
+    state_rows = 1
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9, backend: str | None = None):
+        super().__init__(lr, backend)
+        self.momentum = _fraction("momentum", momentum)
+
+    @property
+    def v(self) -> dict:
+        return {key: m for key, (m, _) in self._states.items()}
+
+    def settings(self):
+        return self.momentum, 0.0, 0.0
+
+
+class AdaGrad(Optimizer):
+    """h <- h + dW^2; W <- W - lr dW / (sqrt(h) + 1e-7)."""
+
+    name = "adagrad"
+    state_rows = 1
+    eps = 1e-7  # the book's, outside the square root
+
+    def __init__(self, lr: float = 0.01, backend: str | None = None):
+        super().__init__(lr, backend)
+
+    @property
+    def h(self) -> dict:
+        return {key: m for key, (m, _) in self._states.items()}
+
+    def settings(self):
+        return 0.0, 0.0, self.eps
+
+
+class RMSprop(Optimizer):
+    """h <- decay_rate h + (1 - decay_rate) dW^2; W <- W - lr dW / (sqrt(h) + 1e-7)."""
+
+    name = "rmsprop"
+    state_rows = 1
+    eps = 1e-7
+
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99, backend: str | None = None):
+        super().__init__(lr, backend)
+        self.decay_rate = _fraction("decay_rate", decay_rate)
+
+    @property
+    def h(self) -> dict:
+        return {key: m for key, (m, _) in self._states.items()}
+
+    def settings(self):
+        return self.decay_rate, 0.0, self.eps
+
+
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Optimizer", "make_optimizer", "sgd_step"]
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad, "rmsprop": RMSprop,
+              "adam": Adam}
 
 
 def make_optimizer(name: str, lr: float, backend: str | None = None, **kwargs) -> Optimizer:

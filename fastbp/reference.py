@@ -11,7 +11,12 @@ Sigmoid = _layers.with_backend(_layers.Sigmoid, "reference")
 Affine = _layers.with_backend(_layers.Affine, "reference")
 SoftmaxWithLoss = _layers.with_backend(_layers.SoftmaxWithLoss, "reference")
 IdentityWithLoss = _layers.with_backend(_layers.IdentityWithLoss, "reference")
+Dropout = _layers.with_backend(_layers.Dropout, "reference")
+BatchNormalization = _layers.with_backend(_layers.BatchNormalization, "reference")
+Convolution = _layers.with_backend(_layers.Convolution, "reference")
+Pooling = _layers.with_backend(_layers.Pooling, "reference")
 MulLayer = _layers.MulLayer
 AddLayer = _layers.AddLayer
 
-__all__ = ["Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "IdentityWithLoss", "MulLayer", "AddLayer"]
+__all__ = ["Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "IdentityWithLoss", "Dropout", "BatchNormalization",
+           "Convolution", "Pooling", "MulLayer", "AddLayer"]

@@ -37,7 +37,7 @@ from .optim import Optimizer, make_optimizer
 # fastbp's own trainer defaults, per optimizer: the seed's SGD 0.1 on MNIST; for Momentum and
 # Adam the book's (chapter 6: Momentum 0.01, Adam 0.001). The drop-in optimizer classes keep
 # the book's defaults of their own (fastbp.optim).
-DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01, "rmsprop": 0.01, "adam": 0.001}
 
 # Each fused call runs about this long: the progress bar moves and Ctrl-C is seen this often.
 BLOCK_SECONDS = 0.25
@@ -53,7 +53,8 @@ class TrainConfig:
     batch_size: int = 100
     lr: float | None = None  # None: DEFAULT_LR of the optimizer
     optimizer: str = "sgd"
-    momentum: float = 0.9
+    momentum: float = 0.9  # Momentum's and Nesterov's
+    decay_rate: float = 0.99  # RMSprop's
     beta1: float = 0.9
     beta2: float = 0.999
     sampling: str = "replacement"  # or "shuffle"
@@ -181,7 +182,8 @@ class Trainer:
         self.config = config or TrainConfig()
         self.config.validate()
         c = self.config
-        extra = {"momentum": {"momentum": c.momentum}, "adam": {"beta1": c.beta1, "beta2": c.beta2}}.get(c.optimizer, {})
+        extra = {"momentum": {"momentum": c.momentum}, "nesterov": {"momentum": c.momentum},
+                 "rmsprop": {"decay_rate": c.decay_rate}, "adam": {"beta1": c.beta1, "beta2": c.beta2}}.get(c.optimizer, {})
         self.optimizer = optimizer or make_optimizer(c.optimizer, c.lr, backend=net.backend, **extra)
         with np.errstate(over="ignore"):  # an overflow is reported below
             self.hyper = self.optimizer.hyper(net.dtype)

@@ -7,6 +7,10 @@ void FN(relu_backward)(const REAL *dout, const unsigned char *mask, REAL *dx, pt
 void FN(sigmoid_forward)(const REAL *x, REAL *out, ptrdiff_t n, ptrdiff_t parallel_min);
 void FN(sigmoid_backward)(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);
 
+void FN(dropout_forward)(const REAL *x, const double *draw, double ratio, REAL *out, unsigned char *keep, ptrdiff_t n,
+                        ptrdiff_t parallel_min);
+void FN(dropout_backward)(const REAL *dout, const unsigned char *keep, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);
+
 /* affine.c: out = x W + b; dx = dout W^T (dx NULL: skipped), dW = x^T dout, db = column sums.
  * `stay`: keep small products on the calling thread (kernels.h's rule). affine_backward's scratch
  * holds affine_scratch items, or is NULL (then the kernel allocates it; -1 when it cannot). */
@@ -23,6 +27,24 @@ void FN(softmax_xent_backward)(const REAL *y, const int64_t *labels, REAL scale,
                                ptrdiff_t parallel_min);
 double FN(half_squared_error)(const REAL *y, const REAL *t, ptrdiff_t n);
 void FN(scaled_difference)(const REAL *y, const REAL *t, REAL scale, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);
+
+/* conv.c: Wt is W (F, C, FH, FW); the int -1 returns mean out of memory */
+int FN(conv_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, int N, int C, int H, int W, int F, int FH,
+                     int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min);
+int FN(conv_backward)(const REAL *dout, const REAL *x, const REAL *Wt, REAL *dx, REAL *dW, REAL *db, int N, int C, int H,
+                      int W, int F, int FH, int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min);
+void FN(pool_forward)(const REAL *x, REAL *out, int64_t *arg_max, int N, int C, int H, int W, int PH, int PW, int stride,
+                      int pad, int OH, int OW, ptrdiff_t parallel_min);
+void FN(pool_backward)(const REAL *dout, const int64_t *arg_max, REAL *dx, int N, int C, int H, int W, int PH, int PW,
+                       int stride, int pad, int OH, int OW, ptrdiff_t parallel_min);
+
+/* batchnorm.c: the columns of x (N, D) */
+int FN(batchnorm_forward)(const REAL *x, const REAL *gamma, const REAL *beta, REAL *out, REAL *xn, REAL *mean,
+                          REAL *var, REAL *std, int N, int D, double eps);
+void FN(batchnorm_infer)(const REAL *x, const REAL *gamma, const REAL *beta, const REAL *mean, const REAL *var,
+                         REAL *out, int N, int D, double eps);
+void FN(batchnorm_backward)(const REAL *dout, const REAL *xn, const REAL *std, const REAL *gamma, REAL *dx,
+                            REAL *dgamma, REAL *dbeta, int N, int D);
 
 /* optimizers.c: step t (1-based) of update rule `code` on n parameters, with their state m and v
  * (Momentum's velocity is m; Adam's moments are m and v) */

@@ -36,3 +36,22 @@ FASTBP_SIMD void FN(sigmoid_backward)(const REAL *dout, const REAL *out, REAL *d
     FASTBP_PARALLEL_FOR(n >= parallel_min)
     for (ptrdiff_t i = 0; i < n; ++i) dx[i] = dout[i] * ((REAL)1 - out[i]) * out[i];
 }
+
+/* Dropout: a unit is kept where draw > ratio (draw: np.random.rand's numbers); out = x * keep. */
+FASTBP_SIMD void FN(dropout_forward)(const REAL *x, const double *draw, double ratio, REAL *out, unsigned char *keep,
+                                     ptrdiff_t n, ptrdiff_t parallel_min)
+{
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        const int on = draw[i] > ratio;
+        keep[i] = (unsigned char)on;
+        out[i] = x[i] * (REAL)on; /* a product, as the book's: NaN * 0 stays NaN */
+    }
+}
+
+FASTBP_SIMD void FN(dropout_backward)(const REAL *dout, const unsigned char *keep, REAL *dx, ptrdiff_t n,
+                                      ptrdiff_t parallel_min)
+{
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
+    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = dout[i] * (REAL)keep[i];
+}

@@ -1,6 +1,7 @@
 /* fastbp native kernels: plain C over contiguous buffers, one file family per op family:
  *
- *   elementwise.c  ReLU, Sigmoid                 affine.c      Affine (the one product rule)
+ *   elementwise.c  ReLU, Sigmoid, Dropout        affine.c      Affine (the one product rule)
+ *   conv.c         Convolution, max Pooling      batchnorm.c   BatchNormalization
  *   loss.c         softmax + cross-entropy, MSE  optimizers.c  the update rules
  *   rows.c         row-by-row products, compact rows (AVX2 and baseline)
  *   engine.c       whole-network training and prediction: a network as a sequence of ops
@@ -69,7 +70,8 @@ enum { FASTBP_FIELD_CODE = 0, FASTBP_FIELD_PARAM_AT, FASTBP_FIELD_IN, FASTBP_FIE
 /* op codes: AFFINE (W at PARAM_AT, IN x OUT, then b), activations (IN = OUT), the loss (last) */
 enum { FASTBP_OP_AFFINE = 0, FASTBP_OP_RELU = 1, FASTBP_OP_SIGMOID = 2, FASTBP_OP_SOFTMAX_LOSS = 3, FASTBP_OP_COUNT };
 /* update rules, and the hyper-parameter vector they read */
-enum { FASTBP_SGD = 0, FASTBP_MOMENTUM = 1, FASTBP_ADAM = 2, FASTBP_OPTIMIZER_COUNT };
+enum { FASTBP_SGD = 0, FASTBP_MOMENTUM = 1, FASTBP_ADAM = 2, FASTBP_NESTEROV = 3, FASTBP_ADAGRAD = 4, FASTBP_RMSPROP = 5,
+       FASTBP_OPTIMIZER_COUNT };
 enum { FASTBP_HYPER_LR = 0, FASTBP_HYPER_BETA1, FASTBP_HYPER_BETA2, FASTBP_HYPER_EPS, FASTBP_HYPER_LENGTH };
 
 /* The input of the engine: a dense row-major matrix, or compact rows (CSR: row i's nonzeros

@@ -119,53 +119,84 @@ static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t
 
 /* ---- the binding table -------------------------------------------------------------------
  *
- * X(name, arrays, ints, doubles, returns, call): the Python function `name` takes the arrays,
- * then one int per letter of `ints`, then `doubles` floats, and runs `call` for the arrays' dtype.
+ * X(name, arrays, ints, doubles, returns, rule, call): the Python function `name` takes the
+ * arrays, then one int per letter of `ints`, then `doubles` floats, and runs `call` for the
+ * arrays' dtype when `rule` holds (else a ValueError).
  *   arrays: "name:kind:length" each; kind r (float, read), w (float, written), w? (written or
- *           None), b / B (bool, read / written), l (int64 labels, in [0, <letter>) after '<');
- *           length: a product of int letters, digits, H (the hyper vector's length) and *
- *           (the length of the first * array: elementwise kernels).
+ *           None), b / B (bool, read / written), l / L (int64, read / written; l<X: labels in
+ *           [0, X)), d (float64, read); length: a product of int letters, digits, H (the hyper
+ *           vector's length, unless H is an int's letter) and * (the length of the first * array:
+ *           elementwise kernels).
  *   ints:   lowercase >= 0, uppercase >= 1; o is an update rule's code; all but T fit an int.
- *   call:   with P(i) the i-th array, I(i) / L(i) the i-th int (int / int64), D(i) the i-th
+ *   rule, call: with P(i) the i-th array, I(i) / L(i) the i-th int (int / int64), D(i) the i-th
  *           float, n the * length and pmin the threading threshold.
  *   returns: NONE, FLOAT (the call's value) or STATUS (negative: out of memory).
  */
 #define NOTHING(call) ((call), 0.0)
+/* a window's output size: the windows of K at stride S over X padded by P, ending at the edge */
+#define WINDOWS(X, K, S, P, OUT) ((X) + 2 * (P) >= (K) && ((X) + 2 * (P) - (K)) % (S) == 0 && ((X) + 2 * (P) - (K)) / (S) + 1 == (OUT))
+#define CONV_SIZES WINDOWS(L(2), L(5), L(7), L(8), L(9)) && WINDOWS(L(3), L(6), L(7), L(8), L(10))
+#define POOL_SIZES WINDOWS(L(2), L(4), L(6), L(7), L(8)) && WINDOWS(L(3), L(5), L(6), L(7), L(9))
 #define FASTBP_BINDINGS(X)                                                                                              \
-    X(relu_forward, "x:r:* out:w:* mask:B:*", "", 0, NONE, NOTHING(FN(relu_forward)(P(0), P(1), P(2), n, pmin)))       \
-    X(relu_backward, "dout:r:* mask:b:* dx:w:*", "", 0, NONE, NOTHING(FN(relu_backward)(P(0), P(1), P(2), n, pmin)))   \
-    X(sigmoid_forward, "x:r:* out:w:*", "", 0, NONE, NOTHING(FN(sigmoid_forward)(P(0), P(1), n, pmin)))                \
-    X(sigmoid_backward, "dout:r:* out:r:* dx:w:*", "", 0, NONE,                                                         \
+    X(relu_forward, "x:r:* out:w:* mask:B:*", "", 0, NONE, 1, NOTHING(FN(relu_forward)(P(0), P(1), P(2), n, pmin)))    \
+    X(relu_backward, "dout:r:* mask:b:* dx:w:*", "", 0, NONE, 1,                                                        \
+      NOTHING(FN(relu_backward)(P(0), P(1), P(2), n, pmin)))                                                            \
+    X(sigmoid_forward, "x:r:* out:w:*", "", 0, NONE, 1, NOTHING(FN(sigmoid_forward)(P(0), P(1), n, pmin)))             \
+    X(sigmoid_backward, "dout:r:* out:r:* dx:w:*", "", 0, NONE, 1,                                                      \
       NOTHING(FN(sigmoid_backward)(P(0), P(1), P(2), n, pmin)))                                                         \
-    X(affine_forward, "x:r:nk W:r:km b:r:m out:w:nm", "nkm", 0, NONE,                                                  \
-      NOTHING(FN(affine_forward)(P(0), P(1), P(2), P(3), I(0), I(1), I(2), 0)))                                            \
-    X(affine_backward, "dout:r:nm x:r:nk W:r:km dx:w?:nk dW:w:km db:w:m", "nkm", 0, STATUS,                            \
-      FN(affine_backward)(P(0), P(1), P(2), P(3), P(4), P(5), I(0), I(1), I(2), NULL, 0))                                  \
-    X(softmax_xent_forward, "x:r:NC labels:l:N<C y:w:NC", "NC", 0, FLOAT,                                               \
+    X(dropout_forward, "x:r:* draw:d:* out:w:* mask:B:*", "", 1, NONE, 1,                                               \
+      NOTHING(FN(dropout_forward)(P(0), P(1), D(0), P(2), P(3), n, pmin)))                                              \
+    X(dropout_backward, "dout:r:* mask:b:* dx:w:*", "", 0, NONE, 1,                                                     \
+      NOTHING(FN(dropout_backward)(P(0), P(1), P(2), n, pmin)))                                                         \
+    X(affine_forward, "x:r:nk W:r:km b:r:m out:w:nm", "nkm", 0, NONE, 1,                                               \
+      NOTHING(FN(affine_forward)(P(0), P(1), P(2), P(3), I(0), I(1), I(2), 0)))                                         \
+    X(affine_backward, "dout:r:nm x:r:nk W:r:km dx:w?:nk dW:w:km db:w:m", "nkm", 0, STATUS, 1,                         \
+      FN(affine_backward)(P(0), P(1), P(2), P(3), P(4), P(5), I(0), I(1), I(2), NULL, 0))                               \
+    X(conv_forward, "x:r:NCHW W:r:FCKL b:r:F out:w:NFOQ", "NCHWFKLSpOQ", 0, STATUS, CONV_SIZES,                         \
+      FN(conv_forward)(P(0), P(1), P(2), P(3), I(0), I(1), I(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9), I(10), pmin)) \
+    X(conv_backward, "dout:r:NFOQ x:r:NCHW W:r:FCKL dx:w?:NCHW dW:w:FCKL db:w:F", "NCHWFKLSpOQ", 0, STATUS, CONV_SIZES,  \
+      FN(conv_backward)(P(0), P(1), P(2), P(3), P(4), P(5), I(0), I(1), I(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9), \
+                        I(10), pmin))                                                                                   \
+    X(pool_forward, "x:r:NCHW out:w:NCOQ arg_max:L:NCOQ", "NCHWKLSpOQ", 0, NONE, POOL_SIZES,                             \
+      NOTHING(FN(pool_forward)(P(0), P(1), P(2), I(0), I(1), I(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9), pmin)))   \
+    X(pool_backward, "dout:r:NCOQ arg_max:l:NCOQ dx:w:NCHW", "NCHWKLSpOQ", 0, NONE, POOL_SIZES,                          \
+      NOTHING(FN(pool_backward)(P(0), P(1), P(2), I(0), I(1), I(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9), pmin)))  \
+    X(batchnorm_forward, "x:r:ND gamma:r:D beta:r:D out:w:ND xn:w:ND mean:w:D var:w:D std:w:D", "ND", 1, STATUS, 1,      \
+      FN(batchnorm_forward)(P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), I(0), I(1), D(0)))                          \
+    X(batchnorm_infer, "x:r:nD gamma:r:D beta:r:D mean:r:D var:r:D out:w:nD", "nD", 1, NONE, 1,                          \
+      NOTHING(FN(batchnorm_infer)(P(0), P(1), P(2), P(3), P(4), P(5), I(0), I(1), D(0))))                               \
+    X(batchnorm_backward, "dout:r:ND xn:r:ND std:r:D gamma:r:D dx:w:ND dgamma:w:D dbeta:w:D", "ND", 0, NONE, 1,          \
+      NOTHING(FN(batchnorm_backward)(P(0), P(1), P(2), P(3), P(4), P(5), P(6), I(0), I(1))))                            \
+    X(softmax_xent_forward, "x:r:NC labels:l:N<C y:w:NC", "NC", 0, FLOAT, 1,                                            \
       FN(softmax_xent_forward)(P(0), P(1), P(2), I(0), I(1), pmin))                                                     \
-    X(softmax_xent_backward, "y:r:NC labels:l:N<C dx:w:NC", "NC", 1, NONE,                                              \
+    X(softmax_xent_backward, "y:r:NC labels:l:N<C dx:w:NC", "NC", 1, NONE, 1,                                           \
       NOTHING(FN(softmax_xent_backward)(P(0), P(1), (REAL)D(0), P(2), I(0), I(1), pmin)))                               \
-    X(half_squared_error, "y:r:* t:r:*", "", 0, FLOAT, FN(half_squared_error)(P(0), P(1), n))                          \
-    X(scaled_difference, "y:r:* t:r:* dx:w:*", "", 1, NONE,                                                             \
+    X(half_squared_error, "y:r:* t:r:*", "", 0, FLOAT, 1, FN(half_squared_error)(P(0), P(1), n))                       \
+    X(scaled_difference, "y:r:* t:r:* dx:w:*", "", 1, NONE, 1,                                                          \
       NOTHING(FN(scaled_difference)(P(0), P(1), (REAL)D(0), P(2), n, pmin)))                                           \
-    X(optimizer_step, "param:w:* grad:r:* m:w:* v:w:* hyper:r:H", "oT", 0, NONE,                                        \
+    X(optimizer_step, "param:w:* grad:r:* m:w:* v:w:* hyper:r:H", "oT", 0, NONE, 1,                                     \
       NOTHING(FN(optimizer_step)(I(0), P(0), P(1), P(2), P(3), n, P(4), L(1), pmin)))
 
 enum returns { NONE, FLOAT, STATUS };
 typedef double (*adapter)(void *const *p, const long long *ints, const double *doubles, Py_ssize_t n, Py_ssize_t pmin);
+typedef int (*rule_check)(const long long *ints);
 
 /* one adapter per binding and type: fastbp_bind_<name>_<f32|f64> */
 #define P(i) (p[i])
 #define I(i) ((int)ints[i])
 #define L(i) ((int64_t)ints[i])
 #define D(i) (doubles[i])
-#define ADAPTER(name, arrays, int_letters, n_doubles, returns, call)                                                   \
+#define ADAPTER(name, arrays, int_letters, n_doubles, returns, rule, call)                                             \
     static double FN(bind_##name)(void *const *p, const long long *ints, const double *doubles, Py_ssize_t n,          \
                                   Py_ssize_t pmin)                                                                      \
     {                                                                                                                   \
         (void)p; (void)ints; (void)doubles; (void)n; (void)pmin;                                                        \
         return (double)(call);                                                                                          \
     }
+#define RULE(name, arrays, int_letters, n_doubles, returns, rule, call) \
+    static int rule_##name(const long long *ints) { (void)ints; return rule; }
+FASTBP_BINDINGS(RULE)
+#undef RULE
 #define FASTBP_TEMPLATE "bindings_impl.h"
 #include "each_real.h"
 #undef ADAPTER
@@ -178,11 +209,12 @@ typedef struct {
     const char *name, *arrays, *ints;
     int doubles;
     enum returns returns;
+    rule_check rule;
     adapter f32, f64;
 } binding;
 
-#define ENTRY(name, arrays, int_letters, n_doubles, returns, call) \
-    {#name, arrays, int_letters, n_doubles, returns, FASTBP_FN(bind_##name, f32), FASTBP_FN(bind_##name, f64)},
+#define ENTRY(name, arrays, int_letters, n_doubles, returns, rule, call) \
+    {#name, arrays, int_letters, n_doubles, returns, rule_##name, FASTBP_FN(bind_##name, f32), FASTBP_FN(bind_##name, f64)},
 static const binding bindings[] = {FASTBP_BINDINGS(ENTRY)};
 #undef ENTRY
 #define N_BINDINGS ((int)(sizeof bindings / sizeof bindings[0]))
@@ -212,8 +244,9 @@ static int parse_specs(void)
             }
             at += used;
             if (*at == '<') { s->limit = at[1]; at += 2; }
-            s->kind = kind[0] == 'l' ? K_I64 : (kind[0] == 'b' || kind[0] == 'B') ? K_BOOL : K_REAL;
-            s->writable = kind[0] == 'w' || kind[0] == 'B';
+            s->kind = (kind[0] == 'l' || kind[0] == 'L') ? K_I64 : (kind[0] == 'b' || kind[0] == 'B') ? K_BOOL
+                    : kind[0] == 'd' ? K_F64 : K_REAL;
+            s->writable = kind[0] == 'w' || kind[0] == 'B' || kind[0] == 'L';
             s->optional = kind[1] == '?';
             while (*at == ' ') ++at;
         }
@@ -227,11 +260,12 @@ static int length_of(const char *text, const binding *b, const long long *ints, 
     Py_ssize_t total = 1;
     for (const char *c = text; *c; ++c) {
         Py_ssize_t factor;
-        const char *letter = strchr(b->ints, *c);
-        if (*c == '*') factor = star;
+        const char *letter = strchr(b->ints, *c); /* an int's letter first: H may be a height */
+        if (letter) factor = (Py_ssize_t)ints[letter - b->ints];
+        else if (*c == '*') factor = star;
         else if (*c == 'H') factor = FASTBP_HYPER_LENGTH;
         else if (*c >= '0' && *c <= '9') factor = *c - '0';
-        else factor = letter ? (Py_ssize_t)ints[letter - b->ints] : -1;
+        else factor = -1;
         if (factor < 0 || __builtin_mul_overflow(total, factor, &total)) {
             PyErr_Format(PyExc_ValueError, "%s: sizes too large", b->name);
             return -1;
@@ -258,7 +292,7 @@ static PyObject *call_binding(PyObject *self, PyObject *args)
     if (PyTuple_GET_SIZE(args) != n_arrays + n_ints + b->doubles)
         return PyErr_Format(PyExc_TypeError, "%s takes %d arguments (arrays %s, ints %s, %d floats), got %zd", b->name,
                             n_arrays + n_ints + b->doubles, b->arrays, b->ints, b->doubles, PyTuple_GET_SIZE(args));
-    long long ints[8];
+    long long ints[12];
     double doubles[4];
     for (int i = 0; i < n_ints; ++i) {
         ints[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(args, n_arrays + i));
@@ -268,6 +302,9 @@ static PyObject *call_binding(PyObject *self, PyObject *args)
         doubles[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(args, n_arrays + n_ints + i));
         if (PyErr_Occurred()) return NULL;
     }
+    if (!b->rule(ints))
+        return PyErr_Format(PyExc_ValueError, "%s: the sizes %s do not fit together (windows must end at the edges)", b->name,
+                            b->ints);
     Args a = {.count = 0, .real = REAL_NONE};
     void *p[MAX_SPECS] = {0};
     Py_ssize_t star = -1;
@@ -667,11 +704,12 @@ static PyObject *constants(PyObject *self, PyObject *args)
     (void)self;
     (void)args;
     return Py_BuildValue(
-        "{s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i, s:i,s:i,s:i, s:i,s:i,s:i,s:i}",
+        "{s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i}",
         "FIELD_CODE", FASTBP_FIELD_CODE, "FIELD_PARAM_AT", FASTBP_FIELD_PARAM_AT, "FIELD_IN", FASTBP_FIELD_IN,
         "FIELD_OUT", FASTBP_FIELD_OUT, "OP_FIELDS", FASTBP_OP_FIELDS,
         "AFFINE", FASTBP_OP_AFFINE, "RELU", FASTBP_OP_RELU, "SIGMOID", FASTBP_OP_SIGMOID, "SOFTMAX_LOSS", FASTBP_OP_SOFTMAX_LOSS,
-        "SGD", FASTBP_SGD, "MOMENTUM", FASTBP_MOMENTUM, "ADAM", FASTBP_ADAM,
+        "SGD", FASTBP_SGD, "MOMENTUM", FASTBP_MOMENTUM, "ADAM", FASTBP_ADAM, "NESTEROV", FASTBP_NESTEROV,
+        "ADAGRAD", FASTBP_ADAGRAD, "RMSPROP", FASTBP_RMSPROP,
         "HYPER_LR", FASTBP_HYPER_LR, "HYPER_BETA1", FASTBP_HYPER_BETA1, "HYPER_BETA2", FASTBP_HYPER_BETA2,
         "HYPER_EPS", FASTBP_HYPER_EPS);
 }

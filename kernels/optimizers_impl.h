@@ -30,6 +30,36 @@ FASTBP_SIMD static void FN(adam)(REAL *restrict param, const REAL *restrict grad
     }
 }
 
+/* the book's Nesterov: param += mu^2 v - (1 + mu) lr grad; v = mu v - lr grad */
+FASTBP_SIMD static void FN(nesterov)(REAL *restrict param, const REAL *restrict grad, REAL *restrict v, REAL lr,
+                                     REAL mu, ptrdiff_t n, ptrdiff_t parallel_min)
+{
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        param[i] += mu * mu * v[i];
+        param[i] -= (1 + mu) * lr * grad[i];
+        v[i] = mu * v[i] - lr * grad[i];
+    }
+}
+
+/* AdaGrad (decay 0: h += grad^2) and RMSprop (h = decay h + (1 - decay) grad^2), then
+ * param -= lr grad / (sqrt(h) + eps), as the book writes them */
+FASTBP_SIMD static void FN(scaled_by_history)(REAL *restrict param, const REAL *restrict grad, REAL *restrict h,
+                                              REAL lr, REAL decay, int rms, REAL eps, ptrdiff_t n,
+                                              ptrdiff_t parallel_min)
+{
+    FASTBP_PARALLEL_FOR(n >= parallel_min)
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        if (rms) {
+            h[i] *= decay;
+            h[i] += (1 - decay) * grad[i] * grad[i];
+        } else {
+            h[i] += grad[i] * grad[i];
+        }
+        param[i] -= lr * grad[i] / (SQRT(h[i]) + eps);
+    }
+}
+
 void FN(optimizer_step)(int code, REAL *param, const REAL *grad, REAL *m, REAL *v, ptrdiff_t n, const REAL *hyper,
                         int64_t t, ptrdiff_t parallel_min)
 {
@@ -40,6 +70,13 @@ void FN(optimizer_step)(int code, REAL *param, const REAL *grad, REAL *m, REAL *
         break;
     case FASTBP_MOMENTUM:
         FN(momentum)(param, grad, m, lr, beta1, n, parallel_min);
+        break;
+    case FASTBP_NESTEROV:
+        FN(nesterov)(param, grad, m, lr, beta1, n, parallel_min);
+        break;
+    case FASTBP_ADAGRAD:
+    case FASTBP_RMSPROP:
+        FN(scaled_by_history)(param, grad, m, lr, beta1, code == FASTBP_RMSPROP, hyper[FASTBP_HYPER_EPS], n, parallel_min);
         break;
     case FASTBP_ADAM: {
         const REAL beta2 = hyper[FASTBP_HYPER_BETA2];

@@ -86,11 +86,12 @@ def test_help_names_every_backend_and_the_optimizers_own_learning_rates():
     assert "97% test accuracy" in text and "97%%" not in text
     assert "native, numba, reference" in text
     assert "native, numba, reference" in " ".join(choices["gradcheck"].format_help().split())
-    assert "sgd 0.1, momentum 0.01, adam 0.001" in text
+    assert "sgd 0.1, adam 0.001, the others 0.01" in text
 
 
 def test_each_optimizer_starts_from_its_own_learning_rate(tiny, tmp_path, capsys):
-    for optimizer, lr in (("adam", "0.001"), ("momentum", "0.01"), ("sgd", "0.1")):
+    for optimizer, lr in (("adam", "0.001"), ("momentum", "0.01"), ("sgd", "0.1"), ("rmsprop", "0.01"),
+                          ("nesterov", "0.01"), ("adagrad", "0.01")):
         assert train(tiny, "--optimizer", optimizer, "--iterations", "3", "--out", str(tmp_path / optimizer)) == 0
         assert f"{optimizer} lr {lr}," in capsys.readouterr().out
 

@@ -52,7 +52,7 @@ def assert_same_training(expected, actual, n_steps, dtype):
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
 @pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
 @pytest.mark.parametrize("layout", list(SIZES))
 def test_train_steps_matches_reference(backend, dtype, activation, optimizer, inputs, layout, rng):

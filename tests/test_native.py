@@ -64,7 +64,7 @@ def test_native_rejects_bad_buffers_instead_of_reading_out_of_bounds():
         sgd(ro, np.zeros(4))
     with pytest.raises(ValueError, match="hyper has 3 elements, expected 4"):
         sgd(p, np.zeros(4), np.zeros(3))
-    with pytest.raises(ValueError, match=r"optimizer_step: o must lie in \[0, 2\], got 7"):
+    with pytest.raises(ValueError, match=r"optimizer_step: o must lie in \[0, 5\], got 7"):
         _native.optimizer_step(p, p, p, p, SGD_01, 7, 1)
     with pytest.raises(ValueError, match=r"optimizer_step: T must lie in \[1, "):
         _native.optimizer_step(p, p, p, p, SGD_01, engine.ADAM, 0)  # Adam's step 0 divides by zero

@@ -85,3 +85,56 @@ def test_optimizer_arguments_are_checked():
         Adam(lr=0)
     with pytest.raises(TypeError, match="lr must be a real number"):
         SGD(lr="fast")
+
+
+# ---- the book's six optimizers: names, defaults and numbers ---------------------------------------
+
+BOOK_OPTIMIZERS = {"SGD": {}, "Momentum": {}, "Nesterov": {}, "AdaGrad": {}, "RMSprop": {}, "Adam": {},
+                   "Momentum-0.5": {"lr": 0.05, "momentum": 0.5}, "RMSprop-0.9": {"lr": 0.02, "decay_rate": 0.9},
+                   "Adam-lr": {"lr": 0.01, "beta1": 0.8, "beta2": 0.99}}
+
+
+@pytest.mark.parametrize("name", list(BOOK_OPTIMIZERS))
+def test_every_optimizer_gives_the_books_numbers(backend, name, rng):
+    """Five steps from the same parameters and gradients: float64 rounding apart, the book's values."""
+    from book import book_module
+
+    book = book_module("optimizer")
+    cls, kwargs = name.split("-")[0], BOOK_OPTIMIZERS[name]
+    ours, theirs = getattr(fastbp.optim, cls)(backend=backend, **kwargs), getattr(book, cls)(**kwargs)
+    start = {"W": rng.standard_normal((30, 20)), "b": rng.standard_normal(20)}
+    params_ours = {k: v.copy() for k, v in start.items()}
+    params_book = {k: v.copy() for k, v in start.items()}
+    for _ in range(5):
+        grads = {k: rng.standard_normal(v.shape) for k, v in start.items()}
+        ours.update(params_ours, grads)
+        theirs.update(params_book, grads)
+    for key in start:
+        # a few float64 roundings per step, of terms as large as the parameters
+        np.testing.assert_allclose(params_ours[key], params_book[key], rtol=1e-13, atol=1e-13)
+
+
+def test_the_books_defaults():
+    from fastbp.optim import AdaGrad, Nesterov, RMSprop
+
+    assert SGD().lr == 0.01 and Momentum().lr == 0.01 and Momentum().momentum == 0.9
+    assert Nesterov().lr == 0.01 and Nesterov().momentum == 0.9 and AdaGrad().lr == 0.01
+    assert RMSprop().lr == 0.01 and RMSprop().decay_rate == 0.99
+    adam = Adam()
+    assert (adam.lr, adam.beta1, adam.beta2, adam.eps) == (0.001, 0.9, 0.999, 1e-7)
+
+
+def test_scalar_parameters_are_written_back_as_the_books_minus_equals(rng):
+    """The book's optimizer_compare_naive.py keeps Python floats in params."""
+    from book import book_module
+    from fastbp.optim import AdaGrad
+
+    book = book_module("optimizer")
+    for cls in ("SGD", "Momentum", "AdaGrad", "Adam"):
+        ours, theirs = getattr(fastbp.optim, cls)(lr=0.3), getattr(book, cls)(lr=0.3)
+        p_ours, p_book = {"x": -7.0, "y": 2.0}, {"x": -7.0, "y": 2.0}
+        for _ in range(10):
+            ours.update(p_ours, {"x": p_ours["x"] / 10.0, "y": 2.0 * p_ours["y"]})
+            theirs.update(p_book, {"x": p_book["x"] / 10.0, "y": 2.0 * p_book["y"]})
+        assert p_ours["x"] == pytest.approx(p_book["x"], rel=1e-13) and p_ours["y"] == pytest.approx(p_book["y"], rel=1e-13)
+    assert isinstance(AdaGrad().h, dict)

@@ -17,7 +17,7 @@ def blobs(rng, n=600, d=12, classes=3):
 def fit(rng, path="fused", optimizer="sgd", backend=None, dtype=np.float32, **config):
     x, t = blobs(np.random.default_rng(1))
     net = MultiLayerNet(12, [10], 3, weight_init_std=0.1, dtype=dtype, backend=backend, seed=0)
-    lr = {"sgd": 0.1, "momentum": 0.05, "adam": 0.01}[optimizer]
+    lr = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.1, "rmsprop": 0.01, "adam": 0.01}[optimizer]
     defaults = dict(iterations=120, batch_size=16, lr=lr, optimizer=optimizer, path=path, progress=False)
     history = Trainer(net, TrainConfig(**(defaults | config))).fit(x[:500], t[:500], x[500:], t[500:])
     return net, history
@@ -41,7 +41,7 @@ def test_seeds_experiment_has_17_evaluations(rng):
     assert len(history.losses) == 10000
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
 def test_fused_and_layer_paths_record_the_same_losses(backend, optimizer, rng):
     net_f, fused = fit(rng, "fused", optimizer, backend, dtype=np.float64)
     net_l, layers = fit(rng, "layers", optimizer, backend, dtype=np.float64)

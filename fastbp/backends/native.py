@@ -77,6 +77,76 @@ def mse_backward(y, t, dout):
     return dx
 
 
+def dropout_forward(x, draw, ratio):
+    out = np.empty_like(x)
+    mask = np.empty(x.shape, dtype=np.bool_)
+    _native.dropout_forward(x, draw, out, mask, ratio)
+    return out, mask
+
+
+def dropout_backward(dout, mask):
+    dx = np.empty_like(dout)
+    _native.dropout_backward(dout, np.ascontiguousarray(mask), dx)
+    return dx
+
+
+def batchnorm_forward(x, gamma, beta, eps):
+    n, d = x.shape
+    out, xn = np.empty_like(x), np.empty_like(x)
+    mean, var, std = (np.empty(d, dtype=x.dtype) for _ in range(3))
+    _native.batchnorm_forward(x, gamma, beta, out, xn, mean, var, std, n, d, eps)
+    return out, xn, mean, var, std
+
+
+def batchnorm_infer(x, gamma, beta, mean, var, eps):
+    out = np.empty_like(x)
+    _native.batchnorm_infer(x, gamma, beta, mean, var, out, x.shape[0], x.shape[1], eps)
+    return out
+
+
+def batchnorm_backward(dout, xn, std, gamma):
+    dx = np.empty_like(dout)
+    dgamma, dbeta = np.empty_like(gamma), np.empty_like(gamma)
+    _native.batchnorm_backward(dout, xn, std, gamma, dx, dgamma, dbeta, dout.shape[0], dout.shape[1])
+    return dx, dgamma, dbeta
+
+
+def _windows(size, window, stride, pad):
+    return (size + 2 * pad - window) // stride + 1
+
+
+def conv_forward(x, W, b, stride, pad):
+    (N, C, H, Wd), (F, _, FH, FW) = x.shape, W.shape
+    OH, OW = _windows(H, FH, stride, pad), _windows(Wd, FW, stride, pad)
+    out = np.empty((N, F, OH, OW), dtype=x.dtype)
+    _native.conv_forward(x, W, b, out, N, C, H, Wd, F, FH, FW, stride, pad, OH, OW)
+    return out, None  # backward reads x again: no im2col matrix kept
+
+
+def conv_backward(dout, x, col, W, stride, pad, need_dx=True):
+    (N, C, H, Wd), (F, _, FH, FW) = x.shape, W.shape
+    dx = np.empty_like(x) if need_dx else None
+    dW, db = np.empty_like(W), np.empty(F, dtype=W.dtype)
+    _native.conv_backward(dout, x, W, dx, dW, db, N, C, H, Wd, F, FH, FW, stride, pad, dout.shape[2], dout.shape[3])
+    return dx, dW, db
+
+
+def pool_forward(x, pool_h, pool_w, stride, pad):
+    N, C, H, W = x.shape
+    OH, OW = _windows(H, pool_h, stride, pad), _windows(W, pool_w, stride, pad)
+    out = np.empty((N, C, OH, OW), dtype=x.dtype)
+    arg_max = np.empty(N * OH * OW * C, dtype=np.int64)
+    _native.pool_forward(x, out, arg_max, N, C, H, W, pool_h, pool_w, stride, pad, OH, OW)
+    return out, arg_max
+
+
+def pool_backward(dout, arg_max, x_shape, pool_h, pool_w, stride, pad):
+    dx = np.empty(x_shape, dtype=dout.dtype)
+    _native.pool_backward(dout, np.ascontiguousarray(arg_max, dtype=np.int64), dx, *x_shape, pool_h, pool_w, stride, pad,
+                          dout.shape[2], dout.shape[3])
+    return dx
+
+
 def optimizer_step(code, param, grad, m, v, hyper, t):
     _native.optimizer_step(param, grad, m, v, hyper, code, t)
 

@@ -210,6 +210,222 @@ def mse_backward(y, t, dout):
     return dx
 
 
+# ---- Dropout and batch normalization ------------------------------------------------------------
+
+@_jit
+def _dropout_forward(x, draw, out, mask, ratio):
+    for i in range(x.size):
+        keep = draw[i] > ratio
+        mask[i] = keep
+        out[i] = x[i] * keep  # a product, as the book's: NaN * 0 stays NaN
+
+
+@_jit
+def _dropout_backward(dout, mask, dx):
+    for i in range(dout.size):
+        dx[i] = dout[i] * mask[i]
+
+
+def dropout_forward(x, draw, ratio):
+    out = np.empty_like(x)
+    mask = np.empty(x.shape, dtype=np.bool_)
+    _in_parallel(_dropout_forward, (x.reshape(-1), draw.reshape(-1), out.reshape(-1), mask.reshape(-1)), ratio)
+    return out, mask
+
+
+def dropout_backward(dout, mask):
+    dx = np.empty_like(dout)
+    _in_parallel(_dropout_backward, (dout.reshape(-1), np.ascontiguousarray(mask).reshape(-1), dx.reshape(-1)))
+    return dx
+
+
+@_jit
+def _batchnorm_forward(x, gamma, beta, eps, out, xn, mean, var, std):
+    n, d = x.shape
+    for j in range(d):  # column sums of x minus its first row: a large mean does not cancel the variance
+        s1, s2 = 0.0, 0.0
+        for i in range(n):
+            e = x[i, j] - x[0, j]
+            s1 += e
+            s2 += e * e
+        m = s1 / n
+        v = max(s2 / n - m * m, 0.0)
+        mean[j], var[j], std[j] = x[0, j] + m, v, np.sqrt(v + eps)
+    for i in range(n):
+        for j in range(d):
+            xn[i, j] = (x[i, j] - mean[j]) / std[j]
+            out[i, j] = gamma[j] * xn[i, j] + beta[j]
+
+
+@_jit
+def _batchnorm_backward(dout, xn, std, gamma, dx, dgamma, dbeta):
+    n, d = dout.shape
+    dgamma[:] = 0
+    dbeta[:] = 0
+    for i in range(n):
+        for j in range(d):
+            dbeta[j] += dout[i, j]
+            dgamma[j] += xn[i, j] * dout[i, j]
+    for i in range(n):  # the book's chain of steps, simplified
+        for j in range(d):
+            dx[i, j] = gamma[j] / std[j] * (dout[i, j] - dbeta[j] / n - xn[i, j] * dgamma[j] / n)
+
+
+def batchnorm_forward(x, gamma, beta, eps):
+    out, xn = np.empty_like(x), np.empty_like(x)
+    mean, var, std = (np.empty(x.shape[1], dtype=x.dtype) for _ in range(3))
+    _batchnorm_forward(x, gamma, beta, eps, out, xn, mean, var, std)
+    return out, xn, mean, var, std
+
+
+def batchnorm_infer(x, gamma, beta, mean, var, eps):
+    return (gamma * ((x - mean) / np.sqrt(var + x.dtype.type(eps))) + beta).astype(x.dtype, copy=False)
+
+
+def batchnorm_backward(dout, xn, std, gamma):
+    dx, dgamma, dbeta = np.empty_like(dout), np.empty_like(gamma), np.empty_like(gamma)
+    _batchnorm_backward(dout, xn, std, gamma, dx, dgamma, dbeta)
+    return dx, dgamma, dbeta
+
+
+# ---- Convolution (each sample's windows as a transposed im2col matrix, one BLAS product) ------
+# ---- and max pooling (the first maximum of each window, as the book's np.argmax) -------------
+
+@_jit
+def _im2col_t(x, fh, fw, stride, pad, oh, ow, col):
+    """The windows of one sample x (C, H, W) as col (C FH FW, OH OW), zero in the padding."""
+    c_in, h, w = x.shape
+    for c in range(c_in):
+        for fy in range(fh):
+            for fx in range(fw):
+                row = (c * fh + fy) * fw + fx
+                for oy in range(oh):
+                    iy = oy * stride - pad + fy
+                    for ox in range(ow):
+                        ix = ox * stride - pad + fx
+                        inside = iy >= 0 and iy < h and ix >= 0 and ix < w
+                        col[row, oy * ow + ox] = x[c, iy, ix] if inside else 0
+
+
+@_jit
+def _col2im_t(col, fh, fw, stride, pad, oh, ow, dx):
+    """The transpose of _im2col_t: col's entries added into one sample's dx (C, H, W), zeroed first."""
+    c_in, h, w = dx.shape
+    dx[:] = 0
+    for c in range(c_in):
+        for fy in range(fh):
+            for fx in range(fw):
+                row = (c * fh + fy) * fw + fx
+                for oy in range(oh):
+                    iy = oy * stride - pad + fy
+                    if iy < 0 or iy >= h:
+                        continue
+                    for ox in range(ow):
+                        ix = ox * stride - pad + fx
+                        if ix >= 0 and ix < w:
+                            dx[c, iy, ix] += col[row, oy * ow + ox]
+
+
+@_jit
+def _conv_forward(x, W2, b, fh, fw, stride, pad, oh, ow, out):
+    col = np.empty((W2.shape[1], oh * ow), dtype=x.dtype)
+    for n in range(x.shape[0]):
+        _im2col_t(x[n], fh, fw, stride, pad, oh, ow, col)
+        np.dot(W2, col, out[n])
+        for f in range(W2.shape[0]):
+            out[n, f] += b[f]
+
+
+@_jit
+def _conv_backward(dout, x, W2, fh, fw, stride, pad, oh, ow, dx, dW2, db, need_dx):
+    col = np.empty((W2.shape[1], oh * ow), dtype=x.dtype)
+    part = np.empty(dW2.shape, dtype=x.dtype)
+    dcol = np.empty(col.shape, dtype=x.dtype)
+    W2t = W2.T.copy()
+    dW2[:] = 0
+    db[:] = 0
+    for n in range(x.shape[0]):
+        _im2col_t(x[n], fh, fw, stride, pad, oh, ow, col)
+        np.dot(dout[n], col.T, part)
+        dW2 += part
+        for f in range(dout.shape[1]):
+            db[f] += np.sum(dout[n, f])
+        if need_dx:
+            np.dot(W2t, dout[n], dcol)
+            _col2im_t(dcol, fh, fw, stride, pad, oh, ow, dx[n])
+
+
+def _windows(size, window, stride, pad):
+    return (size + 2 * pad - window) // stride + 1
+
+
+def conv_forward(x, W, b, stride, pad):
+    (N, _, H, Wd), (F, _, FH, FW) = x.shape, W.shape
+    OH, OW = _windows(H, FH, stride, pad), _windows(Wd, FW, stride, pad)
+    out = np.empty((N, F, OH * OW), dtype=x.dtype)
+    _conv_forward(x, W.reshape(F, -1), b, FH, FW, stride, pad, OH, OW, out)
+    return out.reshape(N, F, OH, OW), None  # backward reads x again: no im2col matrix kept
+
+
+def conv_backward(dout, x, col, W, stride, pad, need_dx=True):
+    F, _, FH, FW = W.shape
+    OH, OW = dout.shape[2], dout.shape[3]
+    dx = np.empty_like(x)
+    dW, db = np.empty_like(W), np.empty(F, dtype=W.dtype)
+    _conv_backward(dout.reshape(dout.shape[0], F, OH * OW), x, W.reshape(F, -1), FH, FW, stride, pad, OH, OW, dx,
+                   dW.reshape(F, -1), db, need_dx)
+    return (dx if need_dx else None), dW, db
+
+
+@_jit
+def _pool_forward(x, ph, pw, stride, pad, out, arg_max):
+    n_, c_, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for n in range(n_):
+        for c in range(c_):
+            for oy in range(oh):
+                for ox in range(ow):
+                    best, at = x.dtype.type(0), -1
+                    for fy in range(ph):
+                        for fx in range(pw):
+                            iy, ix = oy * stride - pad + fy, ox * stride - pad + fx
+                            v = x[n, c, iy, ix] if iy >= 0 and iy < h and ix >= 0 and ix < w else x.dtype.type(0)
+                            if at < 0 or (best == best and (v > best or v != v)):  # NaN wins, the first one
+                                best, at = v, fy * pw + fx
+                    out[n, c, oy, ox] = best
+                    arg_max[((n * oh + oy) * ow + ox) * c_ + c] = at
+
+
+@_jit
+def _pool_backward(dout, arg_max, ph, pw, stride, pad, dx):
+    n_, c_, h, w = dx.shape
+    oh, ow = dout.shape[2], dout.shape[3]
+    dx[:] = 0
+    for n in range(n_):
+        for c in range(c_):
+            for oy in range(oh):
+                for ox in range(ow):
+                    at = arg_max[((n * oh + oy) * ow + ox) * c_ + c]
+                    iy, ix = oy * stride - pad + at // pw, ox * stride - pad + at % pw
+                    if iy >= 0 and iy < h and ix >= 0 and ix < w:
+                        dx[n, c, iy, ix] += dout[n, c, oy, ox]
+
+
+def pool_forward(x, pool_h, pool_w, stride, pad):
+    N, C, H, W = x.shape
+    OH, OW = _windows(H, pool_h, stride, pad), _windows(W, pool_w, stride, pad)
+    out = np.empty((N, C, OH, OW), dtype=x.dtype)
+    arg_max = np.empty(N * OH * OW * C, dtype=np.int64)
+    _pool_forward(x, pool_h, pool_w, stride, pad, out, arg_max)
+    return out, arg_max
+
+
+def pool_backward(dout, arg_max, x_shape, pool_h, pool_w, stride, pad):
+    dx = np.empty(x_shape, dtype=dout.dtype)
+    _pool_backward(dout, np.ascontiguousarray(arg_max, dtype=np.int64), pool_h, pool_w, stride, pad, dx)
+    return dx
+
+
 # ---- Update rules: one worker, every rule, over flat parameters and their state --------------
 
 @_jit
@@ -222,6 +438,19 @@ def _optimizer_step(param, grad, m, v, code, hyper, t):
         for i in range(param.size):
             m[i] = beta1 * m[i] - lr * grad[i]
             param[i] += m[i]
+    elif code == engine.NESTEROV:
+        for i in range(param.size):
+            param[i] += beta1 * beta1 * m[i]
+            param[i] -= (1 + beta1) * lr * grad[i]
+            m[i] = beta1 * m[i] - lr * grad[i]
+    elif code == engine.ADAGRAD or code == engine.RMSPROP:
+        eps = hyper[engine.HYPER_EPS]
+        for i in range(param.size):
+            if code == engine.RMSPROP:
+                m[i] = beta1 * m[i] + (1 - beta1) * grad[i] * grad[i]
+            else:
+                m[i] += grad[i] * grad[i]
+            param[i] -= lr * grad[i] / (np.sqrt(m[i]) + eps)
     elif code == engine.ADAM:
         beta2, eps = hyper[engine.HYPER_BETA2], hyper[engine.HYPER_EPS]
         lr_t = hyper[:1] * 0 + _adam_step_size(1.0 * lr, 1.0 * beta1, 1.0 * beta2, t)  # in the parameters' dtype

@@ -16,6 +16,7 @@ Contract (the layers guarantee it): arrays are C-contiguous and share one float 
 import numpy as np
 
 from .. import engine
+from ..util import col2im, im2col
 
 
 # ---- Affine: out = x W + b -------------------------------------------------------------
@@ -98,6 +99,94 @@ def mse_backward(y, t, dout):
     return (y - t) * (dout / n)
 
 
+# ---- Dropout ---------------------------------------------------------------------------------
+
+def dropout_forward(x, draw, ratio):
+    """mask = draw > ratio (draw: the uniform numbers of np.random.rand, as the book draws them);
+    out = x * mask (a product, as the book's: NaN * 0 stays NaN)."""
+    mask = draw > ratio
+    return x * mask, mask
+
+
+def dropout_backward(dout, mask):
+    return dout * mask
+
+
+# ---- Batch normalization of the columns of x (N, D), as the book writes it -------------------
+
+def batchnorm_forward(x, gamma, beta, eps):
+    """Training: each column normalised by its batch mean and variance; returns (out, xn, mean, var, std)."""
+    mu = x.mean(axis=0)
+    xc = x - mu
+    var = np.mean(xc**2, axis=0)
+    std = np.sqrt(var + eps)
+    xn = xc / std
+    return gamma * xn + beta, xn, mu, var, std
+
+
+def batchnorm_infer(x, gamma, beta, mean, var, eps):
+    """Inference: normalised by the running statistics."""
+    return gamma * ((x - mean) / np.sqrt(var + eps)) + beta
+
+
+def batchnorm_backward(dout, xn, std, gamma):
+    """Returns (dx, dgamma, dbeta), by the book's steps (xc = xn * std)."""
+    n = dout.shape[0]
+    xc = xn * std
+    dbeta = dout.sum(axis=0)
+    dgamma = np.sum(xn * dout, axis=0)
+    dxn = gamma * dout
+    dxc = dxn / std
+    dstd = -np.sum((dxn * xc) / (std * std), axis=0)
+    dvar = 0.5 * dstd / std
+    dxc += (2.0 / n) * xc * dvar
+    dmu = np.sum(dxc, axis=0)
+    return dxc - dmu / n, dgamma, dbeta
+
+
+# ---- Convolution: im2col and one matrix product, as the book ---------------------------------
+
+def conv_forward(x, W, b, stride, pad):
+    """x (N, C, H, W), W (FN, C, FH, FW) -> (out (N, FN, OH, OW), col: what backward reads)."""
+    FN, _, FH, FW = W.shape
+    N, _, H, Wd = x.shape
+    out_h, out_w = (H + 2 * pad - FH) // stride + 1, (Wd + 2 * pad - FW) // stride + 1
+    col = im2col(x, FH, FW, stride, pad)
+    out = np.dot(col, W.reshape(FN, -1).T) + b
+    return np.ascontiguousarray(out.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2)), col
+
+
+def conv_backward(dout, x, col, W, stride, pad, need_dx=True):
+    """Returns (dx or None, dW, db)."""
+    FN, C, FH, FW = W.shape
+    dout = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+    db = np.sum(dout, axis=0)
+    dW = np.dot(col.T, dout).T.reshape(FN, C, FH, FW)
+    dx = col2im(np.dot(dout, W.reshape(FN, -1)), x.shape, FH, FW, stride, pad) if need_dx else None
+    return dx, np.ascontiguousarray(dW), db
+
+
+# ---- Max pooling, the gradient to each window's first maximum (the book's tie rule) -----------
+
+def pool_forward(x, pool_h, pool_w, stride, pad):
+    """x (N, C, H, W) -> (out (N, C, OH, OW), arg_max): arg_max in the book's order (n, oh, ow, c),
+    each the place of the first maximum within its window, row by row (padding counts as 0)."""
+    N, C, H, W = x.shape
+    out_h, out_w = (H + 2 * pad - pool_h) // stride + 1, (W + 2 * pad - pool_w) // stride + 1
+    col = im2col(x, pool_h, pool_w, stride, pad).reshape(-1, pool_h * pool_w)
+    arg_max = np.argmax(col, axis=1)
+    out = np.max(col, axis=1).reshape(N, out_h, out_w, C).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(out), arg_max
+
+
+def pool_backward(dout, arg_max, x_shape, pool_h, pool_w, stride, pad):
+    dout = dout.transpose(0, 2, 3, 1)
+    dmax = np.zeros((dout.size, pool_h * pool_w), dtype=dout.dtype)
+    dmax[np.arange(arg_max.size), arg_max.reshape(-1)] = dout.reshape(-1)
+    # rows (n, oh, ow), columns (c, fh, fw): the layout col2im reads
+    return col2im(dmax.reshape(dout.shape[0] * dout.shape[1] * dout.shape[2], -1), x_shape, pool_h, pool_w, stride, pad)
+
+
 # ---- Parameter update: every rule in place, on the parameter and its state m and v ---------
 
 def optimizer_step(code, param, grad, m, v, hyper, t):
@@ -109,6 +198,18 @@ def optimizer_step(code, param, grad, m, v, hyper, t):
         m *= beta1
         m -= lr * grad
         param += m
+    elif code == engine.NESTEROV:  # the book's: param += mu^2 v - (1 + mu) lr grad; v = mu v - lr grad
+        param += beta1 * beta1 * m
+        param -= (1 + beta1) * lr * grad
+        m *= beta1
+        m -= lr * grad
+    elif code == engine.ADAGRAD:  # h += grad^2; param -= lr grad / (sqrt(h) + eps)
+        m += grad * grad
+        param -= lr * grad / (np.sqrt(m) + hyper[engine.HYPER_EPS])
+    elif code == engine.RMSPROP:  # h = decay h + (1 - decay) grad^2; param -= lr grad / (sqrt(h) + eps)
+        m *= beta1
+        m += (1 - beta1) * grad * grad
+        param -= lr * grad / (np.sqrt(m) + hyper[engine.HYPER_EPS])
     elif code == engine.ADAM:  # the bias correction folded into the step size, as in the book
         beta2, eps = hyper[engine.HYPER_BETA2], hyper[engine.HYPER_EPS]
         lr_t = engine.adam_step_size(float(lr), float(beta1), float(beta2), t)  # in double, as the kernels

@@ -1,0 +1,12 @@
+/* Convolution and max pooling over (N, C, H, W) batches, sample by sample on the OpenMP threads:
+ * a sample's windows laid out as the rows of its transposed im2col matrix (C FH FW, OH OW) in a
+ * buffer of its thread, then multiplied by fastbp's own row loops (rows.c), so the output comes
+ * out in (FN, OH OW) order and nothing calls BLAS inside the threads. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define FASTBP_TEMPLATE "conv_impl.h"
+#include "each_real.h"

@@ -1,0 +1,40 @@
+"""The book's own code (../shared/dlfs, MIT) for the tests that compare with it; skipped without it."""
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BOOK = Path(__file__).resolve().parents[2] / "shared" / "dlfs"
+requires_book = pytest.mark.skipif(not (BOOK / "common" / "layers.py").exists(), reason=f"the book's code is not at {BOOK}")
+
+
+def book_module(name: str):
+    """A module of the book's common/ package (layers, optimizer, util), imported from BOOK."""
+    if not (BOOK / "common" / "layers.py").exists():
+        pytest.skip(f"the book's code is not at {BOOK}")
+    if str(BOOK) not in sys.path:
+        sys.path.insert(0, str(BOOK))
+    return importlib.import_module(f"common.{name}")
+
+
+def book_layers():
+    return book_module("layers")
+
+
+def run_book_script(script: str, original: bool = False, timeout: float = 600, args=()) -> subprocess.CompletedProcess:
+    """One of the book's scripts, unchanged, in a fresh process through run_with_fastbp.sh (with
+    fastbp's layers and optimizers, or the book's own with ``original``)."""
+    runner = BOOK / "run_with_fastbp.sh"
+    if not runner.exists():
+        pytest.skip(f"the book's code is not at {BOOK}")
+    if not (BOOK.parent / "data" / "mnist").is_dir():
+        pytest.skip("the book's scripts read MNIST from ../shared/data/mnist")
+    assert shutil.which("bash")
+    command = ["bash", str(runner), *(["--original"] if original else []), script, *args]
+    env = os.environ | {"PYTHON": sys.executable, "MPLBACKEND": "Agg"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
