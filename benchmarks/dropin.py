@@ -1,11 +1,13 @@
 """Drop-in: the book's own code with fastbp's layers and optimizers in place of its own, against
 the book's NumPy, side by side, each variant in a fresh process, rounds taken in turn (A B A B).
 
-Two kinds of measurement:
+Three kinds of measurement:
 
   steps     the book's TwoLayerNet (ch05/two_layer_net.py: float64 weights, float32 MNIST images,
             one-hot labels) forward + backward (network.gradient) at batch 1, 3 and 100, and its
             SGD update; median microseconds per step in a process that imports one or the other
+  convnet   the book's ch07 training loop: its SimpleConvNet (float64) gradient and its Adam update
+            on shuffled batches of 100, as its Trainer runs them; median milliseconds per iteration
   scripts   whole processes of the book's scripts through ../shared/dlfs/run_with_fastbp.sh
             (ch05 gradient_check.py, train_neuralnet.py, ...): wall seconds
 
@@ -63,10 +65,34 @@ print(json.dumps(result))
 """
 
 
+# The book's ch07 loop: SimpleConvNet, Adam(lr=0.001), batches of 100 as its Trainer draws them.
+CONVNET_CHILD = r"""
+import json, os, sys, time
+import numpy as np
+sys.path.insert(0, os.getcwd()); sys.path.insert(0, os.path.join(os.getcwd(), "ch07"))
+from simple_convnet import SimpleConvNet
+from common.optimizer import Adam
+from fastbp.data import load_mnist
+(x, t), _ = load_mnist(flatten=False)
+np.random.seed(0)
+net = SimpleConvNet()
+opt = Adam(lr=0.001)
+times = []
+for i in range(int(sys.argv[1])):
+    mask = np.random.choice(x.shape[0], 100)
+    start = time.perf_counter()
+    grads = net.gradient(x[mask], t[mask])
+    opt.update(net.params, grads)
+    times.append(time.perf_counter() - start)
+kept = sorted(times[3:])
+print(json.dumps({"ms": kept[len(kept) // 2] * 1e3}))
+"""
+
+
 def book_copy(variant: str) -> Path:
     """A temporary copy of the book; for 'fastbp', common/layers.py and common/optimizer.py import fastbp's."""
     work = Path(tempfile.mkdtemp(prefix=f"dlfs-{variant}-"))
-    for part in ("common", "dataset", "ch05"):
+    for part in ("common", "dataset", "ch05", "ch07"):
         shutil.copytree(BOOK / part, work / part)
     if variant == "fastbp":
         (work / "common" / "layers.py").write_text("from fastbp.layers import *  # noqa: F401,F403\n")
@@ -84,6 +110,16 @@ def steps(variant: str) -> dict:
     return {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
 
 
+def convnet_ms(variant: str, iterations: int) -> float:
+    work = book_copy(variant)
+    try:
+        out = subprocess.run([sys.executable, "-c", CONVNET_CHILD, str(iterations)], cwd=work, check=True,
+                             capture_output=True, text=True).stdout
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return json.loads(out.strip().splitlines()[-1])["ms"]
+
+
 def script_seconds(script: str, variant: str) -> float:
     command = [str(BOOK / "run_with_fastbp.sh"), *(["--original"] if variant == "book" else []), script]
     start = time.perf_counter()
@@ -99,7 +135,8 @@ def ratio_summary(book: list[float], fast: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="times each variant runs, in turn (default: 3)")
-    parser.add_argument("--only", choices=["steps", "scripts"], default=None, help="one kind of measurement")
+    parser.add_argument("--only", choices=["steps", "convnet", "scripts"], default=None, help="one kind of measurement")
+    parser.add_argument("--iterations", type=int, default=23, help="iterations of the ch07 loop per run (default: 23)")
     parser.add_argument("--scripts", nargs="+", default=list(DEFAULT_SCRIPTS), metavar="CH/SCRIPT.py",
                         help=f"the book's scripts to time whole (default: {' '.join(DEFAULT_SCRIPTS)})")
     args = parser.parse_args()
@@ -127,6 +164,18 @@ def main() -> int:
             fast = [run[batch] for run in runs["fastbp"]]
             print(f"| batch {batch} | {statistics.median(book):.0f} | {statistics.median(fast):.0f} | "
                   f"{ratio_summary(book, fast)} |")
+        print()
+    if args.only in (None, "convnet"):
+        runs = {"book": [], "fastbp": []}
+        for r in range(args.rounds):
+            for variant in runs:
+                print(f"convnet: {variant} (round {r + 1} of {args.rounds}) ...", file=sys.stderr)
+                runs[variant].append(convnet_ms(variant, args.iterations))
+        print("| the book's ch07 loop (SimpleConvNet, Adam, batch 100) | book's layers, ms/iteration | "
+              "fastbp's layers, ms/iteration | speed-up |")
+        print("|---|---:|---:|---:|")
+        print(f"| gradient + update | {statistics.median(runs['book']):.1f} | {statistics.median(runs['fastbp']):.1f} | "
+              f"{ratio_summary(runs['book'], runs['fastbp'])} |")
         print()
     if args.only in (None, "scripts"):
         print("| the book's script, whole process | book's layers, s | fastbp's layers, s | speed-up |")

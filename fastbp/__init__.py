@@ -7,13 +7,17 @@
     from fastbp.reference import Affine                    # pure NumPy, whatever the global choice
 """
 
-from .backends import BackendUnavailable, available as available_backends, current as get_backend
-from .backends import set_backend, use_backend
-from .gradcheck import GradientCheckReport, compare_gradients, gradient_check, numerical_gradient
-from .layers import (AddLayer, Affine, BatchNormalization, Convolution, Dropout, IdentityWithLoss, Layer, MulLayer,
-                     Pooling, Relu, Sigmoid, SoftmaxWithLoss)
-from .nets import MultiLayerNet, TwoLayerNet
-from .optim import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from .threads import configure_openmp
+
+configure_openmp()  # before any compiled module loads the OpenMP runtime
+
+from .backends import BackendUnavailable, available as available_backends, current as get_backend  # noqa: E402
+from .backends import set_backend, use_backend  # noqa: E402
+from .gradcheck import GradientCheckReport, compare_gradients, gradient_check, numerical_gradient  # noqa: E402
+from .layers import (AddLayer, Affine, BatchNormalization, Convolution, Dropout, IdentityWithLoss, Layer,  # noqa: E402
+                     MulLayer, Pooling, Relu, Sigmoid, SoftmaxWithLoss)
+from .nets import MultiLayerNet, TwoLayerNet  # noqa: E402
+from .optim import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -445,8 +445,13 @@ class Pooling(Layer):
         super().__init__(backend)
         self.pool_h, self.pool_w = check.positive_int("pool_h", pool_h), check.positive_int("pool_w", pool_w)
         self.stride, self.pad = check.positive_int("stride", stride), check.non_negative_int("pad", pad)
-        self.x = self.arg_max = None
+        self.x = self._arg_max = None  # (N, C, OH, OW), as the backends keep it
         self._out_shape = None
+
+    @property
+    def arg_max(self):
+        """The place of each output's first maximum in its window, in the book's order (n, oh, ow, c)."""
+        return None if self._arg_max is None else self._arg_max.transpose(0, 2, 3, 1).reshape(-1)
 
     def forward(self, x):
         x = check.float_array("x", x, any_float=True)
@@ -454,15 +459,15 @@ class Pooling(Layer):
         out_h = check.window_output("Pooling", x.shape[2], self.pool_h, self.stride, self.pad, "pool height")
         out_w = check.window_output("Pooling", x.shape[3], self.pool_w, self.stride, self.pad, "pool width")
         self.x = check.kernel_ready(x, x.dtype)
-        out, self.arg_max = self.ops_for(x.dtype).pool_forward(self.x, self.pool_h, self.pool_w, self.stride, self.pad)
+        out, self._arg_max = self.ops_for(x.dtype).pool_forward(self.x, self.pool_h, self.pool_w, self.stride, self.pad)
         self._out_shape = (x.shape[0], x.shape[1], out_h, out_w)
         return out
 
     def backward(self, dout):
-        self._require_forward("arg_max")
+        self._require_forward("_arg_max")
         dout = check.float_array("dout", dout, any_float=True)
         check.same_shape("dout", dout, "the Pooling output", self._out_shape)
-        return self.ops_for(dout.dtype).pool_backward(check.kernel_ready(dout, dout.dtype), self.arg_max, self.x.shape,
+        return self.ops_for(dout.dtype).pool_backward(check.kernel_ready(dout, dout.dtype), self._arg_max, self.x.shape,
                                                       self.pool_h, self.pool_w, self.stride, self.pad)
 
 

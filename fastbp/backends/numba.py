@@ -393,7 +393,7 @@ def _pool_forward(x, ph, pw, stride, pad, out, arg_max):
                             if at < 0 or (best == best and (v > best or v != v)):  # NaN wins, the first one
                                 best, at = v, fy * pw + fx
                     out[n, c, oy, ox] = best
-                    arg_max[((n * oh + oy) * ow + ox) * c_ + c] = at
+                    arg_max[n, c, oy, ox] = at
 
 
 @_jit
@@ -405,7 +405,7 @@ def _pool_backward(dout, arg_max, ph, pw, stride, pad, dx):
         for c in range(c_):
             for oy in range(oh):
                 for ox in range(ow):
-                    at = arg_max[((n * oh + oy) * ow + ox) * c_ + c]
+                    at = arg_max[n, c, oy, ox]
                     iy, ix = oy * stride - pad + at // pw, ox * stride - pad + at % pw
                     if iy >= 0 and iy < h and ix >= 0 and ix < w:
                         dx[n, c, iy, ix] += dout[n, c, oy, ox]
@@ -415,7 +415,7 @@ def pool_forward(x, pool_h, pool_w, stride, pad):
     N, C, H, W = x.shape
     OH, OW = _windows(H, pool_h, stride, pad), _windows(W, pool_w, stride, pad)
     out = np.empty((N, C, OH, OW), dtype=x.dtype)
-    arg_max = np.empty(N * OH * OW * C, dtype=np.int64)
+    arg_max = np.empty((N, C, OH, OW), dtype=np.int64)
     _pool_forward(x, pool_h, pool_w, stride, pad, out, arg_max)
     return out, arg_max
 

@@ -169,17 +169,18 @@ def conv_backward(dout, x, col, W, stride, pad, need_dx=True):
 # ---- Max pooling, the gradient to each window's first maximum (the book's tie rule) -----------
 
 def pool_forward(x, pool_h, pool_w, stride, pad):
-    """x (N, C, H, W) -> (out (N, C, OH, OW), arg_max): arg_max in the book's order (n, oh, ow, c),
-    each the place of the first maximum within its window, row by row (padding counts as 0)."""
+    """x (N, C, H, W) -> (out, arg_max), both (N, C, OH, OW): arg_max the place of each window's first
+    maximum, row by row (padding counts as 0); the book keeps it in the order (n, oh, ow, c)."""
     N, C, H, W = x.shape
     out_h, out_w = (H + 2 * pad - pool_h) // stride + 1, (W + 2 * pad - pool_w) // stride + 1
     col = im2col(x, pool_h, pool_w, stride, pad).reshape(-1, pool_h * pool_w)
-    arg_max = np.argmax(col, axis=1)
+    arg_max = np.argmax(col, axis=1).reshape(N, out_h, out_w, C).transpose(0, 3, 1, 2)
     out = np.max(col, axis=1).reshape(N, out_h, out_w, C).transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(out), arg_max
+    return np.ascontiguousarray(out), np.ascontiguousarray(arg_max)
 
 
 def pool_backward(dout, arg_max, x_shape, pool_h, pool_w, stride, pad):
+    arg_max = arg_max.transpose(0, 2, 3, 1)  # the book's order again
     dout = dout.transpose(0, 2, 3, 1)
     dmax = np.zeros((dout.size, pool_h * pool_w), dtype=dout.dtype)
     dmax[np.arange(arg_max.size), arg_max.reshape(-1)] = dout.reshape(-1)
