@@ -8,6 +8,9 @@ Three kinds of measurement:
             SGD update; median microseconds per step in a process that imports one or the other
   convnet   the book's ch07 training loop: its SimpleConvNet (float64) gradient and its Adam update
             on shuffled batches of 100, as its Trainer runs them; median milliseconds per iteration
+  layers    each layer of chapters 6-7 forward + backward at the SimpleConvNet shapes (batch 100,
+            float32 images into float64 weights, as the book feeds them), the book's and fastbp's
+            layer objects side by side in one process, in turn; median milliseconds
   scripts   whole processes of the book's scripts through ../shared/dlfs/run_with_fastbp.sh
             (ch05 gradient_check.py, train_neuralnet.py, ...): wall seconds
 
@@ -110,6 +113,57 @@ def steps(variant: str) -> dict:
     return {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
 
 
+def layer_cases(book, ours, rng):
+    """(name, book's callable, fastbp's callable): forward + backward of each layer at SimpleConvNet's shapes."""
+    import numpy as np
+
+    x = rng.random((100, 1, 28, 28), dtype=np.float32)
+    W, b = rng.standard_normal((30, 1, 5, 5)) * 0.01, np.zeros(30)
+    h = np.maximum(rng.standard_normal((100, 30, 24, 24)), 0)
+    flat = rng.standard_normal((100, 100))
+    douts = {"conv": rng.standard_normal((100, 30, 24, 24)), "pool": rng.standard_normal((100, 30, 12, 12))}
+    cases = []
+    for name, make, inputs, dout in (
+        ("Convolution 30x1x5x5", lambda m: m.Convolution(W, b), (x,), douts["conv"]),
+        ("Pooling 2x2 stride 2", lambda m: m.Pooling(2, 2, stride=2), (h,), douts["pool"]),
+        ("Relu 100x30x24x24", lambda m: m.Relu(), (h - 0.5,), douts["conv"]),
+        ("BatchNormalization 100x100", lambda m: m.BatchNormalization(np.ones(100), np.zeros(100)), (flat,), flat),
+        ("Dropout 0.5, 100x100", lambda m: m.Dropout(0.5), (flat,), flat),
+        ("Dropout 0.5, 100x30x24x24", lambda m: m.Dropout(0.5), (h,), douts["conv"]),
+    ):
+        pair = []
+        for module in (book, ours):
+            layer = make(module)
+            pair.append(lambda layer=layer, inputs=inputs, dout=dout: (layer.forward(*inputs), layer.backward(dout)))
+        cases.append((name, *pair))
+    return cases
+
+
+def layer_ms(rounds: int) -> list[tuple[str, list[float], list[float]]]:
+    import numpy as np
+
+    import fastbp.layers
+
+    if str(BOOK) not in sys.path:
+        sys.path.insert(0, str(BOOK))
+    from common import layers as book
+
+    rows = []
+    for name, book_call, our_call in layer_cases(book, fastbp.layers, np.random.default_rng(0)):
+        times = {"book": [], "fastbp": []}
+        for _ in range(rounds):
+            for variant, call in (("book", book_call), ("fastbp", our_call)):
+                call()  # warm
+                samples = []
+                for _ in range(9):
+                    start = time.perf_counter()
+                    call()
+                    samples.append(time.perf_counter() - start)
+                times[variant].append(statistics.median(samples) * 1e3)
+        rows.append((name, times["book"], times["fastbp"]))
+    return rows
+
+
 def convnet_ms(variant: str, iterations: int) -> float:
     work = book_copy(variant)
     try:
@@ -135,7 +189,8 @@ def ratio_summary(book: list[float], fast: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="times each variant runs, in turn (default: 3)")
-    parser.add_argument("--only", choices=["steps", "convnet", "scripts"], default=None, help="one kind of measurement")
+    parser.add_argument("--only", choices=["steps", "layers", "convnet", "scripts"], default=None,
+                        help="one kind of measurement")
     parser.add_argument("--iterations", type=int, default=23, help="iterations of the ch07 loop per run (default: 23)")
     parser.add_argument("--scripts", nargs="+", default=list(DEFAULT_SCRIPTS), metavar="CH/SCRIPT.py",
                         help=f"the book's scripts to time whole (default: {' '.join(DEFAULT_SCRIPTS)})")
@@ -164,6 +219,12 @@ def main() -> int:
             fast = [run[batch] for run in runs["fastbp"]]
             print(f"| batch {batch} | {statistics.median(book):.0f} | {statistics.median(fast):.0f} | "
                   f"{ratio_summary(book, fast)} |")
+        print()
+    if args.only in (None, "layers"):
+        print("| layer, forward + backward (batch 100) | book's, ms | fastbp's (native), ms | speed-up |")
+        print("|---|---:|---:|---:|")
+        for name, book, fast in layer_ms(args.rounds):
+            print(f"| {name} | {statistics.median(book):.2f} | {statistics.median(fast):.2f} | {ratio_summary(book, fast)} |")
         print()
     if args.only in (None, "convnet"):
         runs = {"book": [], "fastbp": []}
