@@ -340,8 +340,13 @@ class BatchNormalization(Layer):
         self.momentum = check.scalar("momentum", momentum)
         self.input_shape = None
         self.running_mean, self.running_var = running_mean, running_var
-        self.batch_size = self.xc = self.xn = self.std = None
+        self.batch_size = self.xn = self.std = None
         self.dgamma = self.dbeta = None
+
+    @property
+    def xc(self):
+        """x minus the batch mean (the book's attribute; computed when asked, from xn and std)."""
+        return None if self.xn is None else self.xn * self.std
 
     def _features(self, x, name):
         if x.ndim not in (2, 4):
@@ -365,7 +370,6 @@ class BatchNormalization(Layer):
             if x2.shape[0] == 0:
                 raise ValueError(f"BatchNormalization needs at least one sample to train, got x of shape {x.shape}")
             out, self.xn, mu, var, self.std = ops.batchnorm_forward(x2, gamma, beta, self.EPS)
-            self.xc = self.xn * self.std
             self.batch_size = x2.shape[0]
             self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
             self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var

@@ -43,8 +43,8 @@ int FN(batchnorm_forward)(const REAL *x, const REAL *gamma, const REAL *beta, RE
                           REAL *var, REAL *std, int N, int D, double eps);
 void FN(batchnorm_infer)(const REAL *x, const REAL *gamma, const REAL *beta, const REAL *mean, const REAL *var,
                          REAL *out, int N, int D, double eps);
-void FN(batchnorm_backward)(const REAL *dout, const REAL *xn, const REAL *std, const REAL *gamma, REAL *dx,
-                            REAL *dgamma, REAL *dbeta, int N, int D);
+int FN(batchnorm_backward)(const REAL *dout, const REAL *xn, const REAL *std, const REAL *gamma, REAL *dx,
+                           REAL *dgamma, REAL *dbeta, int N, int D);
 
 /* optimizers.c: step t (1-based) of update rule `code` on n parameters, with their state m and v
  * (Momentum's velocity is m; Adam's moments are m and v) */

@@ -165,8 +165,8 @@ static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t
       FN(batchnorm_forward)(P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), I(0), I(1), D(0)))                          \
     X(batchnorm_infer, "x:r:nD gamma:r:D beta:r:D mean:r:D var:r:D out:w:nD", "nD", 1, NONE, 1,                          \
       NOTHING(FN(batchnorm_infer)(P(0), P(1), P(2), P(3), P(4), P(5), I(0), I(1), D(0))))                               \
-    X(batchnorm_backward, "dout:r:ND xn:r:ND std:r:D gamma:r:D dx:w:ND dgamma:w:D dbeta:w:D", "ND", 0, NONE, 1,          \
-      NOTHING(FN(batchnorm_backward)(P(0), P(1), P(2), P(3), P(4), P(5), P(6), I(0), I(1))))                            \
+    X(batchnorm_backward, "dout:r:ND xn:r:ND std:r:D gamma:r:D dx:w:ND dgamma:w:D dbeta:w:D", "ND", 0, STATUS, 1,        \
+      FN(batchnorm_backward)(P(0), P(1), P(2), P(3), P(4), P(5), P(6), I(0), I(1)))                                     \
     X(softmax_xent_forward, "x:r:NC labels:l:N<C y:w:NC", "NC", 0, FLOAT, 1,                                            \
       FN(softmax_xent_forward)(P(0), P(1), P(2), I(0), I(1), pmin))                                                     \
     X(softmax_xent_backward, "y:r:NC labels:l:N<C dx:w:NC", "NC", 1, NONE, 1,                                           \
