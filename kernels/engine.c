@@ -4,6 +4,7 @@
  * optimizers.c); compact rows (rows.c) feed the first affine op on all threads.
  */
 #include <math.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,32 @@ void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int32_t 
         const int64_t first = x->indptr[rows[r]], last = x->indptr[rows[r] + 1];
         begin[r] = lo > 0 ? first_column_at_least(x->indices, first, last, lo) : first;
         end[r] = hi < k ? first_column_at_least(x->indices, begin[r], last, hi) : last;
+    }
+}
+
+/* The compact step's barrier: two a step, microseconds apart, while thread 0 runs the small later
+ * layers. OpenMP's own barrier sleeps after GOMP_SPINCOUNT spins, and fastbp keeps that count low
+ * (fastbp/threads.py: so that idle threads leave the cores to BLAS between the layers' loops);
+ * this one spins until its wait grows long (then yields the core, to a competing process too). */
+typedef struct {
+    int count, sense, threads;
+} fastbp_barrier;
+
+#define FASTBP_BARRIER_SPINS 200000
+
+static void fastbp_barrier_wait(fastbp_barrier *b, int *my_sense)
+{
+    *my_sense = !*my_sense;
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->threads) {
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->sense, *my_sense, __ATOMIC_RELEASE); /* everything before it is seen after */
+        return;
+    }
+    for (long spins = 0; __atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != *my_sense; ++spins) {
+        if (spins > FASTBP_BARRIER_SPINS) sched_yield();
+#if defined(__x86_64__) || defined(__i386__)
+        else __builtin_ia32_pause();
+#endif
     }
 }
 

@@ -262,9 +262,11 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
     }
     ptrdiff_t done = n_steps;
     REAL *d1 = NULL;
+    fastbp_barrier barrier = {.count = 0, .sense = 0, .threads = threads};
 #pragma omp parallel num_threads(threads) if (ready)
     {
         const int t = FASTBP_THREAD_NUM();
+        int sense = 0;
         FN(columns) *own = &cols[t];
         REAL *out = t ? parts + (ptrdiff_t)(t - 1) * batch * m : out0;
         for (ptrdiff_t s = 0; ready && s < n_steps; ++s) {
@@ -272,7 +274,7 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
             fastbp_own_spans(x, rows, batch, own->lo, own->hi, n_in, own->begin, own->end);
             FN(spans_times)(own->begin, own->end, batch, x->indices, x->values, W, t ? NULL : W + (ptrdiff_t)n_in * m, out,
                             m);
-#pragma omp barrier
+            fastbp_barrier_wait(&barrier, &sense);
             for (int g = t - 1; t > 0 && g < threads; g += threads - 1) FN(group_by_column)(&cols[g], x, batch);
 #pragma omp master
             {
@@ -290,7 +292,7 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
                     done = s; /* that step's update is not applied */
                 }
             }
-#pragma omp barrier
+            fastbp_barrier_wait(&barrier, &sense);
             if (done == s) break;
             if (threads == 1) FN(group_by_column)(own, x, batch);
             /* dW row c = sum of v * d1[r] over column c's entries (zero without entries) */
