@@ -112,6 +112,11 @@ class Optimizer:
         return float(param[0])
 
 
+def _state_row(row: int, doc: str) -> property:
+    """A book-named view of one state row: {parameter key: its m (row 0) or v (row 1)}."""
+    return property(lambda self: {key: state[row] for key, state in self._states.items()}, doc=doc)
+
+
 class SGD(Optimizer):
     """W <- W - lr * dW."""
 
@@ -126,62 +131,21 @@ class Momentum(Optimizer):
 
     name = "momentum"
     state_rows = 1
+    v = _state_row(0, "The velocity of each parameter (the book's attribute).")
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, backend: str | None = None):
         super().__init__(lr, backend)
         self.momentum = _fraction("momentum", momentum)
 
-    @property
-    def v(self) -> dict:
-        """The velocity of each parameter (the book's attribute)."""
-        return {key: m for key, (m, _) in self._states.items()}
-
     def settings(self):
         return self.momentum, 0.0, 0.0
 
 
-class Adam(Optimizer):
-    """Adam (Kingma and Ba), with the bias correction folded into the step size, as in the book."""
-
-    name = "adam"
-    state_rows = 2
-
-    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7,
-                 backend: str | None = None):
-        super().__init__(lr, backend)
-        self.beta1 = _fraction("beta1", beta1)
-        self.beta2 = _fraction("beta2", beta2)
-        self.eps = _positive("eps", eps)
-
-    @property
-    def m(self) -> dict:
-        return {key: m for key, (m, _) in self._states.items()}
-
-    @property
-    def v(self) -> dict:
-        return {key: v for key, (_, v) in self._states.items()}
-
-    def settings(self):
-        return self.beta1, self.beta2, self.eps
-
-
-class Nesterov(Optimizer):
+class Nesterov(Momentum):
     """Nesterov's accelerated gradient, as the book writes it: W += momentum^2 v - (1 + momentum) lr dW;
-    v <- momentum v - lr dW."""
+    v <- momentum v - lr dW (the same settings and state as Momentum, another rule)."""
 
     name = "nesterov"
-    state_rows = 1
-
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9, backend: str | None = None):
-        super().__init__(lr, backend)
-        self.momentum = _fraction("momentum", momentum)
-
-    @property
-    def v(self) -> dict:
-        return {key: m for key, (m, _) in self._states.items()}
-
-    def settings(self):
-        return self.momentum, 0.0, 0.0
 
 
 class AdaGrad(Optimizer):
@@ -190,35 +154,45 @@ class AdaGrad(Optimizer):
     name = "adagrad"
     state_rows = 1
     eps = 1e-7  # the book's, outside the square root
+    h = _state_row(0, "The running sum of squared gradients of each parameter (the book's attribute).")
 
     def __init__(self, lr: float = 0.01, backend: str | None = None):
         super().__init__(lr, backend)
-
-    @property
-    def h(self) -> dict:
-        return {key: m for key, (m, _) in self._states.items()}
 
     def settings(self):
         return 0.0, 0.0, self.eps
 
 
-class RMSprop(Optimizer):
+class RMSprop(AdaGrad):
     """h <- decay_rate h + (1 - decay_rate) dW^2; W <- W - lr dW / (sqrt(h) + 1e-7)."""
 
     name = "rmsprop"
-    state_rows = 1
-    eps = 1e-7
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99, backend: str | None = None):
         super().__init__(lr, backend)
         self.decay_rate = _fraction("decay_rate", decay_rate)
 
-    @property
-    def h(self) -> dict:
-        return {key: m for key, (m, _) in self._states.items()}
-
     def settings(self):
         return self.decay_rate, 0.0, self.eps
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba), with the bias correction folded into the step size, as in the book."""
+
+    name = "adam"
+    state_rows = 2
+    m = _state_row(0, "The first moment of each parameter.")
+    v = _state_row(1, "The second moment of each parameter.")
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7,
+                 backend: str | None = None):
+        super().__init__(lr, backend)
+        self.beta1 = _fraction("beta1", beta1)
+        self.beta2 = _fraction("beta2", beta2)
+        self.eps = _positive("eps", eps)
+
+    def settings(self):
+        return self.beta1, self.beta2, self.eps
 
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Optimizer", "make_optimizer", "sgd_step"]
