@@ -95,8 +95,8 @@ def same_shape(name: str, arr: np.ndarray, expected_name: str, expected: tuple) 
 
 def affine_weights(W, b, features: int) -> tuple[np.ndarray, np.ndarray]:
     """Check an affine layer's W (features, out) and b (out,); returns them as float arrays."""
-    W = float_array("W", W)
-    b = float_array("b", b)
+    W = float_array("W", W, any_float=True)
+    b = float_array("b", b, any_float=True)
     if W.ndim != 2:
         raise ValueError(f"W must be 2-D (in_features, out_features), got shape {W.shape}")
     if b.shape != (W.shape[1],):
@@ -116,7 +116,7 @@ def affine_operands(x: np.ndarray, W, b) -> tuple[np.ndarray, np.ndarray]:
     if x.shape[0] == 0:
         raise ValueError(f"Affine needs at least one sample, got x of shape {x.shape}")
     width = math.prod(x.shape[1:])
-    W = float_array("W", W)
+    W = float_array("W", W, any_float=True)
     if W.ndim == 2 and width != W.shape[0]:
         raise ValueError(
             f"x of shape {x.shape} has {width} features per sample but W of shape {W.shape} "

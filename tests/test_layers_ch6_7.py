@@ -126,6 +126,11 @@ def test_float16_runs_through_the_reference_with_numpys_semantics(backend_name, 
     assert pooled.dtype == np.float16
     relu = fastbp.Relu(backend=backend_name)
     assert relu.forward(x).dtype == np.float16 and relu.backward(np.ones_like(x)).dtype == np.float16
+    W16, b16 = rng.standard_normal((36, 4)).astype(np.float16), np.zeros(4, np.float16)
+    affine = fastbp.Affine(W16, b16, backend=backend_name)
+    out = affine.forward(x.reshape(2, 36))
+    assert out.dtype == np.float16 and affine.backward(np.ones_like(out)).dtype == np.float16
+    np.testing.assert_array_equal(out, reference.Affine(W16, b16).forward(x.reshape(2, 36)))
 
 
 # ---- the reference against the book's own layers (../shared/dlfs/common/layers.py) -----------
