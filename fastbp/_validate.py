@@ -60,21 +60,26 @@ class NonFiniteError(ValueError):
 FINITE_BY_SUM = 1 << 16
 
 
-def finite(name: str, arr: np.ndarray) -> None:
-    """A ValueError that counts and locates NaN/inf entries, where they would make a loss meaningless."""
+def non_finite(name: str, arr: np.ndarray) -> str | None:
+    """None when every entry is finite; else a message that counts and locates the NaN/inf entries."""
     if arr.size >= FINITE_BY_SUM:
         with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum is no error of the caller's
             total = np.sum(arr)
         if np.isfinite(total):  # NaN and inf reach the sum: a finite one clears every entry, with no mask
-            return
+            return None
     ok = np.isfinite(arr)  # a NaN or inf, or only a sum that overflowed
-    if not ok.all():
-        bad = np.argwhere(~ok)
-        first = tuple(int(i) for i in bad[0])
-        raise NonFiniteError(
-            f"{name} has {len(bad)} non-finite value(s) (NaN or inf), the first at index {first}: "
-            f"{arr[first]!r}; a loss over them is meaningless. Check the input data and the learning rate."
-        )
+    if ok.all():
+        return None
+    bad = np.argwhere(~ok)
+    first = tuple(int(i) for i in bad[0])
+    return f"{name} has {len(bad)} non-finite value(s) (NaN or inf), the first at index {first}: {arr[first]!r}"
+
+
+def finite(name: str, arr: np.ndarray) -> None:
+    """A ValueError that counts and locates NaN/inf entries, where they would make a result meaningless."""
+    problem = non_finite(name, arr)
+    if problem:
+        raise NonFiniteError(f"{problem}; a loss over them is meaningless. Check the input data and the learning rate.")
 
 
 def scalar(name: str, value) -> float:

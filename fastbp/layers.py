@@ -17,8 +17,15 @@ from __future__ import annotations
 
 import numpy as np
 
+import warnings
+
 from . import _validate as check
 from . import backends
+from .util import col2im, im2col  # noqa: F401  (the book's layers module hands them on)
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """A loss computed over NaN or inf inputs (the book's code lets a network diverge and goes on)."""
 
 
 def _sum_to_shape(grad, shape: tuple):
@@ -239,8 +246,15 @@ class SoftmaxWithLoss(Layer):
         if x2.shape[0] == 0 or x2.shape[1] == 0:
             raise ValueError(f"SoftmaxWithLoss needs at least one sample and one class, got x of shape {x.shape}")
         labels = check.class_labels(t2, *x2.shape)
-        check.finite("x (the logits)", x2)
-        self.loss, y = self.ops_for(x2.dtype).softmax_cross_entropy_forward(check.kernel_ready(x2, x2.dtype), labels)
+        ops = self.ops_for(x2.dtype)
+        problem = check.non_finite("x (the logits)", x2)
+        if problem:  # the book's networks diverge on purpose (ch06 batch_norm_test.py): NumPy's NaN, said aloud
+            warnings.warn(f"SoftmaxWithLoss: {problem}; the loss and its gradient are NaN or inf, as NumPy computes them",
+                          NonFiniteWarning, stacklevel=2)
+            ops = backends.get("reference")
+        with np.errstate(invalid="ignore", over="ignore"):
+            self.loss, y = ops.softmax_cross_entropy_forward(check.kernel_ready(x2, x2.dtype), labels)
+        self._forward_ops = ops  # backward runs where forward ran
         self.y = y.reshape(x.shape)
         self.t = t
         self._labels = labels
@@ -250,7 +264,8 @@ class SoftmaxWithLoss(Layer):
         self._require_forward("y")
         dout = check.scalar("dout", dout)
         y2 = self.y.reshape(self._labels.shape[0], -1)
-        return self.ops_for(y2.dtype).softmax_cross_entropy_backward(y2, self._labels, dout).reshape(self.y.shape)
+        with np.errstate(invalid="ignore"):  # NaN from NaN logits: warned about in forward
+            return self._forward_ops.softmax_cross_entropy_backward(y2, self._labels, dout).reshape(self.y.shape)
 
 
 class IdentityWithLoss(Layer):
@@ -475,5 +490,7 @@ class Pooling(Layer):
                                                       self.pool_h, self.pool_w, self.stride, self.pad)
 
 
+# The book's common/layers.py has no __all__: its star import also hands over numpy as np and its
+# im2col/col2im, and the book's scripts lean on that (ch06/optimizer_compare_mnist.py uses np)
 __all__ = ["AddLayer", "Affine", "BatchNormalization", "Convolution", "Dropout", "IdentityWithLoss", "Layer", "MulLayer",
-           "Pooling", "Relu", "Sigmoid", "SoftmaxWithLoss"]
+           "NonFiniteWarning", "Pooling", "Relu", "Sigmoid", "SoftmaxWithLoss", "col2im", "im2col", "np"]

@@ -195,7 +195,9 @@ class Adam(Optimizer):
         return self.beta1, self.beta2, self.eps
 
 
-__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Optimizer", "make_optimizer", "sgd_step"]
+# np too: the book's common/optimizer.py hands numpy on through its star import, and its
+# ch06/optimizer_compare_mnist.py uses it from there
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Optimizer", "make_optimizer", "sgd_step", "np"]
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad, "rmsprop": RMSprop,
               "adam": Adam}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,6 +32,7 @@ import numpy as np
 from . import _validate as check
 from . import backends
 from ._system import require_memory
+from .layers import NonFiniteWarning
 from .nets import MultiLayerNet
 from .optim import Optimizer, make_optimizer
 
@@ -343,10 +345,9 @@ class Trainer:
             def run_layers(batches, done):
                 losses = np.empty(len(batches))
                 for s, batch in enumerate(batches):
-                    try:
+                    with warnings.catch_warnings():  # a non-finite loss is reported as divergence, below
+                        warnings.simplefilter("ignore", NonFiniteWarning)
                         grads = net.gradient(train.x[batch], train.labels[batch])
-                    except check.NonFiniteError:
-                        return losses[:s]
                     losses[s] = net.last_layer.loss
                     if not np.isfinite(losses[s]):
                         return losses[:s]

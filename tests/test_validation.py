@@ -87,11 +87,23 @@ def test_float_labels_are_a_type_error(backend):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_logits(backend, bad):
+def test_non_finite_logits_are_said_aloud_and_give_numpys_loss(backend, bad):
+    """The book's code lets networks diverge and carries on (ch06 batch_norm_test.py): no exception,
+    a warning that counts and locates the bad values, and the loss NumPy computes (NaN or inf)."""
+    from fastbp.layers import NonFiniteWarning
+
     x = np.zeros((3, 4))
     x[1, 2] = bad
-    with pytest.raises(ValueError, match=r"1 non-finite value.*index \(1, 2\)"):
-        softmax(backend).forward(x, np.array([0, 1, 2]))
+    layer = softmax(backend)
+    with pytest.warns(NonFiniteWarning, match=r"1 non-finite value.*index \(1, 2\)"):
+        loss = layer.forward(x, np.array([0, 1, 2]))
+    from fastbp import reference
+
+    expected = reference.SoftmaxWithLoss()
+    with pytest.warns(NonFiniteWarning):
+        np.testing.assert_array_equal(loss, expected.forward(x, np.array([0, 1, 2])))
+    assert not np.isfinite(loss) or bad == -np.inf  # -inf at a wrong class: probability 0, a finite loss
+    np.testing.assert_array_equal(layer.backward(), expected.backward())
 
 
 @pytest.mark.parametrize("rows", [2, 7000], ids=["small", "checked-by-sum"])
@@ -105,7 +117,9 @@ def test_huge_finite_logits_are_not_mistaken_for_inf(backend, rows):
 def test_non_finite_logits_in_a_large_batch(backend, bad):
     x = np.zeros((7000, 10))
     x[4321, 3:3 + len(bad)] = bad
-    with pytest.raises(ValueError, match=rf"{len(bad)} non-finite value.*index \(4321, 3\)"):
+    from fastbp.layers import NonFiniteWarning
+
+    with pytest.warns(NonFiniteWarning, match=rf"{len(bad)} non-finite value.*index \(4321, 3\)"):
         softmax(backend).forward(x, np.arange(7000) % 10)
 
 
