@@ -79,8 +79,8 @@ def run_fastbp_fused(data, iterations, backend):
 
     (x, t), (xt, tt) = data
     # the fraction of the first layer's products done (compact rows skip the zero pixels), untimed
-    density = getattr(backends.get(backend).prepare_rows(x), "density", 1.0)
     net = MultiLayerNet(784, [HIDDEN], 10, weight_init_std=0.01, dtype=np.float32, backend=backend, seed=0)
+    density = getattr(backends.get(backend).prepare_rows(x, net.program), "density", 1.0)
     config = TrainConfig(iterations=iterations, batch_size=BATCH, lr=LR, eval_at_end=False, progress=False)
     start = time.perf_counter()
     history = Trainer(net, config).fit(x, t, xt, tt)

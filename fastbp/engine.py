@@ -9,6 +9,11 @@ set; both read the network as a *program*: one record of ``OP_FIELDS`` int64 per
 
     AFFINE        W (in, out) at param_at in the flat buffer, b (out,) right after it
     RELU SIGMOID  elementwise, in == out
+    CONV          W (F, C, KH, KW) at param_at, b (F,) after it; fields from FIELD_SHAPE:
+                  C, H, W, F, KH, KW, stride, pad, OH, OW (in = C H W, out = F OH OW)
+    POOL          max pooling, the same fields (F = C, no parameters)
+    DROPOUT       reserved (its ratio at FIELD_RATIO, in units of 1 / RATIO_SCALE): networks with
+                  dropout train on the layer path for now
     SOFTMAX_LOSS  softmax with cross-entropy; the last op, and only there
 
 Gradients and optimizer state use the parameters' layout, so an update is one elementwise pass
@@ -25,8 +30,11 @@ import numpy as np
 
 # ---- op records ------------------------------------------------------------------------------
 FIELD_CODE, FIELD_PARAM_AT, FIELD_IN, FIELD_OUT = 0, 1, 2, 3
-OP_FIELDS = 16  # room for the fields of the ops to come (convolution's shapes)
-AFFINE, RELU, SIGMOID, SOFTMAX_LOSS = 0, 1, 2, 3
+FIELD_SHAPE = 4  # a window op's C, H, W, F, KH, KW, stride, pad, OH, OW
+FIELD_RATIO = 4  # dropout's ratio
+RATIO_SCALE = 1_000_000_000
+OP_FIELDS = 16
+AFFINE, RELU, SIGMOID, SOFTMAX_LOSS, CONV, POOL, DROPOUT = 0, 1, 2, 3, 4, 5, 6
 ACTIVATIONS = {"relu": RELU, "sigmoid": SIGMOID}
 
 # ---- update rules and the hyper-parameter vector they read -----------------------------------
@@ -66,6 +74,12 @@ def op_record(code: int, n_in: int, n_out: int, param_at: int = 0) -> np.ndarray
     record = np.zeros(OP_FIELDS, dtype=np.int64)
     record[[FIELD_CODE, FIELD_PARAM_AT, FIELD_IN, FIELD_OUT]] = code, param_at, n_in, n_out
     return record
+
+
+def check_runs(program) -> None:
+    """The Python engines' counterpart of the C engine's refusal: no op it cannot run yet."""
+    if np.any(program[:, FIELD_CODE] == DROPOUT):
+        raise ValueError("program has a dropout op, which the engine does not run yet (train on the layer path)")
 
 
 def mlp_program(sizes, activation: str) -> np.ndarray:

@@ -150,7 +150,7 @@ class MultiLayerNet:
         set as its nonzeros), for repeated predict_labels and accuracy (a trainer's evaluations)."""
         x = check.kernel_ready(self.as_input(x, name), self.dtype)
         ops = backends.get(self.backend)
-        return Prepared(ops.prepare_rows(x), x.shape[0], ops)
+        return Prepared(ops.prepare_rows(x, self.program), x.shape[0], ops)
 
     def predict_labels(self, x) -> np.ndarray:
         """argmax of predict(x), computed by the backend's engine; one sample of shape (inputs,)

@@ -64,6 +64,7 @@ void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr
  * loss is not finite: that step not applied) or -1 when out of memory */
 ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps,
                           int batch, REAL *params, REAL *grads, ptrdiff_t n_params, const int64_t *program, int n_ops,
-                          int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses);
+                          int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses,
+                          ptrdiff_t parallel_min);
 int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *params, const int64_t *program, int n_ops,
-                       int chunk, int64_t *labels);
+                       int chunk, int64_t *labels, ptrdiff_t parallel_min);

@@ -2,11 +2,20 @@
  * the last one is the loss. Every op's forward and backward is the kernel its layer calls. */
 
 #define FIELD(program, i, field) ((program)[(ptrdiff_t)(i) * FASTBP_OP_FIELDS + (field)])
+#define OUT_OF_MEMORY (-1.0) /* forward_loss's answer when a kernel had no memory: no loss is negative */
+
+/* A window op's shape fields, for the conv and pool kernels. */
+#define WINDOW_ARGS(f, rows) rows, (int)(f)[FASTBP_C], (int)(f)[FASTBP_H], (int)(f)[FASTBP_W]
+#define WINDOW_REST(f) (int)(f)[FASTBP_KH], (int)(f)[FASTBP_KW], (int)(f)[FASTBP_STRIDE], (int)(f)[FASTBP_PAD], \
+                       (int)(f)[FASTBP_OH], (int)(f)[FASTBP_OW]
 
 /* Runs ops [first, last) on `rows` rows starting from `in`; op i writes outs + out_at[i] (its
- * ReLU mask at masks + out_at[i]). Returns the last op's output. */
+ * ReLU mask at masks + out_at[i], a pooling's argmax at args + out_at[i]). Convolution and pooling
+ * thread over the rows when the work is at least parallel_min. Returns the last op's output, or
+ * NULL when out of memory. */
 static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, const REAL *params, const REAL *in,
-                                   int rows, REAL *outs, unsigned char *masks, const ptrdiff_t *out_at)
+                                   int rows, REAL *outs, unsigned char *masks, int64_t *args, const ptrdiff_t *out_at,
+                                   ptrdiff_t parallel_min)
 {
     for (int i = first; i < last; ++i) {
         const int64_t *op = &FIELD(program, i, 0);
@@ -25,6 +34,20 @@ static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, 
         case FASTBP_OP_SIGMOID:
             FN(sigmoid_forward)(in, out, size, FASTBP_SERIAL);
             break;
+        case FASTBP_OP_CONV: {
+            const int64_t *f = op + FASTBP_FIELD_SHAPE;
+            const REAL *W = params + op[FASTBP_FIELD_PARAM_AT];
+            const ptrdiff_t weights = f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW];
+            if (FN(conv_forward)(in, W, W + weights, out, WINDOW_ARGS(f, rows), (int)f[FASTBP_F], WINDOW_REST(f),
+                                 parallel_min) < 0)
+                return NULL;
+            break;
+        }
+        case FASTBP_OP_POOL: {
+            const int64_t *f = op + FASTBP_FIELD_SHAPE;
+            FN(pool_forward)(in, out, args + out_at[i], WINDOW_ARGS(f, rows), WINDOW_REST(f), parallel_min);
+            break;
+        }
         }
         in = out;
     }
@@ -40,7 +63,9 @@ typedef struct {
     const REAL *input;      /* op 0's input (the gathered batch; NULL for compact rows) */
     REAL *outs;             /* every op's output, batch rows each, at out_at[op] */
     unsigned char *masks;   /* ReLU's, beside outs */
+    int64_t *args;          /* pooling's argmax, beside outs (NULL without pooling) */
     ptrdiff_t *out_at;
+    ptrdiff_t parallel_min; /* convolution and pooling thread from this much work */
     REAL *grad_a, *grad_b;  /* dout and dx of the backward pass, taking turns */
     REAL *y;                /* softmax output */
     REAL *scratch;          /* affine_backward's */
@@ -49,16 +74,17 @@ typedef struct {
 
 static void FN(net_free)(FN(net) *net)
 {
-    free(net->outs); free(net->masks); free(net->out_at); free(net->grad_a); free(net->grad_b); free(net->y);
+    free(net->outs); free(net->masks); free(net->args); free(net->out_at); free(net->grad_a); free(net->grad_b); free(net->y);
     free(net->scratch); free(net->t_batch);
 }
 
 /* Allocates the buffers; returns -1 when out of memory. */
 static int FN(net_init)(FN(net) *net, const int64_t *program, int n_ops, int batch, REAL *params, REAL *grads,
-                        ptrdiff_t n_params)
+                        ptrdiff_t n_params, ptrdiff_t parallel_min)
 {
     *net = (FN(net)){.program = program, .n_ops = n_ops, .batch = batch, .params = params, .grads = grads,
-                     .n_params = n_params, .classes = (int)FIELD(program, n_ops - 1, FASTBP_FIELD_OUT)};
+                     .n_params = n_params, .classes = (int)FIELD(program, n_ops - 1, FASTBP_FIELD_OUT),
+                     .parallel_min = parallel_min};
     net->out_at = malloc(sizeof(ptrdiff_t) * (size_t)n_ops);
     if (!net->out_at) return -1;
     ptrdiff_t total = 0, widest = 0, scratch = 1;
@@ -73,6 +99,12 @@ static int FN(net_init)(FN(net) *net, const int64_t *program, int n_ops, int bat
     }
     net->outs = malloc(sizeof(REAL) * (size_t)total);
     net->masks = malloc((size_t)total);
+    int pooling = 0;
+    for (int i = 0; i < n_ops; ++i) pooling |= FIELD(program, i, FASTBP_FIELD_CODE) == FASTBP_OP_POOL;
+    if (pooling && !(net->args = malloc(sizeof(int64_t) * (size_t)total))) {
+        FN(net_free)(net);
+        return -1;
+    }
     net->grad_a = malloc(sizeof(REAL) * (size_t)batch * widest);
     net->grad_b = malloc(sizeof(REAL) * (size_t)batch * widest);
     net->y = malloc(sizeof(REAL) * (size_t)batch * net->classes);
@@ -89,13 +121,14 @@ static double FN(forward_loss)(FN(net) *net, int first)
 {
     const REAL *in = first > 0 ? net->outs + net->out_at[first - 1] : net->input;
     const REAL *logits = FN(forward_ops)(net->program, first, net->n_ops - 1, net->params, in, net->batch, net->outs,
-                                         net->masks, net->out_at);
+                                         net->masks, net->args, net->out_at, net->parallel_min);
+    if (!logits) return OUT_OF_MEMORY;
     return FN(softmax_xent_forward)(logits, net->t_batch, net->y, net->batch, net->classes, FASTBP_SERIAL);
 }
 
 /* Backward through op i, given d loss / d (its output): fills its parameters' gradients and,
- * when need_dx, writes d loss / d (its input) into dx. */
-static void FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int need_dx)
+ * when need_dx, writes d loss / d (its input) into dx. -1 when out of memory. */
+static int FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int need_dx)
 {
     const int64_t *op = &FIELD(net->program, i, 0);
     const int k = (int)op[FASTBP_FIELD_IN], m = (int)op[FASTBP_FIELD_OUT], batch = net->batch;
@@ -113,18 +146,31 @@ static void FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int
     case FASTBP_OP_SIGMOID:
         FN(sigmoid_backward)(dout, net->outs + net->out_at[i], dx, (ptrdiff_t)batch * m, FASTBP_SERIAL);
         break;
+    case FASTBP_OP_CONV: {
+        const int64_t *f = op + FASTBP_FIELD_SHAPE;
+        const ptrdiff_t w_at = op[FASTBP_FIELD_PARAM_AT], weights = f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW];
+        return FN(conv_backward)(dout, in, net->params + w_at, need_dx ? dx : NULL, net->grads + w_at,
+                                 net->grads + w_at + weights, WINDOW_ARGS(f, batch), (int)f[FASTBP_F], WINDOW_REST(f),
+                                 net->parallel_min);
     }
+    case FASTBP_OP_POOL: {
+        const int64_t *f = op + FASTBP_FIELD_SHAPE;
+        FN(pool_backward)(dout, net->args + net->out_at[i], dx, WINDOW_ARGS(f, batch), WINDOW_REST(f), net->parallel_min);
+        break;
+    }
+    }
+    return 0;
 }
 
 /* The backward pass from the loss down to op `lowest`; op 0's input (the data) gets no gradient.
- * Returns d loss / d (op lowest's input) (for lowest 1: op 0's output). */
+ * Returns d loss / d (op lowest's input) (for lowest 1: op 0's output), or NULL when out of memory. */
 static REAL *FN(backward_ops)(FN(net) *net, int lowest)
 {
     REAL *dout = net->grad_a, *dx = net->grad_b;
     FN(softmax_xent_backward)(net->y, net->t_batch, (REAL)(1.0 / net->batch), dout, net->batch, net->classes,
                               FASTBP_SERIAL);
     for (int i = net->n_ops - 2; i >= lowest; --i) {
-        FN(backward_op)(net, i, dout, dx, i > 0);
+        if (FN(backward_op)(net, i, dout, dx, i > 0) < 0) return NULL;
         REAL *swap = dout; dout = dx; dx = swap;
     }
     return dout;
@@ -154,9 +200,10 @@ static ptrdiff_t FN(train_dense)(const REAL *x, const int64_t *labels, const int
             net->t_batch[r] = labels[rows[r]];
         }
         const double loss = FN(forward_loss)(net, 0);
+        if (loss == OUT_OF_MEMORY) { done = -1; break; }
         if (!isfinite(loss)) { done = s; break; }
         losses[s] = loss;
-        FN(backward_ops)(net, 0);
+        if (!FN(backward_ops)(net, 0)) { done = -1; break; }
         FN(update)(net, optimizer, hyper, state, 0, net->n_params, step0 + s + 1);
     }
     free(x_batch);
@@ -321,11 +368,12 @@ static int FN(engine_threads)(const fastbp_rows *x, const int64_t *program, int 
 
 ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps,
                           int batch, REAL *params, REAL *grads, ptrdiff_t n_params, const int64_t *program, int n_ops,
-                          int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses)
+                          int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses,
+                          ptrdiff_t parallel_min)
 {
     if (n_steps == 0) return 0;
     FN(net) net;
-    if (FN(net_init)(&net, program, n_ops, batch, params, grads, n_params) < 0) return -1;
+    if (FN(net_init)(&net, program, n_ops, batch, params, grads, n_params, parallel_min) < 0) return -1;
     const ptrdiff_t done =
         x->dense ? FN(train_dense)(x->dense, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses)
                  : FN(train_compact)(x, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses,
@@ -338,7 +386,7 @@ ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int
  * ops before the loss run on `chunk` rows at a time. Compact rows: chunks on all threads (the
  * first op as in train_compact, from the rows' own entries); dense rows: BLAS's threads. */
 int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *params, const int64_t *program, int n_ops,
-                       int chunk, int64_t *labels)
+                       int chunk, int64_t *labels, ptrdiff_t parallel_min)
 {
     const int threads = FN(engine_threads)(x, program, n_ops, chunk), c = (int)FIELD(program, n_ops - 1, FASTBP_FIELD_OUT);
     const ptrdiff_t n_chunks = (n_rows + chunk - 1) / chunk;
@@ -355,19 +403,29 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
     {
         REAL *buffers = malloc(sizeof(REAL) * 2 * (size_t)chunk * widest);
         unsigned char *mask = malloc(2 * (size_t)chunk * widest);
-        if (!buffers || !mask) failed = 1;
+        int64_t *args = malloc(sizeof(int64_t) * 2 * (size_t)chunk * widest); /* pooling's argmax */
+        if (!buffers || !mask || !args) failed = 1;
 #pragma omp for schedule(dynamic)
         for (ptrdiff_t i = 0; i < n_chunks; ++i) {
-            if (!buffers || !mask || failed) continue;
+            if (!buffers || !mask || !args || failed) continue;
             const ptrdiff_t start = i * chunk;
             const int rows = (int)(n_rows - start < chunk ? n_rows - start : chunk);
+            const REAL *logits = NULL;
             if (x->dense) /* op 0 as the layers run it */
-                FN(forward_ops)(program, 0, 1, params, (const REAL *)x->dense + start * k0, rows, buffers, mask, out_at);
-            else
+                logits = FN(forward_ops)(program, 0, 1, params, (const REAL *)x->dense + start * k0, rows, buffers, mask,
+                                         args, out_at, parallel_min);
+            else {
                 FN(spans_times)(x->indptr + start, x->indptr + start + 1, rows, x->indices, x->values, W0,
                                 W0 + (ptrdiff_t)k0 * m0, buffers + out_at[0], m0);
-            const REAL *logits = FN(forward_ops)(program, 1, n_ops - 1, params, buffers + out_at[0], rows, buffers, mask,
-                                                 out_at);
+                logits = buffers + out_at[0];
+            }
+            if (logits)
+                logits = FN(forward_ops)(program, 1, n_ops - 1, params, buffers + out_at[0], rows, buffers, mask, args,
+                                         out_at, parallel_min);
+            if (!logits) {
+                failed = 1;
+                continue;
+            }
             for (int r = 0; r < rows; ++r) {
                 int best = 0;
                 for (int j = 1; j < c; ++j)
@@ -377,9 +435,13 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
         }
         free(buffers);
         free(mask);
+        free(args);
     }
     free(out_at);
     return failed ? -1 : 0;
 }
 
 #undef FIELD
+#undef OUT_OF_MEMORY
+#undef WINDOW_ARGS
+#undef WINDOW_REST

@@ -69,9 +69,14 @@
  * these (module.c's constants()) when the native backend loads ------------------------------ */
 
 /* A network is a sequence of op records, FASTBP_OP_FIELDS int64 each: */
-enum { FASTBP_FIELD_CODE = 0, FASTBP_FIELD_PARAM_AT, FASTBP_FIELD_IN, FASTBP_FIELD_OUT, FASTBP_OP_FIELDS = 16 };
-/* op codes: AFFINE (W at PARAM_AT, IN x OUT, then b), activations (IN = OUT), the loss (last) */
-enum { FASTBP_OP_AFFINE = 0, FASTBP_OP_RELU = 1, FASTBP_OP_SIGMOID = 2, FASTBP_OP_SOFTMAX_LOSS = 3, FASTBP_OP_COUNT };
+enum { FASTBP_FIELD_CODE = 0, FASTBP_FIELD_PARAM_AT, FASTBP_FIELD_IN, FASTBP_FIELD_OUT, FASTBP_FIELD_SHAPE,
+       FASTBP_OP_FIELDS = 16 };
+/* a window op's fields from FASTBP_FIELD_SHAPE on */
+enum { FASTBP_C = 0, FASTBP_H, FASTBP_W, FASTBP_F, FASTBP_KH, FASTBP_KW, FASTBP_STRIDE, FASTBP_PAD, FASTBP_OH, FASTBP_OW };
+/* op codes: AFFINE (W at PARAM_AT, IN x OUT, then b), activations (IN = OUT), the loss (last),
+ * CONV (W (F, C, KH, KW) at PARAM_AT, then b), POOL (max); DROPOUT is reserved (not run yet) */
+enum { FASTBP_OP_AFFINE = 0, FASTBP_OP_RELU = 1, FASTBP_OP_SIGMOID = 2, FASTBP_OP_SOFTMAX_LOSS = 3, FASTBP_OP_CONV = 4,
+       FASTBP_OP_POOL = 5, FASTBP_OP_DROPOUT = 6, FASTBP_OP_COUNT };
 /* update rules, and the hyper-parameter vector they read */
 enum { FASTBP_SGD = 0, FASTBP_MOMENTUM = 1, FASTBP_ADAM = 2, FASTBP_NESTEROV = 3, FASTBP_ADAGRAD = 4, FASTBP_RMSPROP = 5,
        FASTBP_OPTIMIZER_COUNT };

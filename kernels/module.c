@@ -528,6 +528,35 @@ static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp
 
 #define FIELD(program, i, field) ((program)[(ptrdiff_t)(i) * FASTBP_OP_FIELDS + (field)])
 
+/* A convolution's or pooling's record: sizes in range, windows that end at the edges, in and out
+ * the products of its shapes, a convolution's parameters inside the buffer. NULL when it holds. */
+static const char *window_op_problem(const int64_t *op, Py_ssize_t n_params)
+{
+    const int64_t *f = op + FASTBP_FIELD_SHAPE;
+    for (int k = FASTBP_C; k <= FASTBP_OW; ++k)
+        if (f[k] < (k == FASTBP_PAD ? 0 : 1) || f[k] > INT32_MAX / 4) return "has a window op with a size out of range";
+    if (op[FASTBP_FIELD_CODE] == FASTBP_OP_POOL && f[FASTBP_F] != f[FASTBP_C]) return "has a pooling op that changes channels";
+    for (int axis = 0; axis < 2; ++axis) {
+        const int64_t size = f[FASTBP_H + axis] + 2 * f[FASTBP_PAD] - f[FASTBP_KH + axis];
+        if (size < 0 || size % f[FASTBP_STRIDE] || size / f[FASTBP_STRIDE] + 1 != f[FASTBP_OH + axis])
+            return "has a window op whose windows do not end at the edges";
+    }
+    int64_t in, out;
+    if (__builtin_mul_overflow(f[FASTBP_C] * f[FASTBP_H], f[FASTBP_W], &in) ||
+        __builtin_mul_overflow(f[FASTBP_F] * f[FASTBP_OH], f[FASTBP_OW], &out) || op[FASTBP_FIELD_IN] != in ||
+        op[FASTBP_FIELD_OUT] != out) /* (each size is below 2^29: the first products fit) */
+        return "has a window op whose in or out is not the product of its shapes";
+    if (op[FASTBP_FIELD_CODE] == FASTBP_OP_CONV) {
+        const int64_t at = op[FASTBP_FIELD_PARAM_AT];
+        int64_t window, size, end;
+        if (at < 0 || __builtin_mul_overflow(f[FASTBP_C] * f[FASTBP_KH], f[FASTBP_KW], &window) ||
+            __builtin_mul_overflow(f[FASTBP_F], window + 1, &size) || __builtin_add_overflow(at, size, &end) ||
+            end > n_params)
+            return "has parameters outside the parameter buffer";
+    }
+    return NULL;
+}
+
 /* Checks a network's program (kernels.h): op records whose sizes chain, parameters inside the
  * n_params buffer, the loss last, and every buffer the engine sizes from them (`batch` rows of
  * every op's output) countable in bytes. Returns the number of ops, or -1 with a ValueError. */
@@ -548,6 +577,8 @@ static int take_program(Args *a, PyObject *oprogram, Py_ssize_t n_params, Py_ssi
         if (code < 0 || code >= FASTBP_OP_COUNT || (code == FASTBP_OP_SOFTMAX_LOSS && i != n_ops - 1)) problem = "has an unknown op";
         else if (in < 1 || out < 1 || in > INT32_MAX || out > INT32_MAX) problem = "has a size outside [1, 2^31)";
         else if (i > 0 && in != FIELD(ops, i - 1, FASTBP_FIELD_OUT)) problem = "has an op whose input is not the previous output";
+        else if (code == FASTBP_OP_DROPOUT) problem = "has a dropout op, which the engine does not run yet";
+        else if (code == FASTBP_OP_CONV || code == FASTBP_OP_POOL) problem = window_op_problem(&FIELD(ops, i, 0), n_params);
         else if (code != FASTBP_OP_AFFINE && in != out) problem = "has an elementwise op whose sizes differ";
         else if (code == FASTBP_OP_AFFINE && (at < 0 || __builtin_mul_overflow(in + 1, out, &size) ||
                                               __builtin_add_overflow(at, size, &end) || end > n_params))
@@ -620,9 +651,9 @@ static PyObject *train_steps(PyObject *self, PyObject *args)
     Py_ssize_t done;
     Py_BEGIN_ALLOW_THREADS
     done = a.real == REAL_F32 ? fastbp_train_steps_f32(&x, labels, batches, n_steps, batch, params, grads, count, program,
-                                                       n_ops, optimizer, hyper, state, step0, losses)
+                                                       n_ops, optimizer, hyper, state, step0, losses, parallel_min)
                               : fastbp_train_steps_f64(&x, labels, batches, n_steps, batch, params, grads, count, program,
-                                                       n_ops, optimizer, hyper, state, step0, losses);
+                                                       n_ops, optimizer, hyper, state, step0, losses, parallel_min);
     Py_END_ALLOW_THREADS
     release(&a);
     if (done < 0) return PyErr_NoMemory();
@@ -647,8 +678,8 @@ static PyObject *predict_labels(PyObject *self, PyObject *args)
     if (!labels) FAIL(a);
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = a.real == REAL_F32 ? fastbp_predict_labels_f32(&x, n_rows, params, program, n_ops, chunk, labels)
-                                : fastbp_predict_labels_f64(&x, n_rows, params, program, n_ops, chunk, labels);
+    status = a.real == REAL_F32 ? fastbp_predict_labels_f32(&x, n_rows, params, program, n_ops, chunk, labels, parallel_min)
+                                : fastbp_predict_labels_f64(&x, n_rows, params, program, n_ops, chunk, labels, parallel_min);
     Py_END_ALLOW_THREADS
     release(&a);
     if (status < 0) return PyErr_NoMemory();
@@ -704,10 +735,11 @@ static PyObject *constants(PyObject *self, PyObject *args)
     (void)self;
     (void)args;
     return Py_BuildValue(
-        "{s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i}",
+        "{s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i}",
         "FIELD_CODE", FASTBP_FIELD_CODE, "FIELD_PARAM_AT", FASTBP_FIELD_PARAM_AT, "FIELD_IN", FASTBP_FIELD_IN,
-        "FIELD_OUT", FASTBP_FIELD_OUT, "OP_FIELDS", FASTBP_OP_FIELDS,
+        "FIELD_OUT", FASTBP_FIELD_OUT, "FIELD_SHAPE", FASTBP_FIELD_SHAPE, "OP_FIELDS", FASTBP_OP_FIELDS,
         "AFFINE", FASTBP_OP_AFFINE, "RELU", FASTBP_OP_RELU, "SIGMOID", FASTBP_OP_SIGMOID, "SOFTMAX_LOSS", FASTBP_OP_SOFTMAX_LOSS,
+        "CONV", FASTBP_OP_CONV, "POOL", FASTBP_OP_POOL, "DROPOUT", FASTBP_OP_DROPOUT,
         "SGD", FASTBP_SGD, "MOMENTUM", FASTBP_MOMENTUM, "ADAM", FASTBP_ADAM, "NESTEROV", FASTBP_NESTEROV,
         "ADAGRAD", FASTBP_ADAGRAD, "RMSPROP", FASTBP_RMSPROP,
         "HYPER_LR", FASTBP_HYPER_LR, "HYPER_BETA1", FASTBP_HYPER_BETA1, "HYPER_BETA2", FASTBP_HYPER_BETA2,

@@ -26,9 +26,11 @@ def book_layers():
     return book_module("layers")
 
 
-def run_book_script(script: str, original: bool = False, timeout: float = 600, args=()) -> subprocess.CompletedProcess:
+def run_book_script(script: str, original: bool = False, timeout: float = 600, args=(), seed: int | None = None
+                    ) -> subprocess.CompletedProcess:
     """One of the book's scripts, unchanged, in a fresh process through run_with_fastbp.sh (with
-    fastbp's layers and optimizers, or the book's own with ``original``)."""
+    fastbp's layers and optimizers, or the book's own with ``original``); ``seed`` seeds NumPy's
+    global generator before the script starts (tests/book_seed)."""
     runner = BOOK / "run_with_fastbp.sh"
     if not runner.exists():
         pytest.skip(f"the book's code is not at {BOOK}")
@@ -37,4 +39,7 @@ def run_book_script(script: str, original: bool = False, timeout: float = 600, a
     assert shutil.which("bash")
     command = ["bash", str(runner), *(["--original"] if original else []), script, *args]
     env = os.environ | {"PYTHON": sys.executable, "MPLBACKEND": "Agg"}
+    if seed is not None:
+        seeding = str(Path(__file__).resolve().parent / "book_seed")
+        env |= {"FASTBP_BOOK_SEED": str(seed), "PYTHONPATH": os.pathsep.join(filter(None, [seeding, env.get("PYTHONPATH")]))}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)

@@ -22,17 +22,21 @@ SIZES = {"20-16-12-5": [20, 16, 12, 5], "30-75-7": [30, 75, 7], "9-3-4": [9, 3, 
 
 
 def train_both(backend, x, sizes, batches, activation="relu", optimizer="sgd", seed=0):
-    """train_steps and predict_labels on the reference and on `backend`, from the same start."""
+    """An MLP's train_steps and predict_labels on the reference and on `backend`, from the same start."""
+    return run_both(backend, x, engine.mlp_program(sizes, activation), engine.parameter_count(sizes), batches,
+                    optimizer, seed)
+
+
+def run_both(backend, x, program, n_params, batches, optimizer="sgd", seed=0):
+    """train_steps and predict_labels of `program` on the reference and on `backend`, from the same start."""
     rng = np.random.default_rng(seed)
-    n_params = engine.parameter_count(sizes)
-    program = engine.mlp_program(sizes, activation)
     start = (rng.standard_normal(n_params) * 0.3).astype(x.dtype)
-    labels = rng.integers(0, sizes[-1], x.shape[0])
+    labels = rng.integers(0, program[-1, engine.FIELD_OUT], x.shape[0])
     hyper = engine.hyper_vector(x.dtype, 0.05, 0.9, 0.999, 1e-7)
     results = {}
     for name in ("reference", backend):
         ops = backends.get(name)
-        rows = ops.prepare_rows(x)
+        rows = ops.prepare_rows(x, program)
         params, grads = start.copy(), np.zeros_like(start)
         state, losses = np.zeros((2, n_params), x.dtype), np.zeros(len(batches))
         done = ops.train_steps(rows, labels, batches, params, grads, program, engine.OPTIMIZERS[optimizer], hyper, state, 0,
@@ -125,22 +129,23 @@ def test_native_keeps_mostly_zero_sets_as_compact_rows(rng):
     from fastbp.backends import native
 
     sparse = mostly_zeros(rng, (50, 30), np.float32)
-    rows = native.prepare_rows(sparse)
+    program = engine.mlp_program([30, 4, 2], "relu")
+    rows = native.prepare_rows(sparse, program)
     assert isinstance(rows, native.CompactRows)
     assert rows.shape == (50, 30) and rows.nnz == np.count_nonzero(sparse)
     assert f"density={np.count_nonzero(sparse) / sparse.size:.3f}" in repr(rows)
     dense = rng.standard_normal((50, 30))
-    assert native.prepare_rows(dense) is dense  # dense sets stay as they are: BLAS is faster on them
+    assert native.prepare_rows(dense, program) is dense  # dense sets stay as they are: BLAS is faster on them
     with pytest.raises(native.TooDense, match="1.000 of the entries are nonzero, more than max_density 0.4"):
         native.CompactRows(dense, max_density=0.4)
     empty = np.zeros((0, 30))
-    assert native.prepare_rows(empty) is empty
+    assert native.prepare_rows(empty, program) is empty
     # the threshold: 100 entries, as many nonzero as allowed, then one more
     edge = np.zeros((10, 10))
     edge.flat[: int(native.COMPACT_MAX_DENSITY * 100)] = 1.0
-    assert isinstance(native.prepare_rows(edge), native.CompactRows)
+    assert isinstance(native.prepare_rows(edge, program), native.CompactRows)
     edge.flat[int(native.COMPACT_MAX_DENSITY * 100)] = 1.0
-    assert native.prepare_rows(edge) is edge
+    assert native.prepare_rows(edge, program) is edge
 
 
 def test_compact_rows_keep_nan_and_inf(rng):
@@ -154,7 +159,7 @@ def test_compact_rows_keep_nan_and_inf(rng):
     x[3, 4] = np.nan
     params = np.full(engine.parameter_count(sizes), 0.1)
     losses = np.zeros(3)
-    rows = native.prepare_rows(x)
+    rows = native.prepare_rows(x, engine.mlp_program(sizes, "relu"))
     assert isinstance(rows, native.CompactRows)
     done = native.train_steps(rows, np.zeros(6, np.int64), np.array([[0, 2], [3, 5], [0, 1]]), params,
                               np.zeros_like(params), engine.mlp_program(sizes, "relu"), engine.SGD,

@@ -183,10 +183,11 @@ class CompactRows:
         return f"CompactRows(shape={self.shape}, dtype={self.dtype}, density={self.density:.3f})"
 
 
-def prepare_rows(x):
+def prepare_rows(x, program):
     """Same contract as reference.prepare_rows: compact rows when x is mostly zeros (MNIST is 19%
-    nonzero), so that the first layer costs one weight row per nonzero pixel instead of per pixel."""
-    if x.ndim != 2 or x.size == 0:
+    nonzero) and feeds an affine op, so that it costs one weight row per nonzero pixel instead of
+    per pixel; a convolution reads the dense images."""
+    if x.ndim != 2 or x.size == 0 or program[0, engine.FIELD_CODE] != engine.AFFINE:
         return x
     try:
         return CompactRows(x, COMPACT_MAX_DENSITY)  # counts first, and compacts only below the threshold

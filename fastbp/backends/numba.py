@@ -474,9 +474,9 @@ def _matrix(flat, start, rows, cols):
 
 
 @_jit
-def _forward_ops(program, params, x, last, outs, masks, out_at):
+def _forward_ops(program, params, x, last, outs, masks, args, out_at):
     """Runs ops [0, last) on the rows of x; op i writes its output at outs[out_at[i]:] (a ReLU its
-    mask at the same place of masks). Returns the last op's output."""
+    mask, a pooling its argmax, at the same place of masks and args). Returns the last op's output."""
     rows = x.shape[0]
     out = x
     for i in range(last):
@@ -487,10 +487,29 @@ def _forward_ops(program, params, x, last, outs, masks, out_at):
             _affine_forward_into(out, _matrix(params, at, k, m), params[at + k * m:at + k * m + m], z)
         elif code == engine.RELU:
             _relu_forward(out.reshape(-1), z.reshape(-1), masks[out_at[i]:out_at[i] + rows * m])
-        else:
+        elif code == engine.SIGMOID:
             _sigmoid_forward(out.reshape(-1), z.reshape(-1))
+        else:
+            f = program[i, engine.FIELD_SHAPE:engine.FIELD_SHAPE + 10]
+            c, h, w, fn, kh, kw, stride, pad, oh, ow = f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
+            images = out.reshape((rows, c, h, w))
+            if code == engine.CONV:
+                weights = fn * c * kh * kw
+                _conv_forward(images, _matrix(params, at, fn, c * kh * kw), params[at + weights:at + weights + fn], kh, kw,
+                              stride, pad, oh, ow, z.reshape((rows, fn, oh * ow)))
+            else:
+                _pool_forward(images, kh, kw, stride, pad, z.reshape((rows, c, oh, ow)),
+                              args[out_at[i]:out_at[i] + rows * m].reshape((rows, c, oh, ow)))
         out = z
     return out
+
+
+@_jit
+def _pools(program):
+    for i in range(program.shape[0]):
+        if program[i, engine.FIELD_CODE] == engine.POOL:
+            return True
+    return False
 
 
 @_jit
@@ -512,8 +531,9 @@ def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, s
     out_at = _output_offsets(program, batch)
     outs = np.empty(out_at[n_ops], dtype=x.dtype)
     masks = np.empty(out_at[n_ops], dtype=np.bool_)
+    args = np.empty(out_at[n_ops] if _pools(program) else 0, dtype=np.int64)
     grad_buffers = np.empty((2, batch * widest), dtype=x.dtype)  # dout and dx take turns
-    x_batch = np.empty((batch, x.shape[1]), dtype=x.dtype)
+    x_batch = np.empty((batch, program[0, engine.FIELD_IN]), dtype=x.dtype)
     t_batch = np.empty(batch, dtype=np.int64)
     y = np.empty((batch, classes), dtype=x.dtype)
     row_loss = np.empty(batch, dtype=np.float64)
@@ -521,9 +541,9 @@ def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, s
 
     for s in range(n_steps):
         for r in range(batch):
-            x_batch[r, :] = x[batches[s, r]]
+            x_batch[r, :] = x[batches[s, r]].reshape(-1)
             t_batch[r] = labels[batches[s, r]]
-        logits = _forward_ops(program, params, x_batch, n_ops - 1, outs, masks, out_at)
+        logits = _forward_ops(program, params, x_batch, n_ops - 1, outs, masks, args, out_at)
         _softmax_xent_forward(logits, t_batch, y, row_loss)
         loss = np.sum(row_loss) / batch
         if not np.isfinite(loss):
@@ -537,27 +557,41 @@ def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, s
             code, at = program[i, engine.FIELD_CODE], program[i, engine.FIELD_PARAM_AT]
             k, m = program[i, engine.FIELD_IN], program[i, engine.FIELD_OUT]
             dx = _matrix(grad_buffers[1 - turn], 0, batch, k)
+            inp = x_batch if i == 0 else _matrix(outs, out_at[i - 1], batch, k)
             if code == engine.AFFINE:
-                inp = x_batch if i == 0 else _matrix(outs, out_at[i - 1], batch, k)
                 _affine_backward_into(dout, inp, _matrix(params, at, k, m), dx, _matrix(grads, at, k, m),
                                       grads[at + k * m:at + k * m + m], i > 0)
             elif code == engine.RELU:
                 _relu_backward(dout.reshape(-1), masks[out_at[i]:out_at[i] + batch * m], dx.reshape(-1))
-            else:
+            elif code == engine.SIGMOID:
                 _sigmoid_backward(dout.reshape(-1), outs[out_at[i]:out_at[i] + batch * m], dx.reshape(-1))
+            else:
+                f = program[i, engine.FIELD_SHAPE:engine.FIELD_SHAPE + 10]
+                c, h, w, fn, kh, kw, stride, pad, oh, ow = f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
+                if code == engine.CONV:
+                    weights = fn * c * kh * kw
+                    _conv_backward(dout.reshape((batch, fn, oh * ow)), inp.reshape((batch, c, h, w)),
+                                   _matrix(params, at, fn, c * kh * kw), kh, kw, stride, pad, oh, ow,
+                                   dx.reshape((batch, c, h, w)), _matrix(grads, at, fn, c * kh * kw),
+                                   grads[at + weights:at + weights + fn], i > 0)
+                else:
+                    _pool_backward(dout.reshape((batch, c, oh, ow)),
+                                   args[out_at[i]:out_at[i] + batch * m].reshape((batch, c, oh, ow)), kh, kw, stride, pad,
+                                   dx.reshape((batch, c, h, w)))
             turn = 1 - turn
             dout = dx
         _optimizer_step(params, grads, state[0], state[1], optimizer, hyper, step0 + s + 1)
     return n_steps
 
 
-def prepare_rows(x):
+def prepare_rows(x, program):
     """Same contract as reference.prepare_rows: numba's kernels read the dense rows."""
     return x
 
 
 def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses):
     """Same contract as reference.train_steps: the whole block of steps in one compiled call."""
+    engine.check_runs(program)
     return _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses)
 
 
@@ -567,8 +601,10 @@ def _predict_labels(x, params, program, chunk, labels):
     out_at = _output_offsets(program, chunk)
     outs = np.empty(out_at[n_ops], dtype=x.dtype)
     masks = np.empty(out_at[n_ops], dtype=np.bool_)
+    args = np.empty(out_at[n_ops] if _pools(program) else 0, dtype=np.int64)
+    rows = x.reshape((x.shape[0], -1))
     for start in range(0, x.shape[0], chunk):
-        logits = _forward_ops(program, params, x[start:start + chunk], n_ops - 1, outs, masks, out_at)
+        logits = _forward_ops(program, params, rows[start:start + chunk], n_ops - 1, outs, masks, args, out_at)
         for r in range(logits.shape[0]):  # argmax, first maximum wins as in np.argmax
             best = 0
             for j in range(1, logits.shape[1]):
@@ -578,6 +614,7 @@ def _predict_labels(x, params, program, chunk, labels):
 
 
 def predict_labels(x, params, program):
+    engine.check_runs(program)
     labels = np.empty(x.shape[0], dtype=np.int64)
     _predict_labels(x, params, program, engine.PREDICT_ROWS, labels)
     return labels

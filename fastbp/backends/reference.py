@@ -221,8 +221,19 @@ def optimizer_step(code, param, grad, m, v, hyper, t):
 
 # ---- The engine: a network as a sequence of ops (fastbp/engine.py) ---------------------------
 
+def _window_fields(op):
+    """A conv or pool record's (C, H, W, F, KH, KW, stride, pad, OH, OW)."""
+    return tuple(int(v) for v in op[engine.FIELD_SHAPE:engine.FIELD_SHAPE + 10])
+
+
+def _conv_params(params, op):
+    c, _, _, f, kh, kw = _window_fields(op)[:6]
+    at = int(op[engine.FIELD_PARAM_AT])
+    return params[at:at + f * c * kh * kw].reshape(f, c, kh, kw), params[at + f * c * kh * kw:at + f * c * kh * kw + f]
+
+
 def _forward_ops(program, params, x, last):
-    """Runs ops [0, last) on x; returns every op's output and what its backward needs."""
+    """Runs ops [0, last) on the rows of x; returns every op's output (rows flattened) and what its backward needs."""
     outs, saved = [], []
     for op in program[:last]:
         code, at, k, m = (int(op[f]) for f in (engine.FIELD_CODE, engine.FIELD_PARAM_AT, engine.FIELD_IN, engine.FIELD_OUT))
@@ -231,8 +242,17 @@ def _forward_ops(program, params, x, last):
             keep = None
         elif code == engine.RELU:
             x, keep = relu_forward(x)
-        else:
+        elif code == engine.SIGMOID:
             x = keep = sigmoid_forward(x)
+        else:  # a window op, on the rows as images
+            c, h, w, _, kh, kw, stride, pad, _, _ = _window_fields(op)
+            images = x.reshape(x.shape[0], c, h, w)
+            if code == engine.CONV:
+                W, b = _conv_params(params, op)
+                x, keep = conv_forward(images, W, b, stride, pad)
+            else:
+                x, keep = pool_forward(images, kh, kw, stride, pad)
+            x = x.reshape(x.shape[0], -1)
         outs.append(x)
         saved.append(keep)
     return outs, saved
@@ -241,21 +261,33 @@ def _forward_ops(program, params, x, last):
 def _backward_ops(program, params, grads, x, outs, saved, dout):
     """From d loss / d (the last op's output) down to op 0, whose input (the data) gets no gradient."""
     for i in range(len(outs) - 1, -1, -1):
-        code, at, k, m = (int(program[i, f]) for f in (engine.FIELD_CODE, engine.FIELD_PARAM_AT, engine.FIELD_IN,
-                                                        engine.FIELD_OUT))
+        op = program[i]
+        code, at, k, m = (int(op[f]) for f in (engine.FIELD_CODE, engine.FIELD_PARAM_AT, engine.FIELD_IN, engine.FIELD_OUT))
+        inp = outs[i - 1] if i > 0 else x
         if code == engine.AFFINE:
-            inp = outs[i - 1] if i > 0 else x
             dout, dW, db = affine_backward(dout, inp, params[at:at + k * m].reshape(k, m), need_dx=i > 0)
             grads[at:at + k * m] = dW.reshape(-1)
             grads[at + k * m:at + k * m + m] = db
         elif code == engine.RELU:
             dout = relu_backward(dout, saved[i])
-        else:
+        elif code == engine.SIGMOID:
             dout = sigmoid_backward(dout, saved[i])
+        else:
+            c, h, w, f, kh, kw, stride, pad, oh, ow = _window_fields(op)
+            images, d4 = inp.reshape(inp.shape[0], c, h, w), dout.reshape(dout.shape[0], f, oh, ow)
+            if code == engine.CONV:
+                W, _ = _conv_params(params, op)
+                dx, dW, db = conv_backward(d4, images, saved[i], W, stride, pad, need_dx=i > 0)
+                grads[at:at + W.size] = dW.reshape(-1)
+                grads[at + W.size:at + W.size + f] = db
+            else:
+                dx = pool_backward(d4, saved[i], images.shape, kh, kw, stride, pad)
+            dout = None if dx is None else dx.reshape(dx.shape[0], -1)
 
 
-def prepare_rows(x):
-    """A data set as this backend's train_steps and predict_labels read it fastest: here, as it is.
+def prepare_rows(x, program):
+    """A data set as this backend's train_steps and predict_labels read it fastest for ``program``:
+    here, as it is.
 
     (The native backend keeps a mostly-zero set as its nonzeros; see native.prepare_rows.)
     """
@@ -271,9 +303,10 @@ def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, st
     of step s's forward pass. Returns the number of steps done: fewer than asked when a loss is
     not finite, in which case that step's update is not applied.
     """
+    engine.check_runs(program)
     with np.errstate(invalid="ignore", over="ignore"):  # a non-finite loss is detected and reported below
         for s, batch in enumerate(batches):
-            x_batch, t_batch = x[batch], labels[batch]
+            x_batch, t_batch = x[batch].reshape(len(batch), -1), labels[batch]
             outs, saved = _forward_ops(program, params, x_batch, len(program) - 1)
             loss, y = softmax_cross_entropy_forward(outs[-1], t_batch)
             if not np.isfinite(loss):
@@ -286,8 +319,10 @@ def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, st
 
 def predict_labels(x, params, program):
     """Predicted class (argmax of the ops before the loss) for every row of x."""
+    engine.check_runs(program)
     labels = np.empty(x.shape[0], dtype=np.int64)
     for start in range(0, x.shape[0], engine.PREDICT_ROWS):
-        outs, _ = _forward_ops(program, params, x[start:start + engine.PREDICT_ROWS], len(program) - 1)
+        rows = x[start:start + engine.PREDICT_ROWS]
+        outs, _ = _forward_ops(program, params, rows.reshape(rows.shape[0], -1), len(program) - 1)
         labels[start:start + engine.PREDICT_ROWS] = np.argmax(outs[-1], axis=1)
     return labels
