@@ -23,6 +23,7 @@ from . import _validate as check
 from . import engine
 
 OPS = ("affine", "conv", "pool", "relu", "sigmoid", "dropout")
+ACTIVATIONS = ("relu", "sigmoid")
 PARAM_OPS = ("affine", "conv")
 
 
@@ -86,6 +87,47 @@ def shapes(arch: dict) -> list[dict]:
     if len(shape) != 1:
         raise ValueError(f"architecture: the last layer must give class scores (classes,), gives {shape}")
     return out
+
+
+def normalized(arch: dict) -> dict:
+    """``arch`` checked, every layer's settings written out (defaults included), as plain JSON data:
+    two architectures of the same network compare equal."""
+    layers = []
+    for layer in shapes(arch):
+        op = layer["op"]
+        entry = {"op": op}
+        if op == "affine":
+            entry["out"] = int(layer["out"][0])
+        elif op in ("conv", "pool"):
+            if op == "conv":
+                entry["filters"] = int(layer["out"][0])
+            entry.update(size=list(layer["size"]), stride=layer["stride"], pad=layer["pad"])
+        elif op == "dropout":
+            entry["ratio"] = float(layer.get("ratio", 0.5))
+        layers.append(entry)
+    return {"input": [int(s) for s in shapes(arch)[0]["in"]], "layers": layers}
+
+
+def as_mlp(arch: dict):
+    """(sizes, activation) when ``arch`` is an MLP (affine and one activation in turn), else None."""
+    arch = normalized(arch)
+    ops = [layer["op"] for layer in arch["layers"]]
+    activation = ops[1] if len(ops) > 1 else "relu"
+    if activation not in ACTIVATIONS or ops != (["affine", activation] * len(ops))[:len(ops)] or ops[-1] != "affine":
+        return None
+    return [arch["input"][0]] + [layer["out"] for layer in arch["layers"] if layer["op"] == "affine"], activation
+
+
+def describe(arch: dict) -> str:
+    """For messages: 'a 784-50-10 network', 'a 1x28x28-conv30-pool-100-10 network'."""
+    parts = ["x".join(str(int(s)) for s in arch["input"])]
+    for layer in arch["layers"]:
+        if layer["op"] == "affine":
+            parts.append(str(layer["out"]))
+        elif layer["op"] in ("conv", "pool"):
+            parts.append("conv" + str(layer["filters"]) if layer["op"] == "conv" else "pool")
+    sigmoid = any(layer["op"] == "sigmoid" for layer in arch["layers"])  # ReLU unless said
+    return f"a {'-'.join(parts)} {'sigmoid ' if sigmoid else ''}network"
 
 
 def param_shapes(arch: dict) -> dict:

@@ -84,7 +84,9 @@ def check_runs(program) -> None:
 
 def mlp_program(sizes, activation: str) -> np.ndarray:
     """The program of an MLP: Affine, activation, ..., Affine, SoftmaxWithLoss; the layers'
-    parameters W1, b1, W2, b2, ... one after the other from offset 0 (layer_views)."""
+    parameters W1, b1, W2, b2, ... one after the other from offset 0 (fastbp.architecture.program
+    builds the same from an MLP's architecture, checked; this one writes any sizes, for tests of
+    the C engine's own checks)."""
     records, at = [], 0
     for layer in range(len(sizes) - 1):
         n_in, n_out = int(sizes[layer]), int(sizes[layer + 1])
@@ -99,16 +101,6 @@ def mlp_program(sizes, activation: str) -> np.ndarray:
 def parameter_count(sizes) -> int:
     """Entries of an MLP's flat parameter buffer."""
     return int(sum(sizes[k] * sizes[k + 1] + sizes[k + 1] for k in range(len(sizes) - 1)))
-
-
-def layer_views(flat: np.ndarray, sizes) -> list:
-    """[(W1, b1), (W2, b2), ...] of an MLP as views into ``flat``: writing to them writes to the buffer."""
-    views, at = [], 0
-    for layer in range(len(sizes) - 1):
-        n_in, n_out = int(sizes[layer]), int(sizes[layer + 1])
-        views.append((flat[at:at + n_in * n_out].reshape(n_in, n_out), flat[at + n_in * n_out:at + n_in * n_out + n_out]))
-        at += n_in * n_out + n_out
-    return views
 
 
 def check_native(constants: dict) -> None:

@@ -43,3 +43,31 @@ def run_book_script(script: str, original: bool = False, timeout: float = 600, a
         seeding = str(Path(__file__).resolve().parent / "book_seed")
         env |= {"FASTBP_BOOK_SEED": str(seed), "PYTHONPATH": os.pathsep.join(filter(None, [seeding, env.get("PYTHONPATH")]))}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+NET_MODULES = ("simple_convnet", "deep_convnet")
+
+
+def book_network(module: str, fastbp_layers: bool):
+    """The book's network module (ch07 simple_convnet, ch08 deep_convnet,
+    common.multi_layer_net_extend, ...) imported afresh with fastbp's layers or the book's own in
+    its common.layers."""
+    import types
+
+    def forget():
+        for name in [m for m in sys.modules if m == module or m.startswith("common") or m in NET_MODULES]:
+            del sys.modules[name]
+
+    forget()
+    sys.path[:0] = [str(BOOK), str(BOOK / "ch07"), str(BOOK / "ch08")]
+    try:
+        if fastbp_layers:
+            import fastbp.layers
+
+            import common  # noqa: F401  (the package, so that common.layers can be replaced)
+            sys.modules["common.layers"] = types.ModuleType("common.layers")
+            sys.modules["common.layers"].__dict__.update({n: getattr(fastbp.layers, n) for n in fastbp.layers.__all__})
+        return importlib.import_module(module)
+    finally:
+        del sys.path[:3]
+        forget()

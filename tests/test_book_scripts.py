@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from book import BOOK, requires_book, run_book_script
+from book import BOOK, book_network, requires_book, run_book_script
 from mnist import requires_mnist
 
 pytestmark = [requires_book, requires_mnist]
@@ -62,29 +62,6 @@ def test_ch06_batch_norm_gradient_check():
 
 def test_ch07_gradient_check():
     same_printed_gradient_checks("ch07/gradient_check.py", ("W1", "b1", "W2", "b2", "W3", "b3"))
-
-
-def book_network(module: str, fastbp_layers: bool):
-    """The book's network module (ch07 simple_convnet, common.multi_layer_net_extend, ...) imported
-    afresh with fastbp's layers or the book's own in its common.layers."""
-    import importlib
-    import types
-
-    for name in [m for m in sys.modules if m == module or m.startswith("common") or m == "simple_convnet"]:
-        del sys.modules[name]
-    sys.path[:0] = [str(BOOK), str(BOOK / "ch07")]
-    try:
-        if fastbp_layers:
-            import fastbp.layers
-
-            import common  # noqa: F401  (the package, so that common.layers can be replaced)
-            sys.modules["common.layers"] = types.ModuleType("common.layers")
-            sys.modules["common.layers"].__dict__.update({n: getattr(fastbp.layers, n) for n in fastbp.layers.__all__})
-        return importlib.import_module(module)
-    finally:
-        del sys.path[:2]
-        for name in [m for m in sys.modules if m.startswith("common") or m == "simple_convnet"]:
-            del sys.modules[name]
 
 
 @pytest.mark.parametrize("backend", ["reference", "native", "numba"])

@@ -7,6 +7,7 @@ import pytest
 
 import fastbp
 from fastbp import backends, engine
+from fastbp.nets import MultiLayerNet
 
 
 def mostly_zeros(rng, shape, dtype, zero_fraction=0.8):
@@ -210,7 +211,9 @@ def test_an_mlp_program_lays_its_parameters_out_as_the_network_does():
     codes = program[:, engine.FIELD_CODE].tolist()
     assert codes == [engine.AFFINE, engine.SIGMOID, engine.AFFINE, engine.SIGMOID, engine.AFFINE, engine.SOFTMAX_LOSS]
     flat = np.arange(engine.parameter_count([6, 5, 4, 3]), dtype=np.float64)
-    for (W, b), op in zip(engine.layer_views(flat, [6, 5, 4, 3]), program[::2]):
+    views = MultiLayerNet(6, [5, 4], 3, activation="sigmoid", dtype=np.float64).param_views(flat)
+    for i, op in enumerate(program[::2], start=1):
+        W, b = views[f"W{i}"], views[f"b{i}"]
         assert W.base is flat and W[0, 0] == op[engine.FIELD_PARAM_AT] and W.shape == tuple(op[[2, 3]])
         assert b[0] == op[engine.FIELD_PARAM_AT] + W.size
 

@@ -1,0 +1,293 @@
+"""A network as a sequence of the book's layers, given by its architecture (fastbp/architecture.py),
+with the book's network API: ``params``, ``layers``, ``last_layer``, ``predict(x, train_flg)``,
+``loss``, ``accuracy``, ``gradient``, ``numerical_gradient``, ``save_params``/``load_params``.
+
+All parameters live in one flat buffer (``flat_params``, the engine's layout, fastbp/engine.py):
+``params['W1']`` and the layers' ``W``/``b`` are views into it, so the book's in-place update
+``params['W1'] -= lr * grad['W1']`` updates the layers and the buffer alike, and the fused
+training step (fastbp.train) updates every parameter in one pass over the buffer. Replace values
+in place (``params['W1'][...] = w``), never by rebinding the dict entry.
+
+Prediction of labels and accuracy run on the backend's engine (large chunks, compiled, threaded)
+when it runs every op of the network; a network with dropout predicts layer by layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import _validate as check
+from . import architecture, backends, checkpoint, engine
+from ._system import require_memory
+from .gradcheck import numerical_gradient
+from .layers import Affine, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
+
+# the book's layer names, numbered per kind: Conv1, Relu1, Pool1, Affine1, Relu2, Affine2
+LAYER_NAMES = {"affine": "Affine", "conv": "Conv", "pool": "Pool", "relu": "Relu", "sigmoid": "Sigmoid",
+               "dropout": "Dropout"}
+
+
+@dataclass
+class Prepared:
+    """A data set checked once and kept as a backend's engine reads it (SequentialNet.prepare)."""
+
+    rows: object  # what ops.prepare_rows returned
+    n: int
+    ops: object  # the backend module
+
+
+class SequentialNet:
+    """The network of architecture ``arch``, its weights drawn with standard deviations
+    ``weight_std`` (one per affine or convolution layer, in order; biases start at 0).
+
+    ``seed`` makes the weights reproducible; without it they come from NumPy's global generator,
+    drawn in the book's order (W1, W2, ...), so that ``np.random.seed`` gives the book's weights.
+    ``dtype`` is the parameters' (float32 trains faster; float64 is the book's).
+    """
+
+    def __init__(self, arch: dict, weight_std, dtype=np.float32, backend: str | None = None, seed: int | None = None):
+        self.architecture = architecture.normalized(arch)  # every setting written out, as a weights file stores it
+        self._shapes = architecture.shapes(self.architecture)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in check.FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.backend = backends.check_name(backend)
+        self.program = architecture.program(self.architecture)  # what the engine runs
+        self.input_shape = tuple(self._shapes[0]["in"])
+        self.n_classes = int(self._shapes[-1]["out"][0])
+
+        shapes = architecture.param_shapes(self.architecture)
+        count = sum(math.prod(s) for s in shapes.values())
+        require_memory(count * self.dtype.itemsize, f"{self.describe()} ({count:,} {self.dtype} parameters)")
+        self.flat_params = np.zeros(count, dtype=self.dtype)
+        self.params: dict[str, np.ndarray] = self.param_views(self.flat_params)
+        weights = [name for name in shapes if name.startswith("W")]
+        stds = list(weight_std) if np.ndim(weight_std) else [weight_std] * len(weights)
+        if len(stds) != len(weights):
+            raise ValueError(f"weight_std: {len(stds)} values for {len(weights)} weight layers")
+        rng = np.random if seed is None else np.random.default_rng(seed)
+        for name, std in zip(weights, stds):
+            W = self.params[name]
+            W[...] = std * rng.standard_normal(W.shape)
+
+        self._layers = self._build_layers()
+        self.layers = OrderedDict(self._layers)
+        self.last_layer = SoftmaxWithLoss(backend=backend)
+
+    # ---- structure -------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """For messages: 'a 784-50-10 network', 'a 1x28x28-conv30-pool-100-10 network'."""
+        return architecture.describe(self.architecture)
+
+    def _build_layers(self) -> list:
+        """[(name, layer)] over views of the parameters, named as the book names them."""
+        layers, counts, n_params = [], {}, 0
+        backend = self.backend
+        for spec in self._shapes:
+            op = spec["op"]
+            counts[op] = counts.get(op, 0) + 1
+            name = f"{LAYER_NAMES[op]}{counts[op]}"
+            if op in ("affine", "conv"):
+                n_params += 1
+                W, b = self.params[f"W{n_params}"], self.params[f"b{n_params}"]
+                layer = (Affine(W, b, backend=backend) if op == "affine" else
+                         Convolution(W, b, spec["stride"], spec["pad"], backend=backend))
+            elif op == "pool":
+                layer = Pooling(*spec["size"], spec["stride"], spec["pad"], backend=backend)
+            elif op == "dropout":
+                layer = Dropout(spec.get("ratio", 0.5), backend=backend)
+            else:
+                layer = {"relu": Relu, "sigmoid": Sigmoid}[op](backend=backend)
+            layers.append((name, layer))
+        return layers
+
+    def _each_layer(self):
+        """The layers in order: ``layers`` is an ordered dict, or a list as in the book's DeepConvNet."""
+        return self.layers.values() if isinstance(self.layers, dict) else self.layers
+
+    @property
+    def param_layers(self) -> list:
+        """The layers that hold parameters (affine, convolution), in the order of W1, W2, ..."""
+        return [layer for _, layer in self._layers if isinstance(layer, (Affine, Convolution))]
+
+    @property
+    def engine_runs_it(self) -> bool:
+        """Whether the backends' engines run every op (dropout: not yet)."""
+        return not np.any(self.program[:, engine.FIELD_CODE] == engine.DROPOUT)
+
+    def param_views(self, flat: np.ndarray) -> dict:
+        """{'W1': ..., 'b1': ..., ...} as views into ``flat``, a buffer in the parameters' layout
+        (the parameters themselves, gradients, optimizer state)."""
+        views, at = {}, 0
+        for name, shape in architecture.param_shapes(self.architecture).items():
+            size = math.prod(shape)
+            views[name] = flat[at:at + size].reshape(shape)
+            at += size
+        return views
+
+    def check_params_in_place(self) -> None:
+        """Fail loudly if a params entry was rebound instead of updated in place."""
+        for name, view in self.param_views(self.flat_params).items():
+            p = self.params.get(name)
+            if p is None or p.shape != view.shape or not np.shares_memory(p, view):
+                raise RuntimeError(
+                    f"params[{name!r}] was replaced by a new array; update parameters in place "
+                    f"(params[{name!r}][...] = value) so the layers and the flat buffer see it"
+                )
+
+    # ---- the book's API --------------------------------------------------------------------
+
+    def as_input(self, x, name: str = "x") -> np.ndarray:
+        """x as a batch (N, *input shape), checked (float, finite, the right size); one sample
+        becomes a batch of one. Images may come flattened, flat rows as images (MNIST either way)."""
+        x = check.float_array(name, x)
+        size = math.prod(self.input_shape)
+        if x.ndim >= 1 and x.size == size and (x.ndim == 1 or x.shape[0] != 1):
+            x = x.reshape(1, -1)  # one sample
+        if x.ndim < 2 or math.prod(x.shape[1:]) != size:
+            images = f" (images of shape {self.input_shape}, or their flattened rows)" if len(self.input_shape) > 1 else ""
+            raise ValueError(f"{name} of shape {x.shape} does not fit a network with {size} inputs{images}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} of shape {x.shape} holds no samples")
+        check.finite(name, x)
+        return x.reshape(x.shape[0], *self.input_shape)
+
+    def predict(self, x, train_flg: bool = False):
+        """The scores before the loss; ``train_flg`` switches dropout to training (the book's)."""
+        for layer in self._each_layer():
+            x = layer.forward(x, train_flg) if isinstance(layer, Dropout) else layer.forward(x)
+        return x
+
+    def loss(self, x, t, train_flg: bool = True):
+        return self.last_layer.forward(self.predict(x, train_flg), t)
+
+    def gradient(self, x, t) -> dict:
+        """Gradients by backpropagation (dropout in training mode), as arrays owned by the layers."""
+        self.loss(x, t)
+        dout = self.last_layer.backward(1)
+        first, *rest = self._each_layer()
+        for layer in reversed(rest):
+            dout = layer.backward(dout)
+        if hasattr(first, "backward_params"):
+            first.backward_params(dout)  # the gradient of x itself would go unused
+        else:
+            first.backward(dout)
+        grads = {}
+        for i, layer in enumerate(self.param_layers, start=1):
+            grads[f"W{i}"], grads[f"b{i}"] = layer.dW, layer.db
+        return grads
+
+    def numerical_gradient(self, x, t) -> dict:
+        """Gradients by central differences (slow: two forward passes per parameter)."""
+        return {key: numerical_gradient(lambda _: self.loss(x, t), param) for key, param in self.params.items()}
+
+    def prepare(self, x, name: str = "x") -> Prepared:
+        """x checked once and kept as the backend's engine reads it fastest (native: a mostly-zero
+        set feeding an affine op as its nonzeros), for repeated predict_labels and accuracy."""
+        x = check.kernel_ready(self.as_input(x, name), self.dtype)
+        ops = backends.get(self.backend)
+        return Prepared(ops.prepare_rows(x, self.program) if self.engine_runs_it else x, x.shape[0], ops)
+
+    def predict_labels(self, x) -> np.ndarray:
+        """argmax of predict(x), on the backend's engine in large chunks; one sample gives one
+        label; x may be prepared (:meth:`prepare`)."""
+        if isinstance(x, Prepared):
+            if self.engine_runs_it:
+                return x.ops.predict_labels(x.rows, self.flat_params, self.program)
+            return self._layer_labels(x.rows)
+        single = self._is_one_sample(x)
+        x = self.as_input(x)
+        ops = backends.get(self.backend)
+        if not self.engine_runs_it:
+            labels = self._layer_labels(x)
+        elif x.dtype == self.dtype and x.flags.c_contiguous:
+            labels = ops.predict_labels(x, self.flat_params, self.program)
+        else:  # convert a slice at a time (float32 images into a float64 net, as in the seed), never the whole set
+            labels = np.empty(x.shape[0], dtype=np.int64)
+            for start in range(0, x.shape[0], engine.CONVERT_ROWS):
+                part = check.kernel_ready(x[start:start + engine.CONVERT_ROWS], self.dtype)
+                labels[start:start + part.shape[0]] = ops.predict_labels(part, self.flat_params, self.program)
+        return labels[0] if single else labels
+
+    def _layer_labels(self, x, batch_size: int = engine.CONVERT_ROWS) -> np.ndarray:
+        labels = np.empty(x.shape[0], dtype=np.int64)
+        for start in range(0, x.shape[0], batch_size):
+            labels[start:start + batch_size] = np.argmax(self.predict(x[start:start + batch_size]), axis=1)
+        return labels
+
+    def _is_one_sample(self, x) -> bool:
+        """A flat sample (features,), or one image (C, H, W) of an image network."""
+        shape = np.shape(x)
+        return len(shape) == 1 or (len(self.input_shape) == 3 and shape == self.input_shape)
+
+    def predict_proba(self, x) -> np.ndarray:
+        """Softmax of predict(x): class probabilities, (N, classes), or (classes,) for one sample."""
+        single = self._is_one_sample(x)
+        x = self.as_input(x)
+        probs = np.empty((x.shape[0], self.n_classes), dtype=np.result_type(x, self.dtype))
+        ops = backends.get(self.backend)
+        zeros = np.zeros(min(x.shape[0], engine.CONVERT_ROWS), dtype=np.int64)
+        for start in range(0, x.shape[0], engine.CONVERT_ROWS):
+            logits = check.kernel_ready(self.predict(x[start:start + engine.CONVERT_ROWS]), probs.dtype)
+            _, probs[start:start + logits.shape[0]] = ops.softmax_cross_entropy_forward(logits, zeros[:logits.shape[0]])
+        return probs[0] if single else probs
+
+    def accuracy(self, x, t, batch_size: int = 100) -> float:
+        """The fraction of samples whose predicted label is t (integer labels or one-hot rows);
+        x may be prepared (:meth:`prepare`), and then t must be int64 labels. ``batch_size`` is
+        the book's argument: the engine predicts in its own chunks, with the same result."""
+        if isinstance(x, Prepared):
+            return float(np.sum(self.predict_labels(x) == t) / x.n)
+        if self._is_one_sample(x):  # one sample: its label a scalar, or one one-hot row
+            t = np.asarray(t).reshape(1, *np.shape(t))
+        x = self.as_input(x)
+        labels = check.class_labels(t, x.shape[0], self.n_classes)
+        return float(np.sum(self.predict_labels(x) == labels) / x.shape[0])
+
+    # ---- weights files ---------------------------------------------------------------------
+
+    def save(self, path, **run_state) -> None:
+        """Weights and architecture to ``.npz`` (fastbp.checkpoint); a training run adds its
+        ``optimizer``, ``optimizer_state`` and ``step`` so that it can be resumed."""
+        checkpoint.save(path, self.architecture, self.params, **run_state)
+
+    def save_params(self, file_name="params.pkl") -> None:
+        """The book's: the params as a pickled dict (``.pkl``); a ``.npz`` name saves as :meth:`save`."""
+        if Path(file_name).suffix == ".npz":
+            self.save(file_name)
+        else:
+            checkpoint.save_pickle(file_name, self.params)
+
+    def load_params(self, file_name="params.pkl") -> None:
+        """Copy saved weights into this network (same architecture), in place: a ``.npz`` written by
+        :meth:`save`, or the book's pickled dict (read without running any code from the file)."""
+        if Path(file_name).suffix == ".npz":
+            saved = checkpoint.read(file_name)
+            if saved.architecture != self.architecture:
+                raise ValueError(f"{file_name}: saved for {architecture.describe(saved.architecture)}, not {self.describe()}")
+            params = saved.params
+        else:
+            params = checkpoint.read_pickle(file_name, architecture.param_shapes(self.architecture))
+        for key, param in self.params.items():
+            param[...] = params[key]
+
+    @classmethod
+    def load(cls, path, **kwargs) -> "SequentialNet":
+        """A network rebuilt from a ``.npz`` written by :meth:`save` (every array checked first)."""
+        saved = checkpoint.read(path)
+        kwargs.setdefault("dtype", saved.dtype)
+        net = cls._from_saved(path, saved, **kwargs)
+        for key, param in net.params.items():
+            param[...] = saved.params[key]
+        return net
+
+    @classmethod
+    def _from_saved(cls, path, saved: checkpoint.Saved, **kwargs) -> "SequentialNet":
+        return SequentialNet(saved.architecture, 0.0, **kwargs)
+
