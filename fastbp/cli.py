@@ -13,11 +13,18 @@ from pathlib import Path
 import numpy as np
 
 EPILOG_TRAIN = """
-defaults reproduce the seed's experiment: a 784-50-10 ReLU network, weights of std 0.01,
-mini-batches of 100 drawn with replacement, SGD with lr 0.1, 10000 iterations, accuracy on the
-full train and test sets once per epoch (600 iterations). Expect about 97% test accuracy.
-(The std 0.01 is the seed's TwoLayerNet; the Python API's MultiLayerNet defaults to 'auto',
-He or Xavier scaling, as the book's MultiLayerNet does: pass --init auto for that.)
+--model mlp (the default) reproduces the seed's experiment: a 784-50-10 ReLU network, weights
+of std 0.01, mini-batches of 100 drawn with replacement, SGD with lr 0.1, 10000 iterations,
+accuracy on the full train and test sets once per epoch (600 iterations). Expect about 97%
+test accuracy. (The std 0.01 is the seed's TwoLayerNet; the Python API's MultiLayerNet defaults
+to 'auto', He or Xavier scaling, as the book's MultiLayerNet does: pass --init auto for that.)
+
+--model simple-convnet is the book's chapter 7 experiment (ch07/train_convnet.py): conv 30 5x5 -
+relu - pool 2x2 - affine 100 - relu - affine 10, Adam lr 0.001, shuffled batches of 100, 20
+epochs, accuracy on the first 1000 train and test images each epoch and on the whole test set
+at the end. Expect about 99%. --model deep-convnet is chapter 8's (ch08/train_deepnet.py): six
+3x3 convolutions, dropout, the same schedule; it trains layer by layer (--path layers), since
+the fused engine does not run dropout yet. Any flag given replaces the preset's value.
 
 The learning rate defaults to the optimizer's: sgd 0.1 (the seed's), adam 0.001, momentum,
 nesterov, adagrad and rmsprop 0.01 (the book's chapter 6).
@@ -31,6 +38,14 @@ MNIST is read from --data, else $FASTBP_DATA, else the user cache (downloaded on
 Writes into --out: weights.npz (with the optimizer state), history.json, history.csv,
 losses.csv, loss.png, accuracy.png.
 """
+
+
+# Each model's experiment: the seed's for the MLP, the book's ch07/ch08 trainers for the convnets.
+PRESETS = {
+    "mlp": dict(optimizer="sgd", sampling="replacement", iterations=10000, epochs=None, eval_samples=None),
+    "simple-convnet": dict(optimizer="adam", sampling="shuffle", iterations=None, epochs=20, eval_samples=1000),
+    "deep-convnet": dict(optimizer="adam", sampling="shuffle", iterations=None, epochs=20, eval_samples=1000),
+}
 
 
 def _positive_int(text: str) -> int:
@@ -68,15 +83,20 @@ def _add_data(parser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastbp", description="Backpropagation with compiled kernels: train and check small MLPs on MNIST.")
+    parser = argparse.ArgumentParser(prog="fastbp", description="Backpropagation with compiled kernels: train and check the book's networks on MNIST.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train an MLP on MNIST (defaults: the seed's experiment)",
-                           description="Train a multi-layer perceptron on MNIST with mini-batch gradient descent.",
+    train = sub.add_parser("train", help="train an MLP or the book's convnets on MNIST (defaults: the seed's experiment)",
+                           description="Train an MLP or one of the book's convnets on MNIST with mini-batch gradient "
+                                       "descent.",
                            epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     arch = train.add_argument_group("network (taken from the file with --resume)")
+    arch.add_argument("--model", choices=list(PRESETS), default=None,
+                      help="mlp (the seed's), simple-convnet (the book's ch07) or deep-convnet (ch08), each with its "
+                           "experiment's settings as defaults (default: mlp)")
     arch.add_argument("--hidden", type=_positive_int, nargs="+", default=None, metavar="N",
-                      help="hidden layer sizes, one number per layer (default: 50)")
+                      help="hidden layer sizes, one number per layer (default: 50); a convnet's one hidden affine "
+                           "layer (default: simple-convnet 100, deep-convnet 50)")
     arch.add_argument("--activation", choices=["relu", "sigmoid"], default=None, help="hidden activation (default: relu)")
     arch.add_argument("--init", type=_init, default=None, metavar="STD",
                       help="initial weight std: a number, 'he' (ReLU), 'xavier' (Sigmoid) or 'auto' (default: 0.01, as the seed)")
@@ -85,14 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--lr", type=_positive_float, default=None,
                      help="learning rate (default: the optimizer's: sgd 0.1, adam 0.001, the others 0.01)")
     opt.add_argument("--batch-size", type=_positive_int, default=100, help="mini-batch size (default: 100)")
-    opt.add_argument("--iterations", type=_positive_int, default=10000, help="training steps (default: 10000)")
+    steps = opt.add_mutually_exclusive_group()
+    steps.add_argument("--iterations", type=_positive_int, default=None, help="training steps (default: mlp 10000)")
+    steps.add_argument("--epochs", type=_positive_float, default=None,
+                       help="training steps as passes over the training set (default: the convnets' 20)")
     opt.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"], default=None,
-                     help="update rule, the book's six (default: sgd, or the resumed run's)")
+                     help="update rule, the book's six (default: mlp sgd, the convnets adam; or the resumed run's)")
     opt.add_argument("--momentum", type=float, default=0.9, help="momentum coefficient for --optimizer momentum (default: 0.9)")
-    opt.add_argument("--sampling", choices=["replacement", "shuffle"], default="replacement",
-                     help="draw each batch with replacement as the seed does, or walk shuffled epochs (default: replacement)")
+    opt.add_argument("--sampling", choices=["replacement", "shuffle"], default=None,
+                     help="draw each batch with replacement as the seed does, or walk shuffled epochs as the book's "
+                          "convnet trainer does (default: mlp replacement, the convnets shuffle)")
     opt.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS",
                      help="steps between accuracy evaluations (default: one epoch, train size / batch size)")
+    opt.add_argument("--eval-samples", type=_positive_int, default=None, metavar="N",
+                     help="evaluate on the first N images of each set, and on the whole test set at the end "
+                          "(default: mlp all, the convnets 1000 as the book)")
     opt.add_argument("--val-split", type=float, default=0.0, metavar="FRACTION",
                      help="hold out this fraction of the training set for validation; the run ends with the weights "
                           "of the best validation accuracy (default: 0, none)")
@@ -101,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "accuracy and keep the best weights (needs --val-split)")
     run = train.add_argument_group("execution")
     _add_backend(run)
-    run.add_argument("--path", choices=["fused", "layers"], default="fused",
-                     help="fused: each stretch of steps in one compiled call; layers: Python per layer, as the seed (default: fused)")
+    run.add_argument("--path", choices=["fused", "layers"], default=None,
+                     help="fused: each stretch of steps in one compiled call; layers: Python per layer, as the seed "
+                          "(default: fused, layers for a network with dropout)")
     run.add_argument("--seed", type=int, default=0, help="seed for the initial weights and the batches (default: 0)")
     _add_data(run)
     run.add_argument("--resume", type=Path, default=None, metavar="WEIGHTS",
@@ -126,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="accuracy of saved weights on the MNIST test set or on given arrays",
                               description="Accuracy of a weights.npz (written by fastbp train) on the MNIST test set, "
                                           "or on --images and --labels .npy arrays.")
-    evaluate.add_argument("weights", type=Path, help="a weights.npz written by fastbp train (or MultiLayerNet.save)")
+    evaluate.add_argument("weights", type=Path, help="a weights.npz written by fastbp train (or a network's save)")
     evaluate.add_argument("--images", type=Path, default=None, metavar="X.npy",
-                          help="images, (N, 784) or (N, 28, 28); uint8 pixels are scaled to [0, 1] (default: MNIST's test set)")
+                          help="images, (N, 784), (N, 28, 28) or (N, 1, 28, 28); uint8 pixels are scaled to [0, 1] (default: MNIST's test set)")
     evaluate.add_argument("--labels", type=Path, default=None, metavar="T.npy", help="integer labels (N,) for --images")
     _add_data(evaluate)
     evaluate.add_argument("--no-verify", action="store_true", help="skip the MNIST checksums (for other data in IDX format)")
@@ -137,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="predicted labels and class probabilities of images",
                              description="Predicted label and class probabilities of each image, as CSV: "
                                          "index,label,p0,...,p9.")
-    predict.add_argument("weights", type=Path, help="a weights.npz written by fastbp train (or MultiLayerNet.save)")
+    predict.add_argument("weights", type=Path, help="a weights.npz written by fastbp train (or a network's save)")
     predict.add_argument("images", type=Path, help="images as .npy: (N, 784), (N, 28, 28) or one image; "
                                                    "uint8 pixels are scaled to [0, 1]")
     predict.add_argument("--out", type=Path, default=None, metavar="FILE.csv", help="write the CSV here (default: standard output)")
@@ -173,14 +201,39 @@ def _output_folder(out: Path | None) -> Path:
     return out
 
 
+def _new_network(args, n_inputs: int):
+    from fastbp.nets import DeepConvNet, MultiLayerNet, SimpleConvNet
+
+    dtype, backend, seed = np.dtype(args.dtype or "float32"), args.backend, args.seed
+    model = args.model or "mlp"
+    if model != "mlp":
+        wrong = [flag for flag, value in (("--activation", args.activation),
+                                          ("--init", args.init if model == "deep-convnet" else None)) if value is not None]
+        if isinstance(args.init, str) and model == "simple-convnet":
+            wrong.append(f"--init {args.init} (a number: the weights' std)")
+        if args.hidden is not None and len(args.hidden) != 1:
+            wrong.append("--hidden with more than one size")
+        if wrong:
+            raise ValueError(f"--model {model} does not take {', '.join(wrong)}")
+        if n_inputs != 784:
+            raise ValueError(f"--model {model} takes MNIST's 28x28 images, got {n_inputs} inputs per sample")
+    if model == "simple-convnet":
+        return SimpleConvNet(hidden_size=(args.hidden or [100])[0], weight_init_std=0.01 if args.init is None else args.init,
+                             dtype=dtype, backend=backend, seed=seed)
+    if model == "deep-convnet":
+        return DeepConvNet(hidden_size=(args.hidden or [50])[0], dtype=dtype, backend=backend, seed=seed)
+    return MultiLayerNet(n_inputs, args.hidden or [50], 10, activation=args.activation or "relu",
+                         weight_init_std=0.01 if args.init is None else args.init, dtype=dtype, backend=backend, seed=seed)
+
+
 def _network_and_trainer(args, x_train):
     from fastbp import checkpoint
-    from fastbp.nets import MultiLayerNet
+    from fastbp.sequential import SequentialNet
     from fastbp.train import TrainConfig, Trainer
 
     start_step, state = 0, None
     if args.resume:
-        given = [flag for flag, value in (("--hidden", args.hidden), ("--activation", args.activation),
+        given = [flag for flag, value in (("--model", args.model), ("--hidden", args.hidden), ("--activation", args.activation),
                                           ("--init", args.init), ("--dtype", args.dtype)) if value is not None]
         if given:
             raise ValueError(f"--resume takes the network from {args.resume}; drop {', '.join(given)}")
@@ -191,16 +244,22 @@ def _network_and_trainer(args, x_train):
         if args.optimizer not in (None, saved.optimizer):
             raise ValueError(f"--resume: the run used {saved.optimizer}; pass --optimizer {saved.optimizer} or omit it")
         args.optimizer = saved.optimizer
-        net = MultiLayerNet.load(args.resume, backend=args.backend)
+        net = SequentialNet.load(args.resume, backend=args.backend)
         start_step, state = saved.step, saved.optimizer_state
+        preset = PRESETS["mlp" if saved.mlp else "simple-convnet"]
     else:
-        net = MultiLayerNet(x_train.shape[1], args.hidden or [50], 10, activation=args.activation or "relu",
-                            weight_init_std=0.01 if args.init is None else args.init,
-                            dtype=np.dtype(args.dtype or "float32"), backend=args.backend, seed=args.seed)
-    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
-                         optimizer=args.optimizer or "sgd", momentum=args.momentum, sampling=args.sampling,
-                         seed=args.seed, path=args.path, eval_every=args.eval_every, val_split=args.val_split,
-                         patience=args.patience, progress=not args.no_progress)
+        net = _new_network(args, x_train.shape[1])
+        preset = PRESETS[args.model or "mlp"]
+    iterations = args.iterations
+    if iterations is None:
+        epochs = args.epochs or preset["epochs"]
+        iterations = max(1, int(np.ceil(epochs * x_train.shape[0] / args.batch_size))) if epochs else preset["iterations"]
+    config = TrainConfig(iterations=iterations, batch_size=args.batch_size, lr=args.lr,
+                         optimizer=args.optimizer or preset["optimizer"], momentum=args.momentum,
+                         sampling=args.sampling or preset["sampling"], seed=args.seed,
+                         path=args.path or ("fused" if net.engine_runs_it else "layers"), eval_every=args.eval_every,
+                         val_split=args.val_split, patience=args.patience,
+                         eval_samples=args.eval_samples or preset["eval_samples"], progress=not args.no_progress)
     return net, Trainer(net, config, start_step=start_step, optimizer_state=state)
 
 
@@ -217,7 +276,7 @@ def cmd_train(args) -> int:
             out.rmdir()  # nothing was written: leave no empty run folder behind
         raise
     config = trainer.config
-    print(f"fastbp {fastbp.__version__}: {'-'.join(map(str, net.sizes))} {net.activation} net, {net.dtype}, "
+    print(f"fastbp {fastbp.__version__}: {net.describe()}, {net.dtype}, "
           f"{config.optimizer} lr {config.lr}, batch {config.batch_size}, {config.iterations} iterations"
           f"{f' from step {trainer.step}' if trainer.step else ''}, "
           f"backend {net.backend or fastbp.get_backend()}, {config.path} path", flush=True)
@@ -236,6 +295,8 @@ def cmd_train(args) -> int:
         print(f"Interrupted at step {trainer.step}: keeping what was trained.")
     print(f"Optimization finished in {wall:.1f} s ({history.train_seconds:.1f} s training, "
           f"{history.eval_seconds:.1f} s evaluating)." + (f" Final test accuracy {final.test_acc:.4f}." if final else ""))
+    if config.eval_samples is not None and config.eval_samples < x_test.shape[0] and final:
+        print(f"Test accuracy on all {x_test.shape[0]} test images: {net.accuracy(x_test, t_test):.4f}.")
     if history.best_step is not None:
         how = "stopped early; " if history.stopped_early else ""
         print(f"Validation accuracy peaked at step {history.best_step} ({final.val_acc:.4f}): {how}"
@@ -269,9 +330,9 @@ def _images(path: Path) -> np.ndarray:
 
 def cmd_evaluate(args) -> int:
     from fastbp.data import load_mnist
-    from fastbp.nets import MultiLayerNet
+    from fastbp.sequential import SequentialNet
 
-    net = MultiLayerNet.load(args.weights, backend=args.backend)
+    net = SequentialNet.load(args.weights, backend=args.backend)
     if (args.images is None) != (args.labels is None):
         raise ValueError("pass both --images and --labels, or neither (MNIST's test set)")
     if args.images is None:
@@ -288,12 +349,10 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import csv
 
-    from fastbp.nets import MultiLayerNet
+    from fastbp.sequential import SequentialNet
 
-    net = MultiLayerNet.load(args.weights, backend=args.backend)
+    net = SequentialNet.load(args.weights, backend=args.backend)
     x = _images(args.images)
-    if x.ndim == 2 and x.shape == (28, 28) and net.sizes[0] == 784:
-        x = x.reshape(-1)  # one image
     probs = np.atleast_2d(net.predict_proba(x))
     labels = np.argmax(probs, axis=1)
     out = open(args.out, "w", newline="") if args.out else sys.stdout

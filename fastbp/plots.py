@@ -30,8 +30,8 @@ def _pyplot():
 def run_title(history: History) -> str:
     """One line naming the run: network, optimizer, batch, steps, backend."""
     c = history.config
-    sizes = "-".join(map(str, c.get("sizes", [])))
-    return (f"{sizes} {c.get('activation', '')} net, {c.get('dtype', '')}, {c.get('optimizer')} lr {c.get('lr')}, "
+    network = c.get("network") or f"{'-'.join(map(str, c.get('sizes', [])))} {c.get('activation', '')} net"  # 0.1's
+    return (f"{network}, {c.get('dtype', '')}, {c.get('optimizer')} lr {c.get('lr')}, "
             f"batch {c.get('batch_size')}, {history.first_step + len(history.losses)} steps, {c.get('backend')} backend")
 
 

@@ -33,8 +33,8 @@ from . import _validate as check
 from . import backends
 from ._system import require_memory
 from .layers import NonFiniteWarning
-from .nets import MultiLayerNet
 from .optim import Optimizer, make_optimizer
+from .sequential import SequentialNet
 
 # fastbp's own trainer defaults, per optimizer: the seed's SGD 0.1 on MNIST; for Momentum and
 # Adam the book's (chapter 6: Momentum 0.01, Adam 0.001). The drop-in optimizer classes keep
@@ -66,6 +66,8 @@ class TrainConfig:
     eval_at_end: bool = True  # also evaluate after the last step if the schedule did not
     val_split: float = 0.0  # fraction of the training set held out to choose the best weights
     patience: int | None = None  # evaluations without a better validation accuracy before stopping
+    eval_samples: int | None = None  # evaluate on the first this many samples of each set (the book's
+    #                                  convnet trainer: 1000); None: all of them
     progress: bool = True  # a progress bar where stderr is a terminal
 
     def validate(self) -> None:
@@ -88,6 +90,8 @@ class TrainConfig:
             raise ValueError(f"val_split must lie in [0, 1), got {self.val_split}")
         if self.patience is not None and (self.patience < 1 or self.val_split == 0):
             raise ValueError("patience (early stopping) needs a positive value and val_split > 0")
+        if self.eval_samples is not None and (not isinstance(self.eval_samples, (int, np.integer)) or self.eval_samples < 1):
+            raise ValueError(f"eval_samples must be a positive integer or None (all), got {self.eval_samples!r}")
 
 
 @dataclass
@@ -172,18 +176,23 @@ class _Set:
 
     x: np.ndarray
     labels: np.ndarray
-    rows: object = None  # net.prepare(x): checked, and as the backend's engine reads it
+    rows: object = None  # net.prepare(x), as the backend's engine reads it (for fused training)
+    eval_rows: object = None  # the samples evaluated (the first eval_samples), prepared
+    eval_labels: np.ndarray | None = None  # their labels
 
 
 class Trainer:
     """Trains ``net`` with ``config``; ``start_step`` and ``optimizer_state`` continue an earlier run."""
 
-    def __init__(self, net: MultiLayerNet, config: TrainConfig | None = None, optimizer: Optimizer | None = None,
+    def __init__(self, net: SequentialNet, config: TrainConfig | None = None, optimizer: Optimizer | None = None,
                  start_step: int = 0, optimizer_state: np.ndarray | None = None):
         self.net = net
         self.config = config or TrainConfig()
         self.config.validate()
         c = self.config
+        if c.path == "fused" and not net.engine_runs_it:
+            raise ValueError(f"{net.describe()} has dropout, which the fused engine does not run yet: "
+                             f"train it with path='layers' (--path layers)")
         extra = {"momentum": {"momentum": c.momentum}, "nesterov": {"momentum": c.momentum},
                  "rmsprop": {"decay_rate": c.decay_rate}, "adam": {"beta1": c.beta1, "beta2": c.beta2}}.get(c.optimizer, {})
         self.optimizer = optimizer or make_optimizer(c.optimizer, c.lr, backend=net.backend, **extra)
@@ -208,7 +217,7 @@ class Trainer:
 
     def _prepare(self, x, t, name: str) -> _Set:
         x = check.kernel_ready(self.net.as_input(x, name), self.net.dtype)
-        return _Set(x, check.class_labels(t, x.shape[0], int(self.net.sizes[-1])))
+        return _Set(x, check.class_labels(t, x.shape[0], self.net.n_classes))
 
     def _split_validation(self, train: _Set, rng) -> tuple[_Set, _Set | None]:
         c = self.config
@@ -244,15 +253,19 @@ class Trainer:
         train, val = self._split_validation(train, rng)
         eval_every, eval_after = self._schedule(train.x.shape[0])
         sampler = BatchSampler(train.x.shape[0], c.batch_size, c.sampling, rng)
-        history = History(config=asdict(c) | {"eval_every": eval_every, "sizes": net.sizes.tolist(),
-                                                "activation": net.activation, "dtype": str(net.dtype),
+        history = History(config=asdict(c) | {"eval_every": eval_every, "network": net.describe(),
+                                                "architecture": net.architecture, "dtype": str(net.dtype),
                                                 "backend": net.backend or backends.current()},
                           first_step=self.step)
-        # each set once in the form the backend reads fastest (native: the nonzeros of MNIST's images)
+        # each set once in the form the backend reads fastest (native: the nonzeros of MNIST's images);
+        # the sets evaluated are their first eval_samples samples
         sets = {"train": train, "test": test, "val": val}
+        train.rows = net.prepare(train.x) if c.path == "fused" else None
         for s in sets.values():
             if s:
-                s.rows = net.prepare(s.x)
+                whole = c.eval_samples is None or c.eval_samples >= s.x.shape[0]
+                s.eval_rows = s.rows if whole and s.rows is not None else net.prepare(s.x[:c.eval_samples])
+                s.eval_labels = s.labels[:c.eval_samples]
         return sets, sampler, history, eval_after
 
     def _train_block(self, run_steps, sampler: BatchSampler, steps: int, history: History) -> tuple[np.ndarray, float]:
@@ -272,7 +285,7 @@ class Trainer:
     def _evaluate(self, sets: dict, losses: list, history: History, started: float) -> Evaluation:
         """Accuracy on every set now; the weights become the ones to fall back on."""
         t0 = time.perf_counter()
-        acc = {name: self.net.accuracy(s.rows, s.labels) if s else None for name, s in sets.items()}
+        acc = {name: self.net.accuracy(s.eval_rows, s.eval_labels) if s else None for name, s in sets.items()}
         eval_every = history.config["eval_every"]
         record = Evaluation(step=self.step, epoch=self.step / eval_every,
                             loss=float(np.mean(losses)) if losses else float("nan"), train_acc=acc["train"],

@@ -18,9 +18,11 @@ def run(*args, env=None):
 def test_help_explains_every_train_flag():
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     for flag in ("--hidden", "--activation", "--init", "--dtype", "--lr", "--batch-size", "--iterations", "--optimizer",
-                 "--sampling", "--val-split", "--patience", "--backend", "--path", "--seed", "--data", "--out", "--no-plot"):
+                 "--sampling", "--val-split", "--patience", "--backend", "--path", "--seed", "--data", "--out", "--no-plot",
+                 "--model", "--epochs", "--eval-samples"):
         assert flag in text
-    assert "defaults reproduce the seed's experiment" in text and "97%" in text
+    assert "reproduces the seed's experiment" in text and "97%" in text
+    assert "chapter 7 experiment" in text and "about 99%" in text
 
 
 def test_info_lists_versions_and_backends():
@@ -169,6 +171,47 @@ def test_evaluate_predict_and_resume(tiny, tmp_path, capsys):
         assert int(saved["step"]) == 35 and str(saved["optimizer"]) == "adam"
     assert train(tiny, "--resume", str(run1 / "weights.npz"), "--hidden", "20", "--out", str(run2)) == 2
     assert "drop --hidden" in capsys.readouterr().err
+
+
+def test_the_convnets_train_with_the_books_settings(tiny, tmp_path, capsys):
+    """--model simple-convnet: Adam 0.001, shuffled epochs, evaluations on the first --eval-samples
+    images, the whole test set at the end; evaluate, predict and resume read its weights."""
+    run1, run2 = tmp_path / "run1", tmp_path / "run2"
+    assert train(tiny, "--model", "simple-convnet", "--hidden", "12", "--epochs", "0.5", "--eval-samples", "30",
+                 "--out", str(run1)) == 0
+    printed = capsys.readouterr().out
+    assert "a 1x28x28-conv30-pool-12-10 network" in printed and "adam lr 0.001" in printed
+    assert "batch 100, 1 iterations" in printed  # half an epoch of 200 images in batches of 100
+    assert "fused path" in printed and "Test accuracy on all 50 test images" in printed
+    history = json.loads((run1 / "history.json").read_text())
+    assert history["config"]["sampling"] == "shuffle" and history["config"]["eval_samples"] == 30
+    assert main(["evaluate", str(run1 / "weights.npz"), "--data", str(tiny), "--no-verify"]) == 0
+    assert "of 50 right" in capsys.readouterr().out
+    np.save(tmp_path / "one.npy", np.zeros((1, 28, 28), np.uint8))  # one image, channels first
+    assert main(["predict", str(run1 / "weights.npz"), str(tmp_path / "one.npy")]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert train(tiny, "--resume", str(run1 / "weights.npz"), "--iterations", "2", "--out", str(run2)) == 0
+    assert "from step 1" in capsys.readouterr().out
+
+
+def test_the_deep_convnet_trains_layer_by_layer(tiny, tmp_path, capsys):
+    assert train(tiny, "--model", "deep-convnet", "--iterations", "2", "--batch-size", "8", "--eval-samples", "8",
+                 "--out", str(tmp_path / "run")) == 0
+    printed = capsys.readouterr().out
+    assert "conv16-conv16-pool-conv32-conv32-pool-conv64-conv64-pool-50-10" in printed and "layers path" in printed
+    assert train(tiny, "--model", "deep-convnet", "--path", "fused", "--iterations", "1", "--out", str(tmp_path / "f")) == 2
+    assert "has dropout, which the fused engine does not run yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "simple-convnet", "--activation", "sigmoid"], "does not take --activation"),
+    (["--model", "deep-convnet", "--init", "0.1"], "does not take --init"),
+    (["--model", "simple-convnet", "--init", "he"], "does not take --init he"),
+    (["--model", "simple-convnet", "--hidden", "10", "20"], "does not take --hidden with more than one size"),
+])
+def test_flags_a_convnet_does_not_take_are_named(tiny, tmp_path, capsys, flags, message):
+    assert train(tiny, *flags, "--iterations", "1", "--out", str(tmp_path / "run")) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_ctrl_c_stops_a_long_run_soon_and_keeps_what_was_trained(tiny, tmp_path):

@@ -51,6 +51,39 @@ def test_fused_and_layer_paths_record_the_same_losses(backend, optimizer, rng):
     assert fused.evaluations[-1].test_acc > 0.9
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_convnet_trains_the_same_on_both_paths(backend, optimizer):
+    """SimpleConvNet on 8x8 images of two blobs: the fused engine's convolution and pooling give the
+    layer path's losses and weights (float64: the same sums, in another order), and it learns."""
+    from fastbp.nets import SimpleConvNet
+
+    rng = np.random.default_rng(2)
+    t = rng.integers(0, 2, 300)
+    x = rng.standard_normal((300, 1, 8, 8)) * 0.5
+    x[t == 1, :, :4] += 1.5  # class 1: a bright top half
+    results = {}
+    for path in ("fused", "layers"):
+        net = SimpleConvNet(input_dim=(1, 8, 8), conv_param={"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1},
+                            hidden_size=6, output_size=2, weight_init_std=0.3, backend=backend, seed=0)
+        config = TrainConfig(iterations=40, batch_size=10, lr=0.1 if optimizer == "sgd" else 0.01, optimizer=optimizer,
+                             sampling="shuffle", path=path, eval_samples=100, progress=False)
+        results[path] = (net, Trainer(net, config).fit(x[:250], t[:250], x[250:], t[250:]))
+    (net_f, fused), (net_l, layers) = results["fused"], results["layers"]
+    np.testing.assert_allclose(fused.losses, layers.losses, rtol=1e-10)
+    np.testing.assert_allclose(net_f.flat_params, net_l.flat_params, rtol=1e-9, atol=1e-12)
+    assert fused.evaluations[-1].test_acc > 0.9
+
+
+def test_evaluations_on_the_first_eval_samples(rng):
+    x, t = blobs(np.random.default_rng(1))
+    net = MultiLayerNet(12, [10], 3, weight_init_std=0.1, seed=0)
+    config = TrainConfig(iterations=30, batch_size=16, lr=0.1, eval_every=10, eval_samples=7, progress=False)
+    history = Trainer(net, config).fit(x[:500], t[:500], x[500:], t[500:])
+    for e in history.evaluations:  # sevenths: the accuracy of 7 samples
+        assert round(e.train_acc * 7, 9) == int(round(e.train_acc * 7)) and round(e.test_acc * 7, 9) == int(round(e.test_acc * 7))
+    assert history.evaluations[-1].test_acc == net.accuracy(x[500:507], t[500:507])
+
+
 def test_same_seed_same_losses_and_the_model_learns(rng):
     _, a = fit(rng)
     _, b = fit(rng)
@@ -107,7 +140,8 @@ def test_early_stopping_keeps_the_best_weights(rng):
 
 def test_bad_configurations_are_refused():
     for bad, match in (({"iterations": 0}, "iterations"), ({"sampling": "random"}, "sampling"),
-                       ({"path": "gpu"}, "path"), ({"val_split": 1.0}, "val_split"), ({"patience": 3}, "val_split > 0")):
+                       ({"path": "gpu"}, "path"), ({"val_split": 1.0}, "val_split"), ({"patience": 3}, "val_split > 0"),
+                       ({"eval_samples": 0}, "eval_samples must be a positive integer")):
         with pytest.raises(ValueError, match=match):
             TrainConfig(**bad).validate()
 
