@@ -1,7 +1,7 @@
 /* Convolution and max pooling over (N, C, H, W) batches, sample by sample on the OpenMP threads:
- * a sample's windows laid out as the rows of its im2col matrix (OH OW, C FH FW) in a buffer of
- * its thread, then multiplied by fastbp's own row loops (rows.c), the small filter matrix held in
- * the first-level cache; nothing calls BLAS inside the threads. */
+ * a sample's windows laid out as the columns of a (C FH FW, OH OW) matrix in a buffer of its
+ * thread, then multiplied by fastbp's own register-tiled loops (rows.c); nothing calls BLAS
+ * inside the threads. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -18,6 +18,10 @@ void FN(affine_forward)(const REAL *x, const REAL *W, const REAL *b, REAL *out, 
 int FN(affine_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
                         int m, REAL *scratch, int stay);
 int FN(affine_on_calling_thread)(int n, int k, int m);
+/* the same products split between the OpenMP threads, BLAS kept to each (fastbp_team_products) */
+void FN(affine_forward_team)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m);
+void FN(affine_backward_team)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
+                              int m);
 ptrdiff_t FN(affine_scratch)(int n, int k, int m);
 void FN(column_sums)(const REAL *a, REAL *sums, int n, int m);
 
@@ -55,6 +59,8 @@ void FN(optimizer_step)(int code, REAL *param, const REAL *grad, REAL *m, REAL *
 void FN(spans_times)(const int64_t *begin, const int64_t *end, int n, const int32_t *indices, const REAL *values,
                      const REAL *M, const REAL *start, REAL *out, int m);
 void FN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out, int m);
+/* out (n, m) = a (n, k) B (k, m) plus row_start[i] on row i (NULL: none), register-tiled */
+void FN(tiles_times)(const REAL *a, int n, int k, const REAL *B, int m, const REAL *row_start, REAL *out);
 /* out = a B^T (a (n, m), B (k, m)), for a few rows */
 void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out);
 void FN(count_nonzeros)(const REAL *x, int64_t n, int64_t k, int64_t *indptr);

@@ -8,8 +8,29 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "blas.h"
 #include "kernels.h"
+
+double fastbp_engine_seconds[2][FASTBP_OP_COUNT + 1];
+
+double fastbp_clock(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+}
+
+/* Adds the time since `since` to the op's account (atomically: prediction runs chunks on threads). */
+void fastbp_engine_time(int backward, int code, double since)
+{
+    const double spent = fastbp_clock() - since;
+#ifdef _OPENMP
+#pragma omp atomic
+#endif
+    fastbp_engine_seconds[backward][code] += spent;
+}
 
 /* cuts[0] = 0 <= cuts[1] <= ... <= cuts[threads] = k: column ranges holding about equal
  * numbers of entries (counts[j]: the entries of column j). */

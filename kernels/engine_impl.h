@@ -15,24 +15,29 @@
  * NULL when out of memory. */
 static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, const REAL *params, const REAL *in,
                                    int rows, REAL *outs, unsigned char *masks, int64_t *args, const ptrdiff_t *out_at,
-                                   ptrdiff_t parallel_min)
+                                   ptrdiff_t parallel_min, int team)
 {
+    const ptrdiff_t elementwise_min = team ? parallel_min : FASTBP_SERIAL;
     for (int i = first; i < last; ++i) {
         const int64_t *op = &FIELD(program, i, 0);
         const int k = (int)op[FASTBP_FIELD_IN], m = (int)op[FASTBP_FIELD_OUT];
+        const double started = fastbp_clock();
         REAL *out = outs + out_at[i];
         const ptrdiff_t size = (ptrdiff_t)rows * m;
         switch (op[FASTBP_FIELD_CODE]) {
         case FASTBP_OP_AFFINE: {
             const REAL *W = params + op[FASTBP_FIELD_PARAM_AT];
-            FN(affine_forward)(in, W, W + (ptrdiff_t)k * m, out, rows, k, m, 1);
+            if (team && !FN(affine_on_calling_thread)(rows, k, m))
+                FN(affine_forward_team)(in, W, W + (ptrdiff_t)k * m, out, rows, k, m);
+            else
+                FN(affine_forward)(in, W, W + (ptrdiff_t)k * m, out, rows, k, m, 1);
             break;
         }
-        case FASTBP_OP_RELU: /* never threaded: the engine interleaves them with products (fastbp/threads.py) */
-            FN(relu_forward)(in, out, masks + out_at[i], size, FASTBP_SERIAL);
+        case FASTBP_OP_RELU: /* threaded only with a team: else BLAS's threads may be spinning (fastbp/threads.py) */
+            FN(relu_forward)(in, out, masks + out_at[i], size, elementwise_min);
             break;
         case FASTBP_OP_SIGMOID:
-            FN(sigmoid_forward)(in, out, size, FASTBP_SERIAL);
+            FN(sigmoid_forward)(in, out, size, elementwise_min);
             break;
         case FASTBP_OP_CONV: {
             const int64_t *f = op + FASTBP_FIELD_SHAPE;
@@ -49,6 +54,7 @@ static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, 
             break;
         }
         }
+        fastbp_engine_time(0, (int)op[FASTBP_FIELD_CODE], started);
         in = out;
     }
     return in;
@@ -66,6 +72,7 @@ typedef struct {
     int64_t *args;          /* pooling's argmax, beside outs (NULL without pooling) */
     ptrdiff_t *out_at;
     ptrdiff_t parallel_min; /* convolution and pooling thread from this much work */
+    int team;               /* products split on the OpenMP team (team_products) */
     REAL *grad_a, *grad_b;  /* dout and dx of the backward pass, taking turns */
     REAL *y;                /* softmax output */
     REAL *scratch;          /* affine_backward's */
@@ -78,13 +85,24 @@ static void FN(net_free)(FN(net) *net)
     free(net->scratch); free(net->t_batch);
 }
 
+/* Whether a network's products run on the engine's own OpenMP team (affine_forward_team) and its
+ * elementwise ops and update threaded too: when it has convolution or pooling, which keep that
+ * team busy, and the BLAS can be kept to a thread. (An MLP's dense products keep BLAS's threads.) */
+static int FN(team_products)(const int64_t *program, int n_ops)
+{
+    int windows = 0;
+    for (int i = 0; i < n_ops; ++i)
+        windows |= FIELD(program, i, FASTBP_FIELD_CODE) == FASTBP_OP_CONV || FIELD(program, i, FASTBP_FIELD_CODE) == FASTBP_OP_POOL;
+    return windows && FASTBP_MAX_THREADS() > 1 && fastbp_blas_keeps_to_thread();
+}
+
 /* Allocates the buffers; returns -1 when out of memory. */
 static int FN(net_init)(FN(net) *net, const int64_t *program, int n_ops, int batch, REAL *params, REAL *grads,
                         ptrdiff_t n_params, ptrdiff_t parallel_min)
 {
     *net = (FN(net)){.program = program, .n_ops = n_ops, .batch = batch, .params = params, .grads = grads,
                      .n_params = n_params, .classes = (int)FIELD(program, n_ops - 1, FASTBP_FIELD_OUT),
-                     .parallel_min = parallel_min};
+                     .parallel_min = parallel_min, .team = FN(team_products)(program, n_ops)};
     net->out_at = malloc(sizeof(ptrdiff_t) * (size_t)n_ops);
     if (!net->out_at) return -1;
     ptrdiff_t total = 0, widest = 0, scratch = 1;
@@ -121,9 +139,12 @@ static double FN(forward_loss)(FN(net) *net, int first)
 {
     const REAL *in = first > 0 ? net->outs + net->out_at[first - 1] : net->input;
     const REAL *logits = FN(forward_ops)(net->program, first, net->n_ops - 1, net->params, in, net->batch, net->outs,
-                                         net->masks, net->args, net->out_at, net->parallel_min);
+                                         net->masks, net->args, net->out_at, net->parallel_min, net->team);
     if (!logits) return OUT_OF_MEMORY;
-    return FN(softmax_xent_forward)(logits, net->t_batch, net->y, net->batch, net->classes, FASTBP_SERIAL);
+    const double started = fastbp_clock();
+    const double loss = FN(softmax_xent_forward)(logits, net->t_batch, net->y, net->batch, net->classes, FASTBP_SERIAL);
+    fastbp_engine_time(0, FASTBP_OP_SOFTMAX_LOSS, started);
+    return loss;
 }
 
 /* Backward through op i, given d loss / d (its output): fills its parameters' gradients and,
@@ -136,15 +157,21 @@ static int FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int 
     switch (op[FASTBP_FIELD_CODE]) {
     case FASTBP_OP_AFFINE: {
         const ptrdiff_t w_at = op[FASTBP_FIELD_PARAM_AT], b_at = w_at + (ptrdiff_t)k * m;
-        FN(affine_backward)(dout, in, net->params + w_at, need_dx ? dx : NULL, net->grads + w_at, net->grads + b_at, batch,
-                            k, m, net->scratch, 1); /* the scratch is there: cannot fail */
+        if (net->team && !FN(affine_on_calling_thread)(batch, k, m))
+            FN(affine_backward_team)(dout, in, net->params + w_at, need_dx ? dx : NULL, net->grads + w_at,
+                                     net->grads + b_at, batch, k, m);
+        else
+            FN(affine_backward)(dout, in, net->params + w_at, need_dx ? dx : NULL, net->grads + w_at, net->grads + b_at,
+                                batch, k, m, net->scratch, 1); /* the scratch is there: cannot fail */
         break;
     }
     case FASTBP_OP_RELU:
-        FN(relu_backward)(dout, net->masks + net->out_at[i], dx, (ptrdiff_t)batch * m, FASTBP_SERIAL);
+        FN(relu_backward)(dout, net->masks + net->out_at[i], dx, (ptrdiff_t)batch * m,
+                          net->team ? net->parallel_min : FASTBP_SERIAL);
         break;
     case FASTBP_OP_SIGMOID:
-        FN(sigmoid_backward)(dout, net->outs + net->out_at[i], dx, (ptrdiff_t)batch * m, FASTBP_SERIAL);
+        FN(sigmoid_backward)(dout, net->outs + net->out_at[i], dx, (ptrdiff_t)batch * m,
+                             net->team ? net->parallel_min : FASTBP_SERIAL);
         break;
     case FASTBP_OP_CONV: {
         const int64_t *f = op + FASTBP_FIELD_SHAPE;
@@ -170,7 +197,9 @@ static REAL *FN(backward_ops)(FN(net) *net, int lowest)
     FN(softmax_xent_backward)(net->y, net->t_batch, (REAL)(1.0 / net->batch), dout, net->batch, net->classes,
                               FASTBP_SERIAL);
     for (int i = net->n_ops - 2; i >= lowest; --i) {
+        const double started = fastbp_clock();
         if (FN(backward_op)(net, i, dout, dx, i > 0) < 0) return NULL;
+        fastbp_engine_time(1, (int)FIELD(net->program, i, FASTBP_FIELD_CODE), started);
         REAL *swap = dout; dout = dx; dx = swap;
     }
     return dout;
@@ -179,8 +208,10 @@ static REAL *FN(backward_ops)(FN(net) *net, int lowest)
 static void FN(update)(FN(net) *net, int optimizer, const REAL *hyper, REAL *state, ptrdiff_t from, ptrdiff_t to,
                        int64_t t)
 {
+    const double started = fastbp_clock();
     FN(optimizer_step)(optimizer, net->params + from, net->grads + from, state + from, state + net->n_params + from,
-                       to - from, hyper, t, FASTBP_SERIAL);
+                       to - from, hyper, t, net->team ? net->parallel_min : FASTBP_SERIAL);
+    fastbp_engine_time(1, FASTBP_OP_COUNT, started);
 }
 
 /* Dense rows: each batch gathered, the first op by its kernel (BLAS threads the big product). */
@@ -389,6 +420,7 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
                        int chunk, int64_t *labels, ptrdiff_t parallel_min)
 {
     const int threads = FN(engine_threads)(x, program, n_ops, chunk), c = (int)FIELD(program, n_ops - 1, FASTBP_FIELD_OUT);
+    const int team = threads == 1 && FN(team_products)(program, n_ops);
     const ptrdiff_t n_chunks = (n_rows + chunk - 1) / chunk;
     ptrdiff_t widest = 0;
     for (int i = 0; i < n_ops; ++i)
@@ -413,7 +445,7 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
             const REAL *logits = NULL;
             if (x->dense) /* op 0 as the layers run it */
                 logits = FN(forward_ops)(program, 0, 1, params, (const REAL *)x->dense + start * k0, rows, buffers, mask,
-                                         args, out_at, parallel_min);
+                                         args, out_at, parallel_min, team);
             else {
                 FN(spans_times)(x->indptr + start, x->indptr + start + 1, rows, x->indices, x->values, W0,
                                 W0 + (ptrdiff_t)k0 * m0, buffers + out_at[0], m0);
@@ -421,7 +453,7 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
             }
             if (logits)
                 logits = FN(forward_ops)(program, 1, n_ops - 1, params, buffers + out_at[0], rows, buffers, mask, args,
-                                         out_at, parallel_min);
+                                         out_at, parallel_min, team);
             if (!logits) {
                 failed = 1;
                 continue;

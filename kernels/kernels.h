@@ -99,6 +99,13 @@ void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int32_t 
                       int64_t *end);
 double fastbp_adam_step_size(double lr, double beta1, double beta2, int64_t t);
 
+/* Seconds the engine spent per op code, forward ([0]) and backward ([1]); the update rule's at
+ * op code FASTBP_OP_COUNT (backward). Summed over the engine's calls until read and reset
+ * (module.c's engine_seconds): where a fused step's time goes, for the benchmarks. */
+extern double fastbp_engine_seconds[2][FASTBP_OP_COUNT + 1];
+double fastbp_clock(void);
+void fastbp_engine_time(int backward, int code, double since);
+
 #define FASTBP_TEMPLATE "declarations.h"
 #include "each_real.h"
 

@@ -361,7 +361,7 @@ static int load_numpy_blas(void)
     void *library = path ? dlopen(path, RTLD_NOW | RTLD_NOLOAD) : NULL;
     void *s = library ? dlsym(library, "scipy_sgemm_64_") : NULL, *d = library ? dlsym(library, "scipy_dgemm_64_") : NULL;
     if (s && d) {
-        fastbp_set_blas(s, d, 1);
+        fastbp_set_blas(s, d, 1, dlsym(library, "openblas_set_num_threads_local"));
         snprintf(blas_name, sizeof blas_name, "NumPy's OpenBLAS (%s)", path);
     }
     Py_XDECREF(done);
@@ -384,7 +384,7 @@ static int load_blas(void)
     Py_XDECREF(table);
     Py_XDECREF(module);
     if (!d) return -1;
-    fastbp_set_blas(s, d, 0);
+    fastbp_set_blas(s, d, 0, NULL);
     snprintf(blas_name, sizeof blas_name, "SciPy's OpenBLAS (scipy.linalg.cython_blas)");
     return 0;
 }
@@ -755,7 +755,30 @@ static PyObject *adam_step_size(PyObject *self, PyObject *args)
     return PyFloat_FromDouble(fastbp_adam_step_size(lr, beta1, beta2, t));
 }
 
+/* engine_seconds(reset) -> ((forward seconds per op code), (backward ...)): the engine's time
+ * account (kernels.h); the update rule's is the backward tuple's last entry. */
+static PyObject *engine_seconds(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int reset = 0;
+    if (!PyArg_ParseTuple(args, "|p:engine_seconds", &reset)) return NULL;
+    PyObject *both = PyTuple_New(2);
+    for (int pass = 0; both && pass < 2; ++pass) {
+        PyObject *row = PyTuple_New(FASTBP_OP_COUNT + 1);
+        for (int c = 0; row && c <= FASTBP_OP_COUNT; ++c) PyTuple_SET_ITEM(row, c, PyFloat_FromDouble(fastbp_engine_seconds[pass][c]));
+        if (!row) {
+            Py_DECREF(both);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(both, pass, row);
+    }
+    if (reset && both) memset(fastbp_engine_seconds, 0, sizeof fastbp_engine_seconds);
+    return both;
+}
+
 static PyMethodDef native_methods[] = {
+    {"engine_seconds", engine_seconds, METH_VARARGS,
+     "engine_seconds(reset=False) -> (forward, backward): seconds the engine spent per op code (the update last)."},
     {"set_parallel_min", set_parallel_min, METH_VARARGS, "set_parallel_min(n): thread elementwise loops of n elements or more."},
     {"set_num_threads", set_num_threads, METH_VARARGS, "set_num_threads(n): OpenMP threads of the elementwise loops."},
     {"openmp", openmp, METH_NOARGS, "openmp() -> OpenMP threads available, or 0 when built without OpenMP."},

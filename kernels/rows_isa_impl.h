@@ -147,6 +147,74 @@ TARGET static void CFN(times_transposed)(const REAL *a, int n, int m, const REAL
     }
 }
 
+/* One tile of tiles_times: R rows x NV vectors of out, summed in registers over k; the last
+ * vector at offset `last` (overlapping the one before it when the width is not whole vectors:
+ * equal sums, written twice). */
+TARGET static inline __attribute__((always_inline)) void CFN(tile)(const int R, const int NV, int last, const REAL *a,
+                                                                  int k, const REAL *B, int m, const REAL *row_start,
+                                                                  REAL *o)
+{
+    VEC acc[4][3];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 3
+        for (int q = 0; q < NV; ++q) acc[r][q] = (VEC){0} + (row_start ? row_start[r] : (REAL)0);
+    for (int p = 0; p < k; ++p) {
+        VEC w[3];
+#pragma GCC unroll 3
+        for (int q = 0; q < NV; ++q) w[q] = CFN(load)(B + (ptrdiff_t)p * m + (q == NV - 1 ? last : q * LANES));
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+            const VEC v = (VEC){0} + a[(ptrdiff_t)r * k + p];
+#pragma GCC unroll 3
+            for (int q = 0; q < NV; ++q) acc[r][q] += v * w[q];
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 3
+        for (int q = 0; q < NV; ++q) CFN(store)(o + (ptrdiff_t)r * m + (q == NV - 1 ? last : q * LANES), acc[r][q]);
+}
+
+/* out (n, m) = a (n, k) B (k, m), plus row_start[i] on every entry of row i (NULL: none): tiles
+ * of 4 rows x 3 vectors in registers, each B load serving 4 rows and each a entry 3 vectors
+ * (a convolution's filters times its windows, a sample at a time). Column blocks outside, so
+ * that a block of B stays in the first-level cache while every row block passes it. */
+TARGET static void CFN(tiles_times)(const REAL *a, int n, int k, const REAL *B, int m, const REAL *row_start, REAL *out)
+{
+    if (m < LANES) { /* narrower than one vector */
+        for (int i = 0; i < n; ++i)
+            for (int j = 0; j < m; ++j) {
+                REAL sum = row_start ? row_start[i] : 0;
+                for (int p = 0; p < k; ++p) sum += a[(ptrdiff_t)i * k + p] * B[(ptrdiff_t)p * m + j];
+                out[(ptrdiff_t)i * m + j] = sum;
+            }
+        return;
+    }
+    for (int j0 = 0; j0 < m; j0 += 3 * LANES) {
+        const int width = m - j0 < 3 * LANES ? m - j0 : 3 * LANES, nv = (width + LANES - 1) / LANES;
+        const int last = width % LANES ? m - LANES - j0 : (nv - 1) * LANES;
+        for (int i0 = 0; i0 < n; i0 += 4) {
+            const int rows = n - i0 < 4 ? n - i0 : 4;
+            const REAL *ai = a + (ptrdiff_t)i0 * k, *start = row_start ? row_start + i0 : NULL;
+            REAL *o = out + (ptrdiff_t)i0 * m + j0;
+#define TILE(R) \
+    switch (nv) { \
+    case 1: CFN(tile)(R, 1, last, ai, k, B + j0, m, start, o); break; \
+    case 2: CFN(tile)(R, 2, last, ai, k, B + j0, m, start, o); break; \
+    default: CFN(tile)(R, 3, last, ai, k, B + j0, m, start, o); break; \
+    }
+            switch (rows) {
+            case 1: TILE(1) break;
+            case 2: TILE(2) break;
+            case 3: TILE(3) break;
+            default: TILE(4) break;
+            }
+#undef TILE
+        }
+    }
+}
+
 #undef CASES_1_TO_8
 #undef COLUMN
 #undef BLOCK

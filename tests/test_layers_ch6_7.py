@@ -12,13 +12,16 @@ from fastbp.testing import assert_close, check_layer, default_rtol
 from book import book_layers
 
 # (N, C, H, W), (FN, FH, FW), stride, pad: batch 1, odd sizes, C > 1, stride 2, pad 1 and 2,
-# non-square filters, and the book's SimpleConvNet and DeepConvNet shapes
+# non-square filters, outputs narrower than a vector (2 x 2, 1 x 1), and the book's SimpleConvNet
+# and DeepConvNet shapes
 CONV_CASES = {
     "batch1": ((1, 1, 5, 5), (2, 3, 3), 1, 0),
     "odd": ((3, 2, 7, 9), (4, 3, 2), 1, 0),
     "stride2-pad1": ((2, 3, 7, 7), (4, 3, 3), 2, 1),
     "pad2": ((2, 2, 6, 6), (3, 3, 3), 1, 2),
     "non-square": ((2, 3, 8, 6), (5, 1, 3), 1, 1),
+    "2x2-output": ((2, 3, 4, 4), (5, 3, 3), 1, 0),
+    "1x1-output": ((3, 2, 3, 3), (7, 3, 3), 1, 0),
     "simple-convnet": ((4, 1, 28, 28), (30, 5, 5), 1, 0),
     "deep-convnet-3": ((2, 16, 14, 14), (32, 3, 3), 1, 1),
 }

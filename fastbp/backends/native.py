@@ -211,3 +211,15 @@ def predict_labels(x, params, program):
     chunk = engine.PREDICT_ROWS_COMPACT if isinstance(x, CompactRows) else engine.PREDICT_ROWS
     _native.predict_labels(_rows(x), x.shape[0], params, program, chunk, labels)
     return labels
+
+
+def engine_seconds(reset: bool = False) -> dict:
+    """Seconds the native engine spent per op since the last reset, {"conv forward": s, ...,
+    "update": s}: where a fused step's time goes (benchmarks/convnet_e2e.py). The compact rows'
+    first layer is not in the account."""
+    forward, backward = _native.engine_seconds(reset)
+    names = {engine.AFFINE: "affine", engine.RELU: "relu", engine.SIGMOID: "sigmoid", engine.SOFTMAX_LOSS: "softmax loss",
+             engine.CONV: "conv", engine.POOL: "pool", engine.DROPOUT: "dropout"}
+    spent = {f"{name} {way}": seconds for code, name in names.items()
+             for way, seconds in (("forward", forward[code]), ("backward", backward[code])) if seconds > 0}
+    return spent | {"update": backward[-1]}
