@@ -108,6 +108,35 @@ int FN(conv_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, in
     return failed ? -1 : 0;
 }
 
+/* One sample's share of a convolution's backward: dW += d rows^T, db += the sums of d per filter,
+ * and (dx not NULL) dx = row2im of W^T d; rows and part are the thread's buffers, WT = W^T. */
+static void FN(conv_backward_sample)(const REAL *d, const REAL *x, const REAL *WT, REAL *dx, REAL *my_dW, REAL *my_db,
+                                     REAL *rows, REAL *part, int C, int H, int W, int F, int FH, int FW, int stride,
+                                     int pad, int OH, int OW)
+{
+    const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, area = (ptrdiff_t)OH * OW;
+    FN(im2row)(x, C, H, W, FH, FW, stride, pad, OH, OW, rows);
+    FN(times_transposed)(d, F, (int)area, rows, (int)ck, part); /* d rows^T */
+    for (ptrdiff_t e = 0; e < F * ck; ++e) my_dW[e] += part[e];
+    for (int f = 0; f < F; ++f) my_db[f] += FN(lane_sum)(d + f * area, area);
+    if (dx) {
+        FN(tiles_times)(WT, (int)ck, F, d, (int)area, NULL, rows); /* W^T d, in the rows' layout */
+        FN(row2im)(rows, C, H, W, FH, FW, stride, pad, OH, OW, dx);
+    }
+}
+
+/* The threads' sums of dW and db (each thread's F C FH FW + F entries), added in thread order. */
+static void FN(add_thread_sums)(const REAL *sums, int threads, ptrdiff_t weights, int F, REAL *dW, REAL *db)
+{
+    memset(dW, 0, sizeof(REAL) * (size_t)weights);
+    memset(db, 0, sizeof(REAL) * (size_t)F);
+    for (int t = 0; t < threads; ++t) {
+        const REAL *s = sums + (ptrdiff_t)t * (weights + F);
+        for (ptrdiff_t e = 0; e < weights; ++e) dW[e] += s[e];
+        for (int f = 0; f < F; ++f) db[f] += s[weights + f];
+    }
+}
+
 /* dW = sum over samples of dout_n rows_n^T, db = sums of dout per filter, dx (when not NULL) =
  * row2im of W^T dout_n. Each thread sums its samples' dW and db, then the threads' sums are added
  * in thread order. Returns -1 when out of memory. */
@@ -124,40 +153,28 @@ int FN(conv_backward)(const REAL *dout, const REAL *x, const REAL *Wt, REAL *dx,
     {
         const int t = FASTBP_THREAD_NUM();
         REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
-        REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL, *my_db = my_dW ? my_dW + F * ck : NULL;
+        REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL;
         if (!rows || !part) failed = 1;
 #pragma omp for schedule(static)
         for (int n = 0; n < N; ++n) {
             if (!rows || !part || failed) continue;
-            const REAL *d = dout + (ptrdiff_t)n * F * area;
-            FN(im2row)(x + (ptrdiff_t)n * C * H * W, C, H, W, FH, FW, stride, pad, OH, OW, rows);
-            FN(times_transposed)(d, F, (int)area, rows, (int)ck, part); /* dout_n rows_n^T */
-            for (ptrdiff_t e = 0; e < F * ck; ++e) my_dW[e] += part[e];
-            for (int f = 0; f < F; ++f) my_db[f] += FN(lane_sum)(d + f * area, area);
-            if (dx) {
-                FN(tiles_times)(WT, (int)ck, F, d, (int)area, NULL, rows); /* W^T dout_n, in the rows' layout */
-                FN(row2im)(rows, C, H, W, FH, FW, stride, pad, OH, OW, dx + (ptrdiff_t)n * C * H * W);
-            }
+            FN(conv_backward_sample)(dout + (ptrdiff_t)n * F * area, x + (ptrdiff_t)n * C * H * W, WT,
+                                     dx ? dx + (ptrdiff_t)n * C * H * W : NULL, my_dW, my_dW + F * ck, rows, part, C, H, W,
+                                     F, FH, FW, stride, pad, OH, OW);
         }
         free(rows);
         free(part);
     }
-    if (!failed) {
-        memset(dW, 0, sizeof(REAL) * (size_t)(F * ck));
-        memset(db, 0, sizeof(REAL) * (size_t)F);
-        for (int t = 0; t < threads; ++t) {
-            const REAL *s = sums + (ptrdiff_t)t * (F * ck + F);
-            for (ptrdiff_t e = 0; e < F * ck; ++e) dW[e] += s[e];
-            for (int f = 0; f < F; ++f) db[f] += s[F * ck + f];
-        }
-    }
+    if (!failed) FN(add_thread_sums)(sums, threads, F * ck, F, dW, db);
     free(sums);
     free(WT);
     return failed ? -1 : 0;
 }
 
 /* The first maximum of a window of rows x cols read at p (rows W apart), NaN winning as in
- * np.argmax (the first NaN); *at its place, row-major. Inlined with constant sizes for 2 x 2. */
+ * np.argmax (the first NaN); *at its place, row-major. Without branches: whether a place wins is
+ * a coin toss on real data, and mispredicted branches cost more than the compares (measured, 2 x 2
+ * windows of a SimpleConvNet batch: 2.5 ms with branches). Inlined with constant sizes for 2 x 2. */
 static inline __attribute__((always_inline)) REAL FN(window_max)(const REAL *p, int W, int rows, int cols, int64_t *at)
 {
     REAL best = p[0];
@@ -165,51 +182,124 @@ static inline __attribute__((always_inline)) REAL FN(window_max)(const REAL *p, 
     for (int fy = 0; fy < rows; ++fy)
         for (int fx = fy == 0; fx < cols; ++fx) {
             const REAL v = p[(ptrdiff_t)fy * W + fx];
-            if (v > best || (v != v && best == best)) {
-                best = v;
-                where = fy * cols + fx;
-            }
+            const int take = (v > best) | ((v != v) & (best == best));
+            best = take ? v : best;
+            where = take ? fy * cols + fx : where;
         }
     *at = where;
     return best;
 }
 
-/* Max pooling: out (N, C, OH, OW) the maximum of each window (padding counting as 0), and
- * arg_max (N, C, OH, OW) the place of its first maximum within the window (row-major; NaN wins,
- * the first one, as np.argmax). Windows inside the input read it directly (2 x 2 ones with the
- * sizes known to the compiler); only those reaching into the padding check each place. */
+/* Outputs [lo, hi) of one row of a 2 x 2, stride 2 pooling whose windows all lie inside the
+ * input (rows r0 and r1 = r0 + W, window ox at column 2 ox - pad): a vector of windows at a time,
+ * the four places compared in row-major order as window_max does (NaN first), blended by masks. */
+typedef REAL FN(vec) __attribute__((vector_size(32)));
+typedef __typeof__(_Generic((REAL)0, float: (int32_t)0, default: (int64_t)0)) FN(lane_int); /* REAL's width */
+typedef FN(lane_int) FN(mask) __attribute__((vector_size(32))); /* what comparing two vecs gives */
+#define POOL_LANES ((int)(sizeof(FN(vec)) / sizeof(REAL)))
+FASTBP_SIMD static void FN(pool_row_2x2)(const REAL *r0, int W, int pad, int lo, int hi, REAL *o, int64_t *arg)
+{
+    typedef FN(mask) mask;
+    const REAL *r1 = r0 + W;
+    int ox = lo;
+    mask even, odd;
+    for (int l = 0; l < POOL_LANES; ++l) even[l] = 2 * l, odd[l] = 2 * l + 1;
+    for (; hi - lo >= POOL_LANES && ox < hi; ox += POOL_LANES) {
+        if (ox + POOL_LANES > hi) ox = hi - POOL_LANES; /* the last vector overlaps the one before: equal values */
+        const ptrdiff_t c = 2 * (ptrdiff_t)ox - pad; /* the windows' columns: c, c + 2, ... */
+        FN(vec) a0, a1, b0, b1, v[4];
+        memcpy(&a0, r0 + c, sizeof a0), memcpy(&a1, r0 + c + POOL_LANES, sizeof a1);
+        memcpy(&b0, r1 + c, sizeof b0), memcpy(&b1, r1 + c + POOL_LANES, sizeof b1);
+        v[0] = __builtin_shuffle(a0, a1, even), v[1] = __builtin_shuffle(a0, a1, odd);
+        v[2] = __builtin_shuffle(b0, b1, even), v[3] = __builtin_shuffle(b0, b1, odd);
+        FN(vec) best = v[0];
+        mask at = (mask){0};
+        for (int q = 1; q < 4; ++q) {
+            const mask take = (v[q] > best) | ((v[q] != v[q]) & (best == best));
+            best = (FN(vec))(((mask)v[q] & take) | ((mask)best & ~take));
+            at = (((mask){0} + q) & take) | (at & ~take);
+        }
+        for (int l = 0; l < POOL_LANES; ++l) o[ox + l] = best[l], arg[ox + l] = at[l];
+    }
+    for (; ox < hi; ++ox) o[ox] = FN(window_max)(r0 + 2 * ox - pad, W, 2, 2, &arg[ox]);
+}
+#undef POOL_LANES
+
+/* One plane's max pooling: o (OH, OW) the maximum of each window of in (H, W) (padding counting
+ * as 0) and arg its first maximum's place in the window (row-major; NaN wins, the first one, as
+ * np.argmax). Windows inside the input read it directly (2 x 2 ones with the sizes known to the
+ * compiler); only those reaching into the padding check each place. */
+static void FN(pool_plane)(const REAL *in, REAL *o, int64_t *arg, int H, int W, int PH, int PW, int stride, int pad,
+                           int OH, int OW)
+{
+    int lo = 0, hi = 0; /* the outputs whose windows lie inside the input's columns */
+    if (PH == 2 && PW == 2 && stride == 2) {
+        FN(inside)(W, 0, stride, pad, OW, &lo, &hi);
+        int lo1, hi1;
+        FN(inside)(W, 1, stride, pad, OW, &lo1, &hi1);
+        lo = lo > lo1 ? lo : lo1, hi = hi < hi1 ? hi : hi1;
+    }
+    for (int oy = 0; oy < OH; ++oy) {
+        const int y0 = oy * stride - pad;
+        int done_lo = OW, done_hi = OW; /* the outputs pool_row_2x2 did */
+        if (hi > lo && y0 >= 0 && y0 + 2 <= H) {
+            FN(pool_row_2x2)(in + (ptrdiff_t)y0 * W, W, pad, lo, hi, o + (ptrdiff_t)oy * OW, arg + (ptrdiff_t)oy * OW);
+            done_lo = lo, done_hi = hi;
+        }
+        for (int ox = 0; ox < OW; ++ox) {
+            if (ox == done_lo) {
+                ox = done_hi - 1;
+                continue;
+            }
+            const int x0 = ox * stride - pad, q = oy * OW + ox;
+            if (y0 >= 0 && x0 >= 0 && y0 + PH <= H && x0 + PW <= W) { /* no padding in reach */
+                const REAL *p = in + (ptrdiff_t)y0 * W + x0;
+                o[q] = PH == 2 && PW == 2 ? FN(window_max)(p, W, 2, 2, &arg[q]) : FN(window_max)(p, W, PH, PW, &arg[q]);
+                continue;
+            }
+            REAL best = 0;
+            int64_t at = 0;
+            for (int fy = 0; fy < PH; ++fy)
+                for (int fx = 0; fx < PW; ++fx) {
+                    const int iy = y0 + fy, ix = x0 + fx;
+                    const REAL v = iy >= 0 && iy < H && ix >= 0 && ix < W ? in[(ptrdiff_t)iy * W + ix] : 0;
+                    const int place = fy * PW + fx;
+                    if (place == 0 || v > best || (v != v && best == best)) {
+                        best = v;
+                        at = place;
+                    }
+                }
+            o[q] = best;
+            arg[q] = at;
+        }
+    }
+}
+
+/* Max pooling: out (N, C, OH, OW) and arg_max (N, C, OH, OW), plane by plane (pool_plane). */
 void FN(pool_forward)(const REAL *x, REAL *out, int64_t *arg_max, int N, int C, int H, int W, int PH, int PW, int stride,
                       int pad, int OH, int OW, ptrdiff_t parallel_min)
 {
     FASTBP_PARALLEL_FOR((ptrdiff_t)N * C * OH * OW * PH * PW >= parallel_min / FASTBP_POOL_WORK)
-    for (ptrdiff_t plane = 0; plane < (ptrdiff_t)N * C; ++plane) {
-        const REAL *in = x + plane * H * W;
-        REAL *o = out + plane * OH * OW;
-        int64_t *arg = arg_max + plane * OH * OW;
-        for (int oy = 0; oy < OH; ++oy)
-            for (int ox = 0; ox < OW; ++ox) {
-                const int y0 = oy * stride - pad, x0 = ox * stride - pad, q = oy * OW + ox;
-                if (y0 >= 0 && x0 >= 0 && y0 + PH <= H && x0 + PW <= W) { /* no padding in reach */
-                    const REAL *p = in + (ptrdiff_t)y0 * W + x0;
-                    o[q] = PH == 2 && PW == 2 ? FN(window_max)(p, W, 2, 2, &arg[q]) : FN(window_max)(p, W, PH, PW, &arg[q]);
-                    continue;
-                }
-                REAL best = 0;
-                int64_t at = 0;
-                for (int fy = 0; fy < PH; ++fy)
-                    for (int fx = 0; fx < PW; ++fx) {
-                        const int iy = y0 + fy, ix = x0 + fx;
-                        const REAL v = iy >= 0 && iy < H && ix >= 0 && ix < W ? in[(ptrdiff_t)iy * W + ix] : 0;
-                        const int place = fy * PW + fx;
-                        if (place == 0 || v > best || (v != v && best == best)) {
-                            best = v;
-                            at = place;
-                        }
-                    }
-                o[q] = best;
-                arg[q] = at;
-            }
-    }
+    for (ptrdiff_t plane = 0; plane < (ptrdiff_t)N * C; ++plane)
+        FN(pool_plane)(x + plane * H * W, out + plane * OH * OW, arg_max + plane * OH * OW, H, W, PH, PW, stride, pad, OH,
+                       OW);
+}
+
+/* One plane's pooling backward: d (H, W) zeroed, then each output's gradient added at its
+ * window's first maximum (none into padding); with `pooled`, only where the pooled value is not
+ * <= 0 (after a ReLU: where the gradient passes it). */
+static void FN(unpool_plane)(const REAL *dout, const int64_t *arg, const REAL *pooled, REAL *d, int H, int W, int PH,
+                             int PW, int stride, int pad, int OH, int OW)
+{
+    memset(d, 0, sizeof(REAL) * (size_t)H * W);
+    for (int oy = 0; oy < OH; ++oy)
+        for (int ox = 0; ox < OW; ++ox) {
+            const int q = oy * OW + ox;
+            if (pooled && pooled[q] <= 0) continue;
+            const int64_t at = arg[q];
+            const int iy = oy * stride - pad + (int)(at / PW), ix = ox * stride - pad + (int)(at % PW);
+            if (at >= 0 && at < (int64_t)PH * PW && iy >= 0 && iy < H && ix >= 0 && ix < W) d[(ptrdiff_t)iy * W + ix] += dout[q];
+        }
 }
 
 /* dx (N, C, H, W): each output's gradient added at its window's first maximum (none into padding). */
@@ -217,15 +307,91 @@ void FN(pool_backward)(const REAL *dout, const int64_t *arg_max, REAL *dx, int N
                        int stride, int pad, int OH, int OW, ptrdiff_t parallel_min)
 {
     FASTBP_PARALLEL_FOR((ptrdiff_t)N * C * H * W >= parallel_min / FASTBP_POOL_WORK)
-    for (ptrdiff_t plane = 0; plane < (ptrdiff_t)N * C; ++plane) {
-        REAL *d = dx + plane * H * W;
-        memset(d, 0, sizeof(REAL) * (size_t)H * W);
-        for (int oy = 0; oy < OH; ++oy)
-            for (int ox = 0; ox < OW; ++ox) {
-                const int64_t at = arg_max[(plane * OH + oy) * OW + ox];
-                const int iy = oy * stride - pad + (int)(at / PW), ix = ox * stride - pad + (int)(at % PW);
-                if (at >= 0 && at < (int64_t)PH * PW && iy >= 0 && iy < H && ix >= 0 && ix < W)
-                    d[(ptrdiff_t)iy * W + ix] += dout[(plane * OH + oy) * OW + ox];
-            }
-    }
+    for (ptrdiff_t plane = 0; plane < (ptrdiff_t)N * C; ++plane)
+        FN(unpool_plane)(dout + plane * OH * OW, arg_max + plane * OH * OW, NULL, dx + plane * H * W, H, W, PH, PW, stride,
+                         pad, OH, OW);
 }
+
+/* ---- conv - relu - max pooling as one pass per sample: the engine's fusion of the three ops
+ * (engine_impl.h). The convolution's output z stays in the thread's buffer, never written out:
+ * pool(relu(z)) is relu(pool(z)), and its place is the book's, the window's first maximum after
+ * the ReLU (place 0 when no entry is positive: then all tie at 0). The backward reads only the
+ * pooled values and places: the gradient reaches z at the place kept where the pooled value is
+ * not <= 0 (ReLU's rule), and the convolution's backward takes it from there. conv and pool are
+ * the ops' shape fields (kernels.h: C, H, W, F, KH, KW, stride, pad, OH, OW). */
+#define CONV_SHAPE(f) (int)(f)[FASTBP_C], (int)(f)[FASTBP_H], (int)(f)[FASTBP_W], (int)(f)[FASTBP_F], (int)(f)[FASTBP_KH], \
+                      (int)(f)[FASTBP_KW], (int)(f)[FASTBP_STRIDE], (int)(f)[FASTBP_PAD], (int)(f)[FASTBP_OH], (int)(f)[FASTBP_OW]
+#define POOL_SHAPE(f) (int)(f)[FASTBP_H], (int)(f)[FASTBP_W], (int)(f)[FASTBP_KH], (int)(f)[FASTBP_KW], \
+                      (int)(f)[FASTBP_STRIDE], (int)(f)[FASTBP_PAD], (int)(f)[FASTBP_OH], (int)(f)[FASTBP_OW]
+
+int FN(conv_relu_pool_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, int64_t *arg_max, int N,
+                               const int64_t *conv, const int64_t *pool, ptrdiff_t parallel_min)
+{
+    const int C = (int)conv[FASTBP_C], H = (int)conv[FASTBP_H], W = (int)conv[FASTBP_W], F = (int)conv[FASTBP_F];
+    const ptrdiff_t ck = (ptrdiff_t)C * conv[FASTBP_KH] * conv[FASTBP_KW], area = conv[FASTBP_OH] * conv[FASTBP_OW];
+    const ptrdiff_t pooled = pool[FASTBP_OH] * pool[FASTBP_OW];
+    int failed = 0;
+#pragma omp parallel if ((ptrdiff_t)N * F * area * ck >= parallel_min)
+    {
+        REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * area)), *z = malloc(sizeof(REAL) * (size_t)(F * area));
+        if (!rows || !z) failed = 1;
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; ++n) {
+            if (!rows || !z) continue;
+            FN(im2row)(x + (ptrdiff_t)n * C * H * W, C, H, W, (int)conv[FASTBP_KH], (int)conv[FASTBP_KW],
+                       (int)conv[FASTBP_STRIDE], (int)conv[FASTBP_PAD], (int)conv[FASTBP_OH], (int)conv[FASTBP_OW], rows);
+            FN(tiles_times)(Wt, F, (int)ck, rows, (int)area, b, z);
+            for (int f = 0; f < F; ++f) {
+                REAL *o = out + ((ptrdiff_t)n * F + f) * pooled;
+                int64_t *arg = arg_max + ((ptrdiff_t)n * F + f) * pooled;
+                FN(pool_plane)(z + f * area, o, arg, POOL_SHAPE(pool));
+                for (ptrdiff_t q = 0; q < pooled; ++q)
+                    if (o[q] <= 0) o[q] = 0, arg[q] = 0; /* the ReLU: all tie at 0 (NaN stays) */
+            }
+        }
+        free(rows);
+        free(z);
+    }
+    return failed ? -1 : 0;
+}
+
+int FN(conv_relu_pool_backward)(const REAL *dout, const REAL *pooled_out, const int64_t *arg_max, const REAL *x,
+                                const REAL *Wt, REAL *dx, REAL *dW, REAL *db, int N, const int64_t *conv,
+                                const int64_t *pool, ptrdiff_t parallel_min)
+{
+    const int C = (int)conv[FASTBP_C], H = (int)conv[FASTBP_H], W = (int)conv[FASTBP_W], F = (int)conv[FASTBP_F];
+    const ptrdiff_t ck = (ptrdiff_t)C * conv[FASTBP_KH] * conv[FASTBP_KW], area = conv[FASTBP_OH] * conv[FASTBP_OW];
+    const ptrdiff_t pooled = pool[FASTBP_OH] * pool[FASTBP_OW];
+    const int threads = (ptrdiff_t)N * F * area * ck >= parallel_min ? FASTBP_MAX_THREADS() : 1;
+    REAL *sums = calloc((size_t)threads * (size_t)(F * ck + F), sizeof(REAL));
+    REAL *WT = dx ? malloc(sizeof(REAL) * (size_t)(ck * F)) : NULL;
+    int failed = !sums || (dx && !WT);
+    if (WT) FN(transposed)(Wt, (int)ck, F, WT);
+#pragma omp parallel num_threads(threads) if (!failed)
+    {
+        const int t = FASTBP_THREAD_NUM();
+        REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
+        REAL *dz = malloc(sizeof(REAL) * (size_t)(F * area));
+        REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL;
+        if (!rows || !part || !dz) failed = 1;
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; ++n) {
+            if (!rows || !part || !dz || failed) continue;
+            for (int f = 0; f < F; ++f) {
+                const ptrdiff_t plane = ((ptrdiff_t)n * F + f) * pooled;
+                FN(unpool_plane)(dout + plane, arg_max + plane, pooled_out + plane, dz + f * area, POOL_SHAPE(pool));
+            }
+            FN(conv_backward_sample)(dz, x + (ptrdiff_t)n * C * H * W, WT, dx ? dx + (ptrdiff_t)n * C * H * W : NULL, my_dW,
+                                     my_dW + F * ck, rows, part, CONV_SHAPE(conv));
+        }
+        free(rows);
+        free(part);
+        free(dz);
+    }
+    if (!failed) FN(add_thread_sums)(sums, threads, F * ck, F, dW, db);
+    free(sums);
+    free(WT);
+    return failed ? -1 : 0;
+}
+#undef CONV_SHAPE
+#undef POOL_SHAPE

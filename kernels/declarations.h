@@ -42,6 +42,14 @@ void FN(pool_forward)(const REAL *x, REAL *out, int64_t *arg_max, int N, int C, 
 void FN(pool_backward)(const REAL *dout, const int64_t *arg_max, REAL *dx, int N, int C, int H, int W, int PH, int PW,
                        int stride, int pad, int OH, int OW, ptrdiff_t parallel_min);
 
+/* conv - relu - max pooling fused (the engine's): conv and pool are the ops' shape fields
+ * (kernels.h); out and arg_max the pooling's, pooled_out its forward output */
+int FN(conv_relu_pool_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, int64_t *arg_max, int N,
+                               const int64_t *conv, const int64_t *pool, ptrdiff_t parallel_min);
+int FN(conv_relu_pool_backward)(const REAL *dout, const REAL *pooled_out, const int64_t *arg_max, const REAL *x,
+                                const REAL *Wt, REAL *dx, REAL *dW, REAL *db, int N, const int64_t *conv,
+                                const int64_t *pool, ptrdiff_t parallel_min);
+
 /* batchnorm.c: the columns of x (N, D) */
 int FN(batchnorm_forward)(const REAL *x, const REAL *gamma, const REAL *beta, REAL *out, REAL *xn, REAL *mean,
                           REAL *var, REAL *std, int N, int D, double eps);

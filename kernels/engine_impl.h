@@ -9,6 +9,16 @@
 #define WINDOW_REST(f) (int)(f)[FASTBP_KH], (int)(f)[FASTBP_KW], (int)(f)[FASTBP_STRIDE], (int)(f)[FASTBP_PAD], \
                        (int)(f)[FASTBP_OH], (int)(f)[FASTBP_OW]
 
+/* Whether ops i, i + 1, i + 2 (all before `last`) are conv - relu - max pooling, which the engine
+ * runs as one pass per sample (conv_relu_pool_forward): only the pooling's output and places are
+ * written, and the three ops' backward is one pass too. */
+static int FN(fused_at)(const int64_t *program, int i, int last)
+{
+    return i >= 0 && i + 2 < last && FIELD(program, i, FASTBP_FIELD_CODE) == FASTBP_OP_CONV &&
+           FIELD(program, i + 1, FASTBP_FIELD_CODE) == FASTBP_OP_RELU &&
+           FIELD(program, i + 2, FASTBP_FIELD_CODE) == FASTBP_OP_POOL;
+}
+
 /* Runs ops [first, last) on `rows` rows starting from `in`; op i writes outs + out_at[i] (its
  * ReLU mask at masks + out_at[i], a pooling's argmax at args + out_at[i]). Convolution and pooling
  * thread over the rows when the work is at least parallel_min. Returns the last op's output, or
@@ -43,8 +53,14 @@ static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, 
             const int64_t *f = op + FASTBP_FIELD_SHAPE;
             const REAL *W = params + op[FASTBP_FIELD_PARAM_AT];
             const ptrdiff_t weights = f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW];
-            if (FN(conv_forward)(in, W, W + weights, out, WINDOW_ARGS(f, rows), (int)f[FASTBP_F], WINDOW_REST(f),
-                                 parallel_min) < 0)
+            if (FN(fused_at)(program, i, last)) { /* conv - relu - pool: the pooling's output only */
+                i += 2;
+                out = outs + out_at[i];
+                if (FN(conv_relu_pool_forward)(in, W, W + weights, out, args + out_at[i], rows, f,
+                                               &FIELD(program, i, FASTBP_FIELD_SHAPE), parallel_min) < 0)
+                    return NULL;
+            } else if (FN(conv_forward)(in, W, W + weights, out, WINDOW_ARGS(f, rows), (int)f[FASTBP_F], WINDOW_REST(f),
+                                        parallel_min) < 0)
                 return NULL;
             break;
         }
@@ -189,6 +205,20 @@ static int FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int 
     return 0;
 }
 
+/* Backward through the fused conv - relu - pool at ops i, i + 1, i + 2 (fused_at), from d loss /
+ * d (the pooling's output): the convolution's gradients and, when need_dx, d loss / d (its input). */
+static int FN(fused_backward)(FN(net) *net, int i, const REAL *dout, REAL *dx, int need_dx)
+{
+    const int64_t *f = &FIELD(net->program, i, FASTBP_FIELD_SHAPE);
+    const ptrdiff_t w_at = FIELD(net->program, i, FASTBP_FIELD_PARAM_AT);
+    const ptrdiff_t weights = f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW];
+    const REAL *in = i > 0 ? net->outs + net->out_at[i - 1] : net->input;
+    return FN(conv_relu_pool_backward)(dout, net->outs + net->out_at[i + 2], net->args + net->out_at[i + 2], in,
+                                       net->params + w_at, need_dx ? dx : NULL, net->grads + w_at,
+                                       net->grads + w_at + weights, net->batch, f,
+                                       &FIELD(net->program, i + 2, FASTBP_FIELD_SHAPE), net->parallel_min);
+}
+
 /* The backward pass from the loss down to op `lowest`; op 0's input (the data) gets no gradient.
  * Returns d loss / d (op lowest's input) (for lowest 1: op 0's output), or NULL when out of memory. */
 static REAL *FN(backward_ops)(FN(net) *net, int lowest)
@@ -198,9 +228,12 @@ static REAL *FN(backward_ops)(FN(net) *net, int lowest)
                               FASTBP_SERIAL);
     for (int i = net->n_ops - 2; i >= lowest; --i) {
         const double started = fastbp_clock();
-        if (FN(backward_op)(net, i, dout, dx, i > 0) < 0) return NULL;
-        fastbp_engine_time(1, (int)FIELD(net->program, i, FASTBP_FIELD_CODE), started);
+        const int fused = i - 2 >= lowest && FN(fused_at)(net->program, i - 2, net->n_ops - 1), op = fused ? i - 2 : i;
+        if ((fused ? FN(fused_backward)(net, op, dout, dx, op > 0) : FN(backward_op)(net, i, dout, dx, i > 0)) < 0)
+            return NULL;
+        fastbp_engine_time(1, (int)FIELD(net->program, op, FASTBP_FIELD_CODE), started);
         REAL *swap = dout; dout = dx; dx = swap;
+        i = op;
     }
     return dout;
 }
