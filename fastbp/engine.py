@@ -12,8 +12,10 @@ set; both read the network as a *program*: one record of ``OP_FIELDS`` int64 per
     CONV          W (F, C, KH, KW) at param_at, b (F,) after it; fields from FIELD_SHAPE:
                   C, H, W, F, KH, KW, stride, pad, OH, OW (in = C H W, out = F OH OW)
     POOL          max pooling, the same fields (F = C, no parameters)
-    DROPOUT       reserved (its ratio at FIELD_RATIO, in units of 1 / RATIO_SCALE): networks with
-                  dropout train on the layer path for now
+    DROPOUT       the book's dropout: training keeps a unit when its draw exceeds the ratio (at
+                  FIELD_RATIO, in units of 1 / RATIO_SCALE), prediction scales by 1 - ratio; the
+                  draws come from the engine's generator (dropout_draws), keyed by FIELD_SEED,
+                  the step and the op's index, so every backend draws the same masks
     SOFTMAX_LOSS  softmax with cross-entropy; the last op, and only there
 
 Gradients and optimizer state use the parameters' layout, so an update is one elementwise pass
@@ -31,11 +33,12 @@ import numpy as np
 # ---- op records ------------------------------------------------------------------------------
 FIELD_CODE, FIELD_PARAM_AT, FIELD_IN, FIELD_OUT = 0, 1, 2, 3
 FIELD_SHAPE = 4  # a window op's C, H, W, F, KH, KW, stride, pad, OH, OW
-FIELD_RATIO = 4  # dropout's ratio
+FIELD_RATIO, FIELD_SEED = 4, 5  # dropout's ratio and generator seed
 RATIO_SCALE = 1_000_000_000
 OP_FIELDS = 16
 AFFINE, RELU, SIGMOID, SOFTMAX_LOSS, CONV, POOL, DROPOUT = 0, 1, 2, 3, 4, 5, 6
 ACTIVATIONS = {"relu": RELU, "sigmoid": SIGMOID}
+ENGINE_RUNS = (AFFINE, RELU, SIGMOID, SOFTMAX_LOSS, CONV, POOL, DROPOUT)  # the ops every backend's engine runs
 
 # ---- update rules and the hyper-parameter vector they read -----------------------------------
 SGD, MOMENTUM, ADAM, NESTEROV, ADAGRAD, RMSPROP = 0, 1, 2, 3, 4, 5
@@ -76,10 +79,52 @@ def op_record(code: int, n_in: int, n_out: int, param_at: int = 0) -> np.ndarray
     return record
 
 
-def check_runs(program) -> None:
-    """The Python engines' counterpart of the C engine's refusal: no op it cannot run yet."""
-    if np.any(program[:, FIELD_CODE] == DROPOUT):
-        raise ValueError("program has a dropout op, which the engine does not run yet (train on the layer path)")
+def dropout_ratio(op) -> float:
+    """A dropout record's ratio, as every backend reads it (the C divides the same way)."""
+    return int(op[FIELD_RATIO]) / RATIO_SCALE
+
+
+def seeded(program, seed: int) -> np.ndarray:
+    """``program`` with its dropout ops drawing from generator seed ``seed`` (a copy)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    program = np.array(program, dtype=np.int64)
+    program[program[:, FIELD_CODE] == DROPOUT, FIELD_SEED] = seed
+    return program
+
+
+# ---- the engine's generator: dropout's draws ------------------------------------------------
+# SplitMix64 (Steele, Lea and Flood 2014) from a key per (seed, step, op): draw e of a step's op
+# is mix64(key + (e + 1) GOLDEN)'s top 53 bits over 2^53, a float64 in [0, 1). Counter-based, so
+# any thread can draw any element, and NumPy, numba and C give the same bits (kernels/engine.c).
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+DRAW_SCALE = 2.0**-53
+
+
+def mix64(z):
+    """SplitMix64's finalizer on uint64 (a NumPy array or scalar; numba compiles it as it is)."""
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+def dropout_keys(program, step0: int, n_steps: int) -> np.ndarray:
+    """keys[s, i]: the generator's key for op i at training step step0 + s + 1 (1-based), from
+    the op's FIELD_SEED (the C computes the same per step)."""
+    seeds = np.asarray(program)[:, FIELD_SEED].astype(np.uint64)
+    steps = np.arange(step0 + 1, step0 + n_steps + 1, dtype=np.uint64)
+    ops = np.arange(len(program), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return mix64(mix64(seeds)[None, :] ^ (steps[:, None] << np.uint64(16) | ops[None, :]))
+
+
+def dropout_draws(key, n) -> np.ndarray:
+    """The ``n`` draws of one op at one step (its batch outputs in row-major order) from its key."""
+    with np.errstate(over="ignore"):
+        states = np.uint64(key) + np.arange(1, n + 1, dtype=np.uint64) * GOLDEN
+        return (mix64(states) >> _S11).astype(np.float64) * DRAW_SCALE
 
 
 def mlp_program(sizes, activation: str) -> np.ndarray:

@@ -133,8 +133,9 @@ class DeepConvNet(SequentialNet):
     """The book's chapter 8 network: (conv - relu - conv - relu - pool) x 3 with 16, 16, 32, 32,
     64, 64 filters of 3 x 3 - affine 50 - relu - dropout - affine 10 - dropout - softmax.
 
-    The book's constructor, He initial weights and ``layers`` (a list, as the book's). Dropout
-    trains layer by layer: ``fastbp.train`` runs this network on its layer path.
+    The book's constructor, He initial weights and ``layers`` (a list, as the book's). On the
+    layer path dropout draws from ``np.random.rand`` as the book's does; the fused engine draws
+    from its own generator (fastbp/engine.py), seeded by the trainer's seed.
     """
 
     def __init__(self, input_dim=(1, 28, 28),

@@ -9,7 +9,7 @@ training step (fastbp.train) updates every parameter in one pass over the buffer
 in place (``params['W1'][...] = w``), never by rebinding the dict entry.
 
 Prediction of labels and accuracy run on the backend's engine (large chunks, compiled, threaded)
-when it runs every op of the network; a network with dropout predicts layer by layer.
+when it runs every op of the network (engine.ENGINE_RUNS), else layer by layer.
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ class SequentialNet:
 
     @property
     def engine_runs_it(self) -> bool:
-        """Whether the backends' engines run every op (dropout: not yet)."""
-        return not np.any(self.program[:, engine.FIELD_CODE] == engine.DROPOUT)
+        """Whether the backends' engines run every op of the network (else it predicts and trains layer by layer)."""
+        return bool(np.isin(self.program[:, engine.FIELD_CODE], engine.ENGINE_RUNS).all())
 
     def param_views(self, flat: np.ndarray) -> dict:
         """{'W1': ..., 'b1': ..., ...} as views into ``flat``, a buffer in the parameters' layout

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from . import _validate as check
-from . import backends
+from . import backends, engine
 from ._system import require_memory
 from .layers import NonFiniteWarning
 from .optim import Optimizer, make_optimizer
@@ -191,7 +191,7 @@ class Trainer:
         self.config.validate()
         c = self.config
         if c.path == "fused" and not net.engine_runs_it:
-            raise ValueError(f"{net.describe()} has dropout, which the fused engine does not run yet: "
+            raise ValueError(f"{net.describe()} has an op the fused engine does not run: "
                              f"train it with path='layers' (--path layers)")
         extra = {"momentum": {"momentum": c.momentum}, "nesterov": {"momentum": c.momentum},
                  "rmsprop": {"decay_rate": c.decay_rate}, "adam": {"beta1": c.beta1, "beta2": c.beta2}}.get(c.optimizer, {})
@@ -369,11 +369,12 @@ class Trainer:
             return run_layers
 
         grads = np.zeros_like(net.flat_params)
+        program = engine.seeded(net.program, self.config.seed)  # dropout's masks: step `done + s + 1` of this seed
 
         def run_fused(batches, done):
             losses = np.empty(len(batches))
             completed = train.rows.ops.train_steps(train.rows.rows, train.labels, batches, net.flat_params, grads,
-                                                   net.program, opt.code, self.hyper, self.state, done, losses)
+                                                   program, opt.code, self.hyper, self.state, done, losses)
             return losses[:completed]
         return run_fused
 

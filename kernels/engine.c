@@ -32,6 +32,27 @@ void fastbp_engine_time(int backward, int code, double since)
     fastbp_engine_seconds[backward][code] += spent;
 }
 
+/* SplitMix64's finalizer: the engine's generator, bit for bit fastbp/engine.py's mix64. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+#define GOLDEN UINT64_C(0x9E3779B97F4A7C15)
+
+uint64_t fastbp_dropout_key(int64_t seed, int64_t step, int op)
+{
+    return mix64(mix64((uint64_t)seed) ^ ((uint64_t)step << 16 | (uint64_t)op));
+}
+
+/* draw[e] = the top 53 bits of mix64(key + (e + 1) GOLDEN) over 2^53: uniform in [0, 1). */
+void fastbp_dropout_draws(uint64_t key, ptrdiff_t n, double *draw)
+{
+    for (ptrdiff_t e = 0; e < n; ++e) draw[e] = (double)(mix64(key + (uint64_t)(e + 1) * GOLDEN) >> 11) * 0x1p-53;
+}
+
 /* cuts[0] = 0 <= cuts[1] <= ... <= cuts[threads] = k: column ranges holding about equal
  * numbers of entries (counts[j]: the entries of column j). */
 void fastbp_split_columns(const int64_t *counts, int k, int threads, int32_t *cuts)

@@ -19,13 +19,34 @@ static int FN(fused_at)(const int64_t *program, int i, int last)
            FIELD(program, i + 2, FASTBP_FIELD_CODE) == FASTBP_OP_POOL;
 }
 
-/* Runs ops [first, last) on `rows` rows starting from `in`; op i writes outs + out_at[i] (its
- * ReLU mask at masks + out_at[i], a pooling's argmax at args + out_at[i]). Convolution and pooling
- * thread over the rows when the work is at least parallel_min. Returns the last op's output, or
- * NULL when out of memory. */
+/* Dropout op i of `rows` rows: in training step `step` (1-based) the book's x * (draw > ratio), the
+ * draws from the engine's generator and the kept units in keep; in prediction (step 0) x * (1 - ratio).
+ * -1 when out of memory. */
+static int FN(dropout_op)(const int64_t *program, int i, int64_t step, const REAL *in, REAL *out, unsigned char *keep,
+                          ptrdiff_t size, ptrdiff_t elementwise_min)
+{
+    const double ratio = (double)FIELD(program, i, FASTBP_FIELD_RATIO) / FASTBP_RATIO_SCALE;
+    if (!step) {
+        const REAL scale = (REAL)(1.0 - ratio); /* rounded first, as the layer's x * dtype(1 - ratio) */
+        for (ptrdiff_t e = 0; e < size; ++e) out[e] = in[e] * scale;
+        return 0;
+    }
+    double *draw = malloc(sizeof(double) * (size_t)size);
+    if (!draw) return -1;
+    fastbp_dropout_draws(fastbp_dropout_key(FIELD(program, i, FASTBP_FIELD_SEED), step, i), size, draw);
+    FN(dropout_forward)(in, draw, ratio, out, keep, size, elementwise_min);
+    free(draw);
+    return 0;
+}
+
+/* Runs ops [first, last) on `rows` rows starting from `in`; op i writes outs + out_at[i] (a
+ * ReLU's or dropout's mask at masks + out_at[i], a pooling's argmax at args + out_at[i]); `step`:
+ * the training step whose dropout masks to draw, 0 to predict. Convolution and pooling thread
+ * over the rows when the work is at least parallel_min. Returns the last op's output, or NULL
+ * when out of memory. */
 static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, const REAL *params, const REAL *in,
                                    int rows, REAL *outs, unsigned char *masks, int64_t *args, const ptrdiff_t *out_at,
-                                   ptrdiff_t parallel_min, int team)
+                                   ptrdiff_t parallel_min, int team, int64_t step)
 {
     const ptrdiff_t elementwise_min = team ? parallel_min : FASTBP_SERIAL;
     for (int i = first; i < last; ++i) {
@@ -48,6 +69,9 @@ static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, 
             break;
         case FASTBP_OP_SIGMOID:
             FN(sigmoid_forward)(in, out, size, elementwise_min);
+            break;
+        case FASTBP_OP_DROPOUT:
+            if (FN(dropout_op)(program, i, step, in, out, masks + out_at[i], size, elementwise_min) < 0) return NULL;
             break;
         case FASTBP_OP_CONV: {
             const int64_t *f = op + FASTBP_FIELD_SHAPE;
@@ -84,11 +108,12 @@ typedef struct {
     ptrdiff_t n_params;
     const REAL *input;      /* op 0's input (the gathered batch; NULL for compact rows) */
     REAL *outs;             /* every op's output, batch rows each, at out_at[op] */
-    unsigned char *masks;   /* ReLU's, beside outs */
+    unsigned char *masks;   /* ReLU's and dropout's, beside outs */
     int64_t *args;          /* pooling's argmax, beside outs (NULL without pooling) */
     ptrdiff_t *out_at;
     ptrdiff_t parallel_min; /* convolution and pooling thread from this much work */
     int team;               /* products split on the OpenMP team (team_products) */
+    int64_t step;           /* the training step running (1-based): dropout's masks */
     REAL *grad_a, *grad_b;  /* dout and dx of the backward pass, taking turns */
     REAL *y;                /* softmax output */
     REAL *scratch;          /* affine_backward's */
@@ -155,7 +180,7 @@ static double FN(forward_loss)(FN(net) *net, int first)
 {
     const REAL *in = first > 0 ? net->outs + net->out_at[first - 1] : net->input;
     const REAL *logits = FN(forward_ops)(net->program, first, net->n_ops - 1, net->params, in, net->batch, net->outs,
-                                         net->masks, net->args, net->out_at, net->parallel_min, net->team);
+                                         net->masks, net->args, net->out_at, net->parallel_min, net->team, net->step);
     if (!logits) return OUT_OF_MEMORY;
     const double started = fastbp_clock();
     const double loss = FN(softmax_xent_forward)(logits, net->t_batch, net->y, net->batch, net->classes, FASTBP_SERIAL);
@@ -187,6 +212,10 @@ static int FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int 
         break;
     case FASTBP_OP_SIGMOID:
         FN(sigmoid_backward)(dout, net->outs + net->out_at[i], dx, (ptrdiff_t)batch * m,
+                             net->team ? net->parallel_min : FASTBP_SERIAL);
+        break;
+    case FASTBP_OP_DROPOUT:
+        FN(dropout_backward)(dout, net->masks + net->out_at[i], dx, (ptrdiff_t)batch * m,
                              net->team ? net->parallel_min : FASTBP_SERIAL);
         break;
     case FASTBP_OP_CONV: {
@@ -263,6 +292,7 @@ static ptrdiff_t FN(train_dense)(const REAL *x, const int64_t *labels, const int
             memcpy(x_batch + (ptrdiff_t)r * n_in, x + rows[r] * n_in, sizeof(REAL) * n_in);
             net->t_batch[r] = labels[rows[r]];
         }
+        net->step = step0 + s + 1;
         const double loss = FN(forward_loss)(net, 0);
         if (loss == OUT_OF_MEMORY) { done = -1; break; }
         if (!isfinite(loss)) { done = s; break; }
@@ -390,6 +420,7 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
 #pragma omp master
             {
                 for (int r = 0; r < batch; ++r) net->t_batch[r] = labels[rows[r]];
+                net->step = step0 + s + 1;
                 for (int u = 1; u < threads; ++u)
                     for (ptrdiff_t e = 0; e < (ptrdiff_t)batch * m; ++e) out0[e] += parts[(ptrdiff_t)(u - 1) * batch * m + e];
                 const double loss = FN(forward_loss)(net, 1);
@@ -478,7 +509,7 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
             const REAL *logits = NULL;
             if (x->dense) /* op 0 as the layers run it */
                 logits = FN(forward_ops)(program, 0, 1, params, (const REAL *)x->dense + start * k0, rows, buffers, mask,
-                                         args, out_at, parallel_min, team);
+                                         args, out_at, parallel_min, team, 0);
             else {
                 FN(spans_times)(x->indptr + start, x->indptr + start + 1, rows, x->indices, x->values, W0,
                                 W0 + (ptrdiff_t)k0 * m0, buffers + out_at[0], m0);
@@ -486,7 +517,7 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
             }
             if (logits)
                 logits = FN(forward_ops)(program, 1, n_ops - 1, params, buffers + out_at[0], rows, buffers, mask, args,
-                                         out_at, parallel_min, team);
+                                         out_at, parallel_min, team, 0);
             if (!logits) {
                 failed = 1;
                 continue;

@@ -71,10 +71,15 @@
 /* A network is a sequence of op records, FASTBP_OP_FIELDS int64 each: */
 enum { FASTBP_FIELD_CODE = 0, FASTBP_FIELD_PARAM_AT, FASTBP_FIELD_IN, FASTBP_FIELD_OUT, FASTBP_FIELD_SHAPE,
        FASTBP_OP_FIELDS = 16 };
+/* a dropout op's fields: its ratio in units of 1 / FASTBP_RATIO_SCALE, its generator's seed */
+enum { FASTBP_FIELD_RATIO = 4, FASTBP_FIELD_SEED = 5, FASTBP_RATIO_SCALE = 1000000000 };
+/* the engine's generator keys a step's op by (step << 16 | op): at most this many ops */
+#define FASTBP_MAX_OPS 65536
 /* a window op's fields from FASTBP_FIELD_SHAPE on */
 enum { FASTBP_C = 0, FASTBP_H, FASTBP_W, FASTBP_F, FASTBP_KH, FASTBP_KW, FASTBP_STRIDE, FASTBP_PAD, FASTBP_OH, FASTBP_OW };
 /* op codes: AFFINE (W at PARAM_AT, IN x OUT, then b), activations (IN = OUT), the loss (last),
- * CONV (W (F, C, KH, KW) at PARAM_AT, then b), POOL (max); DROPOUT is reserved (not run yet) */
+ * CONV (W (F, C, KH, KW) at PARAM_AT, then b), POOL (max), DROPOUT (the book's: x * (draw > ratio) in
+ * training, x * (1 - ratio) in prediction) */
 enum { FASTBP_OP_AFFINE = 0, FASTBP_OP_RELU = 1, FASTBP_OP_SIGMOID = 2, FASTBP_OP_SOFTMAX_LOSS = 3, FASTBP_OP_CONV = 4,
        FASTBP_OP_POOL = 5, FASTBP_OP_DROPOUT = 6, FASTBP_OP_COUNT };
 /* update rules, and the hyper-parameter vector they read */
@@ -98,6 +103,9 @@ void fastbp_split_columns(const int64_t *counts, int k, int threads, int32_t *cu
 void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int32_t lo, int32_t hi, int k, int64_t *begin,
                       int64_t *end);
 double fastbp_adam_step_size(double lr, double beta1, double beta2, int64_t t);
+/* the engine's generator (fastbp/engine.py: dropout_keys, dropout_draws) */
+uint64_t fastbp_dropout_key(int64_t seed, int64_t step, int op);
+void fastbp_dropout_draws(uint64_t key, ptrdiff_t n, double *draw);
 
 /* Seconds the engine spent per op code, forward ([0]) and backward ([1]); the update rule's at
  * op code FASTBP_OP_COUNT (backward). Summed over the engine's calls until read and reset

@@ -567,7 +567,8 @@ static int take_program(Args *a, PyObject *oprogram, Py_ssize_t n_params, Py_ssi
     const Py_ssize_t fields = items(a, a->count - 1);
     const Py_ssize_t n_ops = fields / FASTBP_OP_FIELDS;
     const char *problem = NULL;
-    if (fields % FASTBP_OP_FIELDS || n_ops < 2 || n_ops > INT_MAX) problem = "must hold at least 2 op records";
+    if (fields % FASTBP_OP_FIELDS || n_ops < 2) problem = "must hold at least 2 op records";
+    else if (n_ops > FASTBP_MAX_OPS) problem = "has more than 65536 ops";
     else if (FIELD(ops, n_ops - 1, FASTBP_FIELD_CODE) != FASTBP_OP_SOFTMAX_LOSS) problem = "must end with the loss";
     int64_t outputs = 0;
     for (Py_ssize_t i = 0; !problem && i < n_ops; ++i) {
@@ -577,7 +578,9 @@ static int take_program(Args *a, PyObject *oprogram, Py_ssize_t n_params, Py_ssi
         if (code < 0 || code >= FASTBP_OP_COUNT || (code == FASTBP_OP_SOFTMAX_LOSS && i != n_ops - 1)) problem = "has an unknown op";
         else if (in < 1 || out < 1 || in > INT32_MAX || out > INT32_MAX) problem = "has a size outside [1, 2^31)";
         else if (i > 0 && in != FIELD(ops, i - 1, FASTBP_FIELD_OUT)) problem = "has an op whose input is not the previous output";
-        else if (code == FASTBP_OP_DROPOUT) problem = "has a dropout op, which the engine does not run yet";
+        else if (code == FASTBP_OP_DROPOUT && (FIELD(ops, i, FASTBP_FIELD_RATIO) < 0 ||
+                                               FIELD(ops, i, FASTBP_FIELD_RATIO) >= FASTBP_RATIO_SCALE))
+            problem = "has a dropout ratio outside [0, 1)";
         else if (code == FASTBP_OP_CONV || code == FASTBP_OP_POOL) problem = window_op_problem(&FIELD(ops, i, 0), n_params);
         else if (code != FASTBP_OP_AFFINE && in != out) problem = "has an elementwise op whose sizes differ";
         else if (code == FASTBP_OP_AFFINE && (at < 0 || __builtin_mul_overflow(in + 1, out, &size) ||
@@ -735,9 +738,10 @@ static PyObject *constants(PyObject *self, PyObject *args)
     (void)self;
     (void)args;
     return Py_BuildValue(
-        "{s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i}",
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i}",
         "FIELD_CODE", FASTBP_FIELD_CODE, "FIELD_PARAM_AT", FASTBP_FIELD_PARAM_AT, "FIELD_IN", FASTBP_FIELD_IN,
         "FIELD_OUT", FASTBP_FIELD_OUT, "FIELD_SHAPE", FASTBP_FIELD_SHAPE, "OP_FIELDS", FASTBP_OP_FIELDS,
+        "FIELD_RATIO", FASTBP_FIELD_RATIO, "FIELD_SEED", FASTBP_FIELD_SEED, "RATIO_SCALE", FASTBP_RATIO_SCALE,
         "AFFINE", FASTBP_OP_AFFINE, "RELU", FASTBP_OP_RELU, "SIGMOID", FASTBP_OP_SIGMOID, "SOFTMAX_LOSS", FASTBP_OP_SOFTMAX_LOSS,
         "CONV", FASTBP_OP_CONV, "POOL", FASTBP_OP_POOL, "DROPOUT", FASTBP_OP_DROPOUT,
         "SGD", FASTBP_SGD, "MOMENTUM", FASTBP_MOMENTUM, "ADAM", FASTBP_ADAM, "NESTEROV", FASTBP_NESTEROV,

@@ -7,7 +7,7 @@ import pytest
 
 import fastbp
 from fastbp import architecture, backends, engine
-from fastbp.layers import Affine, Convolution, Pooling, Relu, Sigmoid, SoftmaxWithLoss
+from fastbp.layers import Affine, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
 
 from test_engine import assert_same_training, run_both
 
@@ -24,6 +24,14 @@ ARCHS = {
     "simple-convnet": {"input": [1, 12, 12], "layers": [
         {"op": "conv", "filters": 6, "size": 5}, {"op": "relu"}, {"op": "pool", "size": 2, "stride": 2},
         {"op": "affine", "out": 10}, {"op": "relu"}, {"op": "affine", "out": 3}]},
+    # DeepConvNet's tail: dropout after a hidden layer and after the scores
+    "dropout": {"input": [1, 8, 8], "layers": [
+        {"op": "conv", "filters": 4, "size": 3, "pad": 1}, {"op": "relu"}, {"op": "pool", "size": 2, "stride": 2},
+        {"op": "affine", "out": 12}, {"op": "relu"}, {"op": "dropout", "ratio": 0.5},
+        {"op": "affine", "out": 4}, {"op": "dropout", "ratio": 0.3}]},
+    # an MLP with dropout: the native engine's compact rows (half the inputs are zeros)
+    "mlp-dropout": {"input": [30], "layers": [
+        {"op": "affine", "out": 20}, {"op": "relu"}, {"op": "dropout", "ratio": 0.2}, {"op": "affine", "out": 4}]},
 }
 
 
@@ -79,21 +87,27 @@ def book_layers(arch, params):
             layers.append(Convolution(W, b, layer["stride"], layer["pad"], backend="reference"))
         elif op == "pool":
             layers.append(Pooling(*layer["size"], layer["stride"], layer["pad"], backend="reference"))
+        elif op == "dropout":
+            layers.append(Dropout(layer.get("ratio", 0.5), backend="reference"))
         else:
             layers.append({"relu": Relu, "sigmoid": Sigmoid}[op](backend="reference"))
     return layers
 
 
 @pytest.mark.parametrize("name", list(ARCHS))
-def test_the_reference_engine_computes_the_layer_paths_loss_and_gradients(name, rng):
-    """One SGD step: the loss and the gradients the engine leaves in `grads` are the book's layers'."""
+def test_the_reference_engine_computes_the_layer_paths_loss_and_gradients(name, rng, monkeypatch):
+    """One SGD step: the loss and the gradients the engine leaves in `grads` are the book's layers'
+    (their Dropout drawing, as the book's, from np.random.rand: here the engine's draws)."""
     arch = ARCHS[name]
     x = rng.standard_normal((12, *arch["input"]))
     labels = rng.integers(0, architecture.classes(arch), 12)
     params = rng.standard_normal(n_params(arch)) * 0.3
     layers, last = book_layers(arch, params.copy()), SoftmaxWithLoss(backend="reference")
+    program = engine.seeded(architecture.program(arch), 5)
+    keys = engine.dropout_keys(program, 0, 1)[0]
     h = x
-    for layer in layers:
+    for i, layer in enumerate(layers):
+        monkeypatch.setattr(np.random, "rand", lambda *shape: engine.dropout_draws(keys[i], np.prod(shape)).reshape(shape))
         h = layer.forward(h)
     loss = last.forward(h, labels)
     dout = last.backward(1)
@@ -103,7 +117,7 @@ def test_the_reference_engine_computes_the_layer_paths_loss_and_gradients(name, 
 
     ops = backends.get("reference")
     grads, losses = np.zeros_like(params), np.zeros(1)
-    ops.train_steps(x, labels, np.arange(12)[None], params, grads, architecture.program(arch), engine.SGD,
+    ops.train_steps(x, labels, np.arange(12)[None], params, grads, program, engine.SGD,
                     engine.hyper_vector(np.float64, 0.1), np.zeros((2, params.size)), 0, losses)
     # the same float64 operations in the same order
     np.testing.assert_allclose(losses[0], loss, rtol=1e-14)
@@ -160,18 +174,52 @@ def test_the_native_engine_refuses_a_malformed_window_op():
             (2, shape + 3, 4, "changes channels"),
             (0, shape + 7, -1, "size out of range"),
             (0, shape + 0, 1, "not the product of its shapes"),  # in = C H W no more
-            (3, engine.FIELD_PARAM_AT, params.size - 10, "parameters outside"),
-            (3, engine.FIELD_CODE, engine.DROPOUT, "does not run yet")):
+            (3, engine.FIELD_PARAM_AT, params.size - 10, "parameters outside")):
         bad = good.copy()
         bad[op, field] = value
         with pytest.raises(ValueError, match=match):
             predict(bad)
 
 
+def test_the_engines_generator_is_splitmix64():
+    # SplitMix64 from state 0: its first output is 0xE220A8397B1DCDAF (Vigna's reference code)
+    assert engine.mix64(np.array([engine.GOLDEN]))[0] == 0xE220A8397B1DCDAF
+    program = engine.seeded(architecture.program(ARCHS["dropout"]), 9)
+    keys = engine.dropout_keys(program, 0, 2)
+    assert len(set(keys.reshape(-1).tolist())) == keys.size  # a key per step and op
+    np.testing.assert_array_equal(keys[1], engine.dropout_keys(program, 1, 1)[0])  # step 2 in any block
+    assert not np.array_equal(engine.dropout_keys(engine.seeded(program, 10), 0, 1), keys[:1])
+    n = 200_000
+    draws = engine.dropout_draws(keys[0, 5], n)
+    assert 0 <= draws.min() and draws.max() < 1
+    # the mean of n uniform draws has standard deviation 1 / sqrt(12 n): 5 of them
+    assert abs(draws.mean() - 0.5) < 5 / np.sqrt(12 * n)
+    assert abs(np.mean(draws > 0.3) - 0.7) < 5 * np.sqrt(0.21 / n)  # the kept share, binomial
+
+
 @pytest.mark.parametrize("name", ["reference", "numba", "native"])
-def test_every_engine_refuses_dropout_until_it_runs_it(name):
+def test_every_engine_predicts_with_dropout_scaled_as_the_book(name, rng):
     if name not in fastbp.available_backends():
         pytest.skip(f"the {name} backend is not available here")
+    arch = {"input": [6], "layers": [{"op": "affine", "out": 4}, {"op": "dropout", "ratio": 0.4},
+                                     {"op": "affine", "out": 3}, {"op": "dropout", "ratio": 0.9}]}
+    params, x = rng.standard_normal(n_params(arch)), rng.standard_normal((50, 6))
+    layers = book_layers(arch, params)
+    h = x
+    for layer in layers:
+        h = layer.forward(h, train_flg=False) if isinstance(layer, Dropout) else layer.forward(h)
+    labels = backends.get(name).predict_labels(x, params, architecture.program(arch))
+    np.testing.assert_array_equal(labels, np.argmax(h, axis=1))
+
+
+def test_the_native_engine_refuses_a_dropout_ratio_outside_0_1():
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp import _native
+
     arch = {"input": [6], "layers": [{"op": "affine", "out": 4}, {"op": "dropout"}, {"op": "affine", "out": 2}]}
-    with pytest.raises(ValueError, match="dropout op, which the engine does not run yet"):
-        backends.get(name).predict_labels(np.zeros((3, 6)), np.zeros(n_params(arch)), architecture.program(arch))
+    for ratio in (-1, engine.RATIO_SCALE):
+        program = architecture.program(arch)
+        program[1, engine.FIELD_RATIO] = ratio
+        with pytest.raises(ValueError, match="dropout ratio outside"):
+            _native.predict_labels(np.zeros((3, 6)), 3, np.zeros(n_params(arch)), program, 16, np.zeros(3, np.int64))

@@ -74,6 +74,39 @@ def test_a_convnet_trains_the_same_on_both_paths(backend, optimizer):
     assert fused.evaluations[-1].test_acc > 0.9
 
 
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_dropout_trains_the_same_on_both_paths_from_the_engines_generator(backend, optimizer, monkeypatch):
+    """DeepConvNet (dropout after its hidden layer and its scores) on 12x12 images: the layer path's
+    Dropout draws np.random.rand as the book's; given the engine's draws for the same seed, step
+    and op (fastbp/engine.py), it records the fused engine's losses and ends with its weights."""
+    from fastbp import engine
+    from fastbp.nets import DeepConvNet
+
+    rng = np.random.default_rng(3)
+    t = rng.integers(0, 2, 200)
+    x = rng.standard_normal((200, 1, 12, 12)) * 0.5
+    x[t == 1, :, :4] += 1.5
+    results = {}
+    for path in ("fused", "layers"):
+        net = DeepConvNet(input_dim=(1, 12, 12), hidden_size=6, output_size=2, dropout_ratio=0.3, backend=backend, seed=0)
+        program = engine.seeded(net.program, 7)
+        dropouts = np.flatnonzero(program[:, engine.FIELD_CODE] == engine.DROPOUT)
+        calls = iter(range(10**6))
+
+        def engine_draws(*shape):
+            call = next(calls)
+            step, op = call // len(dropouts) + 1, dropouts[call % len(dropouts)]
+            return engine.dropout_draws(engine.dropout_keys(program, step - 1, 1)[0, op], np.prod(shape)).reshape(shape)
+
+        monkeypatch.setattr(np.random, "rand", engine_draws)
+        config = TrainConfig(iterations=12, batch_size=10, lr=0.05 if optimizer == "momentum" else 0.01,
+                             optimizer=optimizer, sampling="shuffle", path=path, seed=7, eval_samples=50, progress=False)
+        results[path] = (net, Trainer(net, config).fit(x[:150], t[:150], x[150:], t[150:]))
+    (net_f, fused), (net_l, layers) = results["fused"], results["layers"]
+    np.testing.assert_allclose(fused.losses, layers.losses, rtol=1e-10)
+    np.testing.assert_allclose(net_f.flat_params, net_l.flat_params, rtol=1e-9, atol=1e-12)
+
+
 def test_evaluations_on_the_first_eval_samples(rng):
     x, t = blobs(np.random.default_rng(1))
     net = MultiLayerNet(12, [10], 3, weight_init_std=0.1, seed=0)

@@ -30,6 +30,7 @@ _FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 _jit = njit(cache=True, nogil=True, fastmath=_FASTMATH)
 
 _adam_step_size = _jit(engine.adam_step_size)
+_mix64 = _jit(engine.mix64)
 _pool = None
 
 
@@ -237,6 +238,13 @@ def dropout_backward(dout, mask):
     dx = np.empty_like(dout)
     _in_parallel(_dropout_backward, (dout.reshape(-1), np.ascontiguousarray(mask).reshape(-1), dx.reshape(-1)))
     return dx
+
+
+@_jit
+def _dropout_draws(key, draw):
+    """engine.dropout_draws(key, draw.size), into draw."""
+    for e in range(draw.size):
+        draw[e] = (_mix64(key + np.uint64(e + 1) * engine.GOLDEN) >> np.uint64(11)) * engine.DRAW_SCALE
 
 
 @_jit
@@ -474,9 +482,11 @@ def _matrix(flat, start, rows, cols):
 
 
 @_jit
-def _forward_ops(program, params, x, last, outs, masks, args, out_at):
-    """Runs ops [0, last) on the rows of x; op i writes its output at outs[out_at[i]:] (a ReLU its
-    mask, a pooling its argmax, at the same place of masks and args). Returns the last op's output."""
+def _forward_ops(program, params, x, last, outs, masks, args, out_at, keys):
+    """Runs ops [0, last) on the rows of x; op i writes its output at outs[out_at[i]:] (a ReLU or
+    dropout its mask, a pooling its argmax, at the same place of masks and args). ``keys``: each
+    op's generator key for this training step (engine.dropout_keys); empty to predict. Returns the
+    last op's output."""
     rows = x.shape[0]
     out = x
     for i in range(last):
@@ -489,6 +499,16 @@ def _forward_ops(program, params, x, last, outs, masks, args, out_at):
             _relu_forward(out.reshape(-1), z.reshape(-1), masks[out_at[i]:out_at[i] + rows * m])
         elif code == engine.SIGMOID:
             _sigmoid_forward(out.reshape(-1), z.reshape(-1))
+        elif code == engine.DROPOUT:
+            ratio = program[i, engine.FIELD_RATIO] / engine.RATIO_SCALE
+            if keys.size:
+                draw = np.empty(rows * m)
+                _dropout_draws(keys[i], draw)
+                _dropout_forward(out.reshape(-1), draw, z.reshape(-1), masks[out_at[i]:out_at[i] + rows * m], ratio)
+            else:
+                scale = np.empty(1, dtype=z.dtype)
+                scale[0] = 1.0 - ratio  # rounded to the dtype first, as the layer's x * dtype(1 - ratio)
+                z[:, :] = out * scale[0]
         else:
             f = program[i, engine.FIELD_SHAPE:engine.FIELD_SHAPE + 10]
             c, h, w, fn, kh, kw, stride, pad, oh, ow = f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
@@ -521,7 +541,7 @@ def _output_offsets(program, rows):
 
 
 @_jit
-def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses):
+def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, keys):
     n_steps, batch = batches.shape
     n_ops = program.shape[0]
     classes = program[n_ops - 1, engine.FIELD_OUT]
@@ -543,7 +563,7 @@ def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, s
         for r in range(batch):
             x_batch[r, :] = x[batches[s, r]].reshape(-1)
             t_batch[r] = labels[batches[s, r]]
-        logits = _forward_ops(program, params, x_batch, n_ops - 1, outs, masks, args, out_at)
+        logits = _forward_ops(program, params, x_batch, n_ops - 1, outs, masks, args, out_at, keys[s])
         _softmax_xent_forward(logits, t_batch, y, row_loss)
         loss = np.sum(row_loss) / batch
         if not np.isfinite(loss):
@@ -565,6 +585,8 @@ def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, s
                 _relu_backward(dout.reshape(-1), masks[out_at[i]:out_at[i] + batch * m], dx.reshape(-1))
             elif code == engine.SIGMOID:
                 _sigmoid_backward(dout.reshape(-1), outs[out_at[i]:out_at[i] + batch * m], dx.reshape(-1))
+            elif code == engine.DROPOUT:
+                _dropout_backward(dout.reshape(-1), masks[out_at[i]:out_at[i] + batch * m], dx.reshape(-1))
             else:
                 f = program[i, engine.FIELD_SHAPE:engine.FIELD_SHAPE + 10]
                 c, h, w, fn, kh, kw, stride, pad, oh, ow = f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
@@ -591,8 +613,8 @@ def prepare_rows(x, program):
 
 def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses):
     """Same contract as reference.train_steps: the whole block of steps in one compiled call."""
-    engine.check_runs(program)
-    return _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses)
+    keys = engine.dropout_keys(program, step0, len(batches))
+    return _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, keys)
 
 
 @_jit
@@ -604,7 +626,8 @@ def _predict_labels(x, params, program, chunk, labels):
     args = np.empty(out_at[n_ops] if _pools(program) else 0, dtype=np.int64)
     rows = x.reshape((x.shape[0], -1))
     for start in range(0, x.shape[0], chunk):
-        logits = _forward_ops(program, params, rows[start:start + chunk], n_ops - 1, outs, masks, args, out_at)
+        logits = _forward_ops(program, params, rows[start:start + chunk], n_ops - 1, outs, masks, args, out_at,
+                              np.empty(0, dtype=np.uint64))
         for r in range(logits.shape[0]):  # argmax, first maximum wins as in np.argmax
             best = 0
             for j in range(1, logits.shape[1]):
@@ -614,7 +637,6 @@ def _predict_labels(x, params, program, chunk, labels):
 
 
 def predict_labels(x, params, program):
-    engine.check_runs(program)
     labels = np.empty(x.shape[0], dtype=np.int64)
     _predict_labels(x, params, program, engine.PREDICT_ROWS, labels)
     return labels

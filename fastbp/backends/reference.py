@@ -232,10 +232,11 @@ def _conv_params(params, op):
     return params[at:at + f * c * kh * kw].reshape(f, c, kh, kw), params[at + f * c * kh * kw:at + f * c * kh * kw + f]
 
 
-def _forward_ops(program, params, x, last):
-    """Runs ops [0, last) on the rows of x; returns every op's output (rows flattened) and what its backward needs."""
+def _forward_ops(program, params, x, last, step=0):
+    """Runs ops [0, last) on the rows of x; returns every op's output (rows flattened) and what its
+    backward needs. ``step``: the training step (1-based) whose dropout masks to draw; 0 predicts."""
     outs, saved = [], []
-    for op in program[:last]:
+    for i, op in enumerate(program[:last]):
         code, at, k, m = (int(op[f]) for f in (engine.FIELD_CODE, engine.FIELD_PARAM_AT, engine.FIELD_IN, engine.FIELD_OUT))
         if code == engine.AFFINE:
             x = affine_forward(x, params[at:at + k * m].reshape(k, m), params[at + k * m:at + k * m + m])
@@ -244,6 +245,13 @@ def _forward_ops(program, params, x, last):
             x, keep = relu_forward(x)
         elif code == engine.SIGMOID:
             x = keep = sigmoid_forward(x)
+        elif code == engine.DROPOUT:
+            ratio = engine.dropout_ratio(op)
+            if step:
+                draw = engine.dropout_draws(engine.dropout_keys(program, step - 1, 1)[0, i], x.size).reshape(x.shape)
+                x, keep = dropout_forward(x, draw, ratio)
+            else:
+                x, keep = x * x.dtype.type(1.0 - ratio), None
         else:  # a window op, on the rows as images
             c, h, w, _, kh, kw, stride, pad, _, _ = _window_fields(op)
             images = x.reshape(x.shape[0], c, h, w)
@@ -272,6 +280,8 @@ def _backward_ops(program, params, grads, x, outs, saved, dout):
             dout = relu_backward(dout, saved[i])
         elif code == engine.SIGMOID:
             dout = sigmoid_backward(dout, saved[i])
+        elif code == engine.DROPOUT:
+            dout = dropout_backward(dout, saved[i])
         else:
             c, h, w, f, kh, kw, stride, pad, oh, ow = _window_fields(op)
             images, d4 = inp.reshape(inp.shape[0], c, h, w), dout.reshape(dout.shape[0], f, oh, ow)
@@ -303,11 +313,10 @@ def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, st
     of step s's forward pass. Returns the number of steps done: fewer than asked when a loss is
     not finite, in which case that step's update is not applied.
     """
-    engine.check_runs(program)
     with np.errstate(invalid="ignore", over="ignore"):  # a non-finite loss is detected and reported below
         for s, batch in enumerate(batches):
             x_batch, t_batch = x[batch].reshape(len(batch), -1), labels[batch]
-            outs, saved = _forward_ops(program, params, x_batch, len(program) - 1)
+            outs, saved = _forward_ops(program, params, x_batch, len(program) - 1, step0 + s + 1)
             loss, y = softmax_cross_entropy_forward(outs[-1], t_batch)
             if not np.isfinite(loss):
                 return s
@@ -319,7 +328,6 @@ def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, st
 
 def predict_labels(x, params, program):
     """Predicted class (argmax of the ops before the loss) for every row of x."""
-    engine.check_runs(program)
     labels = np.empty(x.shape[0], dtype=np.int64)
     for start in range(0, x.shape[0], engine.PREDICT_ROWS):
         rows = x[start:start + engine.PREDICT_ROWS]
