@@ -165,11 +165,14 @@ def program(arch: dict) -> np.ndarray:
     return np.stack(records)
 
 
-def mlp(sizes, activation: str) -> dict:
-    """The architecture of an MLP of layer widths ``sizes`` (input first)."""
+def mlp(sizes, activation: str, dropout_ratio: float | None = None) -> dict:
+    """The architecture of an MLP of layer widths ``sizes`` (input first); with ``dropout_ratio``,
+    a dropout after each hidden activation (the book's MultiLayerNetExtend)."""
     layers = []
     for i, width in enumerate(sizes[1:]):
         layers.append({"op": "affine", "out": int(width)})
         if i < len(sizes) - 2:
             layers.append({"op": activation})
+            if dropout_ratio is not None:
+                layers.append({"op": "dropout", "ratio": dropout_ratio})
     return {"input": [int(sizes[0])], "layers": layers}

@@ -45,7 +45,8 @@ SGD, MOMENTUM, ADAM, NESTEROV, ADAGRAD, RMSPROP = 0, 1, 2, 3, 4, 5
 OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adagrad": ADAGRAD, "rmsprop": RMSPROP,
               "adam": ADAM}
 HYPER_LR, HYPER_BETA1, HYPER_BETA2, HYPER_EPS = 0, 1, 2, 3  # BETA1: Momentum's coefficient, RMSprop's decay too
-HYPER_LENGTH = 4
+HYPER_DECAY = 4  # the book's weight decay lambda: loss + lambda/2 sum W^2 over every W (not b), dW + lambda W
+HYPER_LENGTH = 5
 
 # ---- prediction: rows per pass of the ops before the loss -------------------------------------
 # Dense rows: big enough for BLAS to run at speed, small enough that the hidden outputs stay in
@@ -66,11 +67,25 @@ def adam_step_size(lr, beta1, beta2, t):
     return lr * (1.0 - beta2**t) ** 0.5 / (1.0 - beta1**t)
 
 
-def hyper_vector(dtype, lr, beta1=0.0, beta2=0.0, eps=0.0) -> np.ndarray:
-    """The vector an update rule reads, in the parameters' dtype."""
+def hyper_vector(dtype, lr, beta1=0.0, beta2=0.0, eps=0.0, decay=0.0) -> np.ndarray:
+    """The vector an update rule reads (and the engine's weight decay), in the parameters' dtype."""
     hyper = np.zeros(HYPER_LENGTH, dtype=dtype)
-    hyper[[HYPER_LR, HYPER_BETA1, HYPER_BETA2, HYPER_EPS]] = lr, beta1, beta2, eps
+    hyper[[HYPER_LR, HYPER_BETA1, HYPER_BETA2, HYPER_EPS, HYPER_DECAY]] = lr, beta1, beta2, eps, decay
     return hyper
+
+
+def weight_spans(program) -> list[tuple[int, int]]:
+    """[start, stop) of every op's weights W in the flat buffer (affine and convolution; not b):
+    what weight decay reads."""
+    spans = []
+    for op in np.asarray(program):
+        at, k, m = int(op[FIELD_PARAM_AT]), int(op[FIELD_IN]), int(op[FIELD_OUT])
+        if op[FIELD_CODE] == AFFINE:
+            spans.append((at, at + k * m))
+        elif op[FIELD_CODE] == CONV:
+            c, f, kh, kw = (int(op[FIELD_SHAPE + j]) for j in (0, 3, 4, 5))
+            spans.append((at, at + f * c * kh * kw))
+    return spans
 
 
 def op_record(code: int, n_in: int, n_out: int, param_at: int = 0) -> np.ndarray:

@@ -44,6 +44,10 @@ class MultiLayerNet(SequentialNet):
     ``hidden_size_list=[50]`` is the seed's TwoLayerNet. ``dtype`` is the parameters' dtype
     (float32 trains faster; float64 suits gradient checks). ``seed`` makes the initial weights
     reproducible; without it they come from NumPy's global generator, like the seed's.
+    The book's options (its MultiLayerNet and MultiLayerNetExtend): ``weight_decay_lambda``
+    (lambda/2 sum W^2 on the loss, lambda W on each dW), ``use_dropout`` with ``dropout_ration``
+    (a Dropout after each hidden activation); ``weight_init_std`` also takes the book's 'relu'
+    and 'sigmoid' for 'he' and 'xavier'.
     """
 
     def __init__(
@@ -56,6 +60,9 @@ class MultiLayerNet(SequentialNet):
         dtype=np.float32,
         backend: str | None = None,
         seed: int | None = None,
+        weight_decay_lambda=0,
+        use_dropout: bool = False,
+        dropout_ration=0.5,
     ):
         sizes = [input_size, *hidden_size_list, output_size]
         if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in sizes):
@@ -64,8 +71,14 @@ class MultiLayerNet(SequentialNet):
             raise ValueError(f"activation must be one of {sorted(architecture.ACTIVATIONS)}, got {activation!r}")
         self.sizes = np.array(sizes, dtype=np.int64)
         self.activation = activation
+        if isinstance(weight_init_std, str) and weight_init_std.lower() in ("relu", "sigmoid"):  # the book's names
+            weight_init_std = {"relu": "he", "sigmoid": "xavier"}[weight_init_std.lower()]
         stds = [init_std(weight_init_std, int(fan_in), activation) for fan_in in sizes[:-1]]
-        super().__init__(architecture.mlp(sizes, activation), stds, dtype=dtype, backend=backend, seed=seed)
+        if not isinstance(use_dropout, (bool, np.bool_)):
+            raise ValueError(f"use_dropout must be True or False, got {use_dropout!r}")
+        self.use_dropout = bool(use_dropout)
+        arch = architecture.mlp(sizes, activation, check.scalar("dropout_ration", dropout_ration) if use_dropout else None)
+        super().__init__(arch, stds, dtype=dtype, backend=backend, seed=seed, weight_decay_lambda=weight_decay_lambda)
 
     @property
     def n_layers(self) -> int:

@@ -48,15 +48,21 @@ class SequentialNet:
     ``seed`` makes the weights reproducible; without it they come from NumPy's global generator,
     drawn in the book's order (W1, W2, ...), so that ``np.random.seed`` gives the book's weights.
     ``dtype`` is the parameters' (float32 trains faster; float64 is the book's).
+    ``weight_decay_lambda`` is the book's weight decay: the loss gains lambda/2 sum W^2 over every
+    weight matrix or filter bank (not the biases), each dW gains lambda W (the fused engine too).
     """
 
-    def __init__(self, arch: dict, weight_std, dtype=np.float32, backend: str | None = None, seed: int | None = None):
+    def __init__(self, arch: dict, weight_std, dtype=np.float32, backend: str | None = None, seed: int | None = None,
+                 weight_decay_lambda=0):
         self.architecture = architecture.normalized(arch)  # every setting written out, as a weights file stores it
         self._shapes = architecture.shapes(self.architecture)
         self.dtype = np.dtype(dtype)
         if self.dtype not in check.FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.backend = backends.check_name(backend)
+        self.weight_decay_lambda = check.scalar("weight_decay_lambda", weight_decay_lambda)
+        if not 0 <= self.weight_decay_lambda < np.inf:
+            raise ValueError(f"weight_decay_lambda must be a non-negative number, got {weight_decay_lambda!r}")
         self.program = architecture.program(self.architecture)  # what the engine runs
         self.input_shape = tuple(self._shapes[0]["in"])
         self.n_classes = int(self._shapes[-1]["out"][0])
@@ -165,7 +171,16 @@ class SequentialNet:
         return x
 
     def loss(self, x, t, train_flg: bool = True):
-        return self.last_layer.forward(self.predict(x, train_flg), t)
+        """Softmax-with-loss of the scores, plus the weight decay term when there is one."""
+        loss = self.last_layer.forward(self.predict(x, train_flg), t)
+        return loss + self.decay_loss() if self.weight_decay_lambda else loss
+
+    def decay_loss(self) -> float:
+        """The book's weight decay term, lambda/2 sum W^2 over the weights (0 without decay)."""
+        if not self.weight_decay_lambda:
+            return 0.0
+        squares = sum(float(np.sum(self.params[name].astype(np.float64) ** 2)) for name in self.params if name[0] == "W")
+        return 0.5 * self.weight_decay_lambda * squares
 
     def gradient(self, x, t) -> dict:
         """Gradients by backpropagation (dropout in training mode), as arrays owned by the layers."""
@@ -181,6 +196,8 @@ class SequentialNet:
         grads = {}
         for i, layer in enumerate(self.param_layers, start=1):
             grads[f"W{i}"], grads[f"b{i}"] = layer.dW, layer.db
+            if self.weight_decay_lambda:  # a new array, as the book's dW + lambda W
+                grads[f"W{i}"] = layer.dW + layer.dW.dtype.type(self.weight_decay_lambda) * layer.W
         return grads
 
     def numerical_gradient(self, x, t) -> dict:

@@ -198,6 +198,7 @@ class Trainer:
         self.optimizer = optimizer or make_optimizer(c.optimizer, c.lr, backend=net.backend, **extra)
         with np.errstate(over="ignore"):  # an overflow is reported below
             self.hyper = self.optimizer.hyper(net.dtype)
+            self.hyper[engine.HYPER_DECAY] = net.weight_decay_lambda
         if not np.isfinite(self.hyper).all():
             raise ValueError(f"the optimizer's settings {self.optimizer.hyper(np.float64).tolist()} overflow {net.dtype} "
                              f"(at most {np.finfo(net.dtype).max:.3g}); the learning rate is far too large")
@@ -361,7 +362,7 @@ class Trainer:
                     with warnings.catch_warnings():  # a non-finite loss is reported as divergence, below
                         warnings.simplefilter("ignore", NonFiniteWarning)
                         grads = net.gradient(train.x[batch], train.labels[batch])
-                    losses[s] = net.last_layer.loss
+                    losses[s] = net.last_layer.loss + net.decay_loss()
                     if not np.isfinite(losses[s]):
                         return losses[:s]
                     opt.update(net.params, grads)

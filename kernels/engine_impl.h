@@ -114,6 +114,7 @@ typedef struct {
     ptrdiff_t parallel_min; /* convolution and pooling thread from this much work */
     int team;               /* products split on the OpenMP team (team_products) */
     int64_t step;           /* the training step running (1-based): dropout's masks */
+    REAL decay;             /* weight decay lambda (0: none) */
     REAL *grad_a, *grad_b;  /* dout and dx of the backward pass, taking turns */
     REAL *y;                /* softmax output */
     REAL *scratch;          /* affine_backward's */
@@ -174,6 +175,33 @@ static int FN(net_init)(FN(net) *net, const int64_t *program, int n_ops, int bat
     return -1;
 }
 
+/* The entries of op i's weights W (affine, convolution; not b), which weight decay reads. */
+static ptrdiff_t FN(op_weights)(const int64_t *program, int i)
+{
+    const int64_t *op = &FIELD(program, i, 0), *f = op + FASTBP_FIELD_SHAPE;
+    if (op[FASTBP_FIELD_CODE] == FASTBP_OP_AFFINE) return (ptrdiff_t)op[FASTBP_FIELD_IN] * op[FASTBP_FIELD_OUT];
+    if (op[FASTBP_FIELD_CODE] == FASTBP_OP_CONV) return (ptrdiff_t)(f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW]);
+    return 0;
+}
+
+/* Weight decay's loss term, the book's lambda/2 sum W^2 over every W (in double). */
+static double FN(decay_loss)(const FN(net) *net)
+{
+    double squares = 0;
+    for (int i = 0; i < net->n_ops; ++i) {
+        const REAL *W = net->params + FIELD(net->program, i, FASTBP_FIELD_PARAM_AT);
+        for (ptrdiff_t e = 0, n = FN(op_weights)(net->program, i); e < n; ++e) squares += (double)W[e] * W[e];
+    }
+    return 0.5 * (double)net->decay * squares;
+}
+
+/* Weight decay's gradient: dW[e] += lambda W[e] for `count` weights from w_at. */
+static void FN(decay_gradient)(FN(net) *net, ptrdiff_t w_at, ptrdiff_t count)
+{
+    if (net->decay == 0) return;
+    for (ptrdiff_t e = w_at; e < w_at + count; ++e) net->grads[e] += net->decay * net->params[e];
+}
+
 /* The forward pass from op `first` (op first - 1's output already in place when first > 0),
  * and the batch's loss. */
 static double FN(forward_loss)(FN(net) *net, int first)
@@ -183,7 +211,8 @@ static double FN(forward_loss)(FN(net) *net, int first)
                                          net->masks, net->args, net->out_at, net->parallel_min, net->team, net->step);
     if (!logits) return OUT_OF_MEMORY;
     const double started = fastbp_clock();
-    const double loss = FN(softmax_xent_forward)(logits, net->t_batch, net->y, net->batch, net->classes, FASTBP_SERIAL);
+    double loss = FN(softmax_xent_forward)(logits, net->t_batch, net->y, net->batch, net->classes, FASTBP_SERIAL);
+    if (net->decay != 0) loss += FN(decay_loss)(net);
     fastbp_engine_time(0, FASTBP_OP_SOFTMAX_LOSS, started);
     return loss;
 }
@@ -204,6 +233,7 @@ static int FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int 
         else
             FN(affine_backward)(dout, in, net->params + w_at, need_dx ? dx : NULL, net->grads + w_at, net->grads + b_at,
                                 batch, k, m, net->scratch, 1); /* the scratch is there: cannot fail */
+        FN(decay_gradient)(net, w_at, (ptrdiff_t)k * m);
         break;
     }
     case FASTBP_OP_RELU:
@@ -221,9 +251,12 @@ static int FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int 
     case FASTBP_OP_CONV: {
         const int64_t *f = op + FASTBP_FIELD_SHAPE;
         const ptrdiff_t w_at = op[FASTBP_FIELD_PARAM_AT], weights = f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW];
-        return FN(conv_backward)(dout, in, net->params + w_at, need_dx ? dx : NULL, net->grads + w_at,
-                                 net->grads + w_at + weights, WINDOW_ARGS(f, batch), (int)f[FASTBP_F], WINDOW_REST(f),
-                                 net->parallel_min);
+        if (FN(conv_backward)(dout, in, net->params + w_at, need_dx ? dx : NULL, net->grads + w_at,
+                              net->grads + w_at + weights, WINDOW_ARGS(f, batch), (int)f[FASTBP_F], WINDOW_REST(f),
+                              net->parallel_min) < 0)
+            return -1;
+        FN(decay_gradient)(net, w_at, weights);
+        break;
     }
     case FASTBP_OP_POOL: {
         const int64_t *f = op + FASTBP_FIELD_SHAPE;
@@ -242,10 +275,13 @@ static int FN(fused_backward)(FN(net) *net, int i, const REAL *dout, REAL *dx, i
     const ptrdiff_t w_at = FIELD(net->program, i, FASTBP_FIELD_PARAM_AT);
     const ptrdiff_t weights = f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW];
     const REAL *in = i > 0 ? net->outs + net->out_at[i - 1] : net->input;
-    return FN(conv_relu_pool_backward)(dout, net->outs + net->out_at[i + 2], net->args + net->out_at[i + 2], in,
-                                       net->params + w_at, need_dx ? dx : NULL, net->grads + w_at,
-                                       net->grads + w_at + weights, net->batch, f,
-                                       &FIELD(net->program, i + 2, FASTBP_FIELD_SHAPE), net->parallel_min);
+    if (FN(conv_relu_pool_backward)(dout, net->outs + net->out_at[i + 2], net->args + net->out_at[i + 2], in,
+                                    net->params + w_at, need_dx ? dx : NULL, net->grads + w_at,
+                                    net->grads + w_at + weights, net->batch, f,
+                                    &FIELD(net->program, i + 2, FASTBP_FIELD_SHAPE), net->parallel_min) < 0)
+        return -1;
+    FN(decay_gradient)(net, w_at, weights);
+    return 0;
 }
 
 /* The backward pass from the loss down to op `lowest`; op 0's input (the data) gets no gradient.
@@ -440,6 +476,7 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
             /* dW row c = sum of v * d1[r] over column c's entries (zero without entries) */
             FN(spans_times)(own->first, own->last, own->hi - own->lo, own->rr, own->vv, d1, NULL, dW + (ptrdiff_t)own->lo * m,
                             m);
+            FN(decay_gradient)(net, w_at + (ptrdiff_t)own->lo * m, (ptrdiff_t)(own->hi - own->lo) * m);
             FN(update)(net, optimizer, hyper, state, w_at + (ptrdiff_t)own->lo * m, w_at + (ptrdiff_t)own->hi * m,
                        step0 + s + 1);
         }
@@ -469,6 +506,7 @@ ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int
     if (n_steps == 0) return 0;
     FN(net) net;
     if (FN(net_init)(&net, program, n_ops, batch, params, grads, n_params, parallel_min) < 0) return -1;
+    net.decay = hyper[FASTBP_HYPER_DECAY];
     const ptrdiff_t done =
         x->dense ? FN(train_dense)(x->dense, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses)
                  : FN(train_compact)(x, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses,

@@ -85,7 +85,8 @@ enum { FASTBP_OP_AFFINE = 0, FASTBP_OP_RELU = 1, FASTBP_OP_SIGMOID = 2, FASTBP_O
 /* update rules, and the hyper-parameter vector they read */
 enum { FASTBP_SGD = 0, FASTBP_MOMENTUM = 1, FASTBP_ADAM = 2, FASTBP_NESTEROV = 3, FASTBP_ADAGRAD = 4, FASTBP_RMSPROP = 5,
        FASTBP_OPTIMIZER_COUNT };
-enum { FASTBP_HYPER_LR = 0, FASTBP_HYPER_BETA1, FASTBP_HYPER_BETA2, FASTBP_HYPER_EPS, FASTBP_HYPER_LENGTH };
+enum { FASTBP_HYPER_LR = 0, FASTBP_HYPER_BETA1, FASTBP_HYPER_BETA2, FASTBP_HYPER_EPS, FASTBP_HYPER_DECAY,
+       FASTBP_HYPER_LENGTH }; /* DECAY: the engine's weight decay lambda (every W, not b) */
 
 /* The input of the engine: a dense row-major matrix, or compact rows (CSR: row i's nonzeros
  * are values[p] at columns indices[p], p in [indptr[i], indptr[i + 1])). */

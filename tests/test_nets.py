@@ -211,3 +211,60 @@ def test_a_huge_declared_array_is_refused_from_its_header(tmp_path):
     assert path.stat().st_size < 4096
     with pytest.raises(ValueError, match=r"'W1' has shape \(20000, 20000\), expected \(3, 2\)"):
         MultiLayerNet.load(path)
+
+
+@pytest.mark.parametrize("use_dropout", [False, True])
+def test_the_books_weight_decay_and_dropout_options_give_the_books_loss_and_gradients(backend, use_dropout, rng):
+    """MultiLayerNet(weight_decay_lambda, use_dropout, dropout_ration) against the book's
+    MultiLayerNetExtend from the same np.random seeds: the same weights, masks, loss and gradients."""
+    from book import book_network
+
+    Extend = book_network("common.multi_layer_net_extend", fastbp_layers=False).MultiLayerNetExtend
+    options = dict(weight_decay_lambda=0.3, use_dropout=use_dropout, dropout_ration=0.3)
+    np.random.seed(4)
+    book = Extend(12, [9, 7], 4, weight_init_std="relu", **options)
+    np.random.seed(4)
+    ours = MultiLayerNet(12, [9, 7], 4, weight_init_std="relu", dtype=np.float64, backend=backend, **options)
+    x, t = rng.standard_normal((6, 12)), rng.integers(0, 4, 6)
+    np.random.seed(5)
+    expected_loss = book.loss(x, t, train_flg=True)
+    np.random.seed(5)
+    loss = ours.loss(x, t)
+    # the decay terms agree to rounding (the data terms differ by the book's 1e-7 inside its log)
+    assert loss - ours.last_layer.loss == pytest.approx(expected_loss - book.last_layer.loss, rel=1e-13)
+    assert ours.decay_loss() == pytest.approx(expected_loss - book.last_layer.loss, rel=1e-13)
+    np.random.seed(6)
+    expected = book.gradient(x, t)
+    np.random.seed(6)
+    got = ours.gradient(x, t)
+    assert set(got) == set(expected)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_weight_decay_trains_the_same_on_both_paths(backend):
+    from fastbp.train import TrainConfig, Trainer
+
+    rng = np.random.default_rng(8)
+    x, t = rng.standard_normal((120, 10)), rng.integers(0, 3, 120)
+    x[rng.random(x.shape) < 0.6] = 0  # mostly zeros: the native engine's compact rows
+    results = {}
+    for path in ("fused", "layers"):
+        net = MultiLayerNet(10, [8], 3, dtype=np.float64, backend=backend, seed=1, weight_decay_lambda=0.05)
+        config = TrainConfig(iterations=20, batch_size=10, lr=0.05, optimizer="momentum", path=path, progress=False)
+        results[path] = (net, Trainer(net, config).fit(x, t))
+    (net_f, fused), (net_l, layers) = results["fused"], results["layers"]
+    np.testing.assert_allclose(fused.losses, layers.losses, rtol=1e-12)  # float64: rounding of 20 steps
+    np.testing.assert_allclose(net_f.flat_params, net_l.flat_params, rtol=1e-11, atol=1e-13)
+    undecayed = MultiLayerNet(10, [8], 3, dtype=np.float64, backend=backend, seed=1)
+    Trainer(undecayed, TrainConfig(iterations=20, batch_size=10, lr=0.05, optimizer="momentum", progress=False)).fit(x, t)
+    assert np.sum(net_f.params["W1"] ** 2) < np.sum(undecayed.params["W1"] ** 2)  # the decay shrinks the weights
+
+
+def test_bad_book_options_are_refused():
+    with pytest.raises(ValueError, match="weight_decay_lambda must be a non-negative"):
+        MultiLayerNet(4, [3], 2, weight_decay_lambda=-1)
+    with pytest.raises(ValueError, match="use_dropout must be True or False"):
+        MultiLayerNet(4, [3], 2, use_dropout="yes")
+    with pytest.raises(ValueError, match="dropout ratio must lie in"):
+        MultiLayerNet(4, [3], 2, use_dropout=True, dropout_ration=1.5)

@@ -541,7 +541,7 @@ def _output_offsets(program, rows):
 
 
 @_jit
-def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, keys):
+def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, keys, spans):
     n_steps, batch = batches.shape
     n_ops = program.shape[0]
     classes = program[n_ops - 1, engine.FIELD_OUT]
@@ -566,6 +566,13 @@ def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, s
         logits = _forward_ops(program, params, x_batch, n_ops - 1, outs, masks, args, out_at, keys[s])
         _softmax_xent_forward(logits, t_batch, y, row_loss)
         loss = np.sum(row_loss) / batch
+        decay = hyper[engine.HYPER_DECAY]
+        if decay != 0:  # the book's weight decay: lambda/2 sum W^2 on the loss, lambda W on dW (below)
+            squares = 0.0
+            for j in range(spans.shape[0]):
+                for e in range(spans[j, 0], spans[j, 1]):
+                    squares += np.float64(params[e]) * np.float64(params[e])
+            loss += 0.5 * np.float64(decay) * squares
         if not np.isfinite(loss):
             return s
         losses[s] = loss
@@ -602,6 +609,10 @@ def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, s
                                    dx.reshape((batch, c, h, w)))
             turn = 1 - turn
             dout = dx
+        if decay != 0:
+            for j in range(spans.shape[0]):
+                for e in range(spans[j, 0], spans[j, 1]):
+                    grads[e] += decay * params[e]
         _optimizer_step(params, grads, state[0], state[1], optimizer, hyper, step0 + s + 1)
     return n_steps
 
@@ -614,7 +625,8 @@ def prepare_rows(x, program):
 def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses):
     """Same contract as reference.train_steps: the whole block of steps in one compiled call."""
     keys = engine.dropout_keys(program, step0, len(batches))
-    return _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, keys)
+    spans = np.array(engine.weight_spans(program), dtype=np.int64).reshape(-1, 2)
+    return _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, keys, spans)
 
 
 @_jit

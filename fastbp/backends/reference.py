@@ -313,15 +313,20 @@ def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, st
     of step s's forward pass. Returns the number of steps done: fewer than asked when a loss is
     not finite, in which case that step's update is not applied.
     """
+    decay, spans = hyper[engine.HYPER_DECAY], engine.weight_spans(program)
     with np.errstate(invalid="ignore", over="ignore"):  # a non-finite loss is detected and reported below
         for s, batch in enumerate(batches):
             x_batch, t_batch = x[batch].reshape(len(batch), -1), labels[batch]
             outs, saved = _forward_ops(program, params, x_batch, len(program) - 1, step0 + s + 1)
             loss, y = softmax_cross_entropy_forward(outs[-1], t_batch)
+            if decay:  # the book's weight decay: lambda/2 sum W^2 on the loss, lambda W on dW
+                loss += 0.5 * float(decay) * sum(float(np.sum(params[a:b].astype(np.float64) ** 2)) for a, b in spans)
             if not np.isfinite(loss):
                 return s
             losses[s] = loss
             _backward_ops(program, params, grads, x_batch, outs, saved, softmax_cross_entropy_backward(y, t_batch, 1.0))
+            for a, b in spans if decay else ():
+                grads[a:b] += decay * params[a:b]
             optimizer_step(optimizer, params, grads, state[0], state[1], hyper, step0 + s + 1)
     return len(batches)
 
