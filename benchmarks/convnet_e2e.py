@@ -1,19 +1,24 @@
-"""The book's chapter 7 experiment end to end, every way a user might run it, side by side in one run.
+"""The book's chapter 7 and 8 experiments end to end, every way a user might run them, side by side in one run.
 
-SimpleConvNet (conv 30 5x5 - relu - pool 2x2 - affine 100 - relu - affine 10), weights of std
-0.01, float32, Adam lr 0.001, shuffled batches of 100; accuracy on the first 1000 test images
-after each epoch's first step and on the whole test set at the end. Each variant runs in its
-own process (no shared thread pools):
+--model simple-convnet (ch07/train_convnet.py): SimpleConvNet (conv 30 5x5 - relu - pool 2x2 -
+affine 100 - relu - affine 10), weights of std 0.01. --model deep-convnet (ch08/train_deepnet.py):
+DeepConvNet (six 3x3 convolutions of 16-64 filters, three poolings, affine 50, dropout 0.5
+twice), He weights. Both float32, Adam lr 0.001, shuffled batches of 100; accuracy on the first
+1000 test images after each epoch's first step and on the whole test set at the end. Every
+variant starts from fastbp's initial weights for seed 0 (the book's loops from np.random.seed(0)),
+and runs in its own process (no shared thread pools):
 
-  fused-native      fastbp.train.Trainer, fused path (conv and pooling in the engine), native backend
+  fused-native      fastbp.train.Trainer, fused path (the whole network in the engine), native backend
   fused-numba       the same on the numba backend
-  book-loop-fastbp  the book's SimpleConvNet code (../shared/dlfs/ch07) with fastbp's layers and Adam
+  book-loop-fastbp  the book's network code (../shared/dlfs/ch07 or ch08) with fastbp's layers and Adam
   book-loop-numpy   the same loop with the book's own layers and Adam (NumPy, float64 as the book)
-  torch-eager       idiomatic PyTorch: nn.Sequential, F.cross_entropy, optim.Adam (float32)
-  jax-jit           JAX, one jitted Adam step per batch (float32)
+  torch-eager       idiomatic PyTorch: nn.Sequential built from the same architecture, F.cross_entropy,
+                    optim.Adam (float32; its Dropout scales by 1 / (1 - p) in training, the book's at test)
+  jax-jit           JAX, one jitted Adam step per batch (float32), the same architecture
 
-    python benchmarks/convnet_e2e.py                        # 1200 iterations (2 epochs), table to stdout
+    python benchmarks/convnet_e2e.py                        # ch07, 1200 iterations (2 epochs), table to stdout
     python benchmarks/convnet_e2e.py --iterations 12000     # the book's 20 epochs
+    python benchmarks/convnet_e2e.py --model deep-convnet --iterations 300
     python benchmarks/convnet_e2e.py --rounds 3 --markdown out.md
 
 Also reported: ms per training iteration, where the native engine's time went (its own
@@ -37,22 +42,38 @@ sys.path.insert(0, os.path.dirname(__file__))
 from end_to_end import median_run, ratio_text  # noqa: E402
 
 ITERATIONS, BATCH, LR, PER_EPOCH, EVAL_SAMPLES = 1200, 100, 0.001, 600, 1000
-FILTERS, KERNEL, HIDDEN = 30, 5, 100
 BOOK = Path(__file__).resolve().parents[2] / "shared" / "dlfs"
 VARIANTS = ("fused-native", "fused-numba", "book-loop-fastbp", "book-loop-numpy", "torch-eager", "jax-jit")
+# model: (fastbp.nets class, the book's chapter folder, module and class)
+MODELS = {"simple-convnet": ("SimpleConvNet", "ch07", "simple_convnet"),
+          "deep-convnet": ("DeepConvNet", "ch08", "deep_convnet")}
 
 
-def step_flops(batch: int = BATCH) -> float:
-    """One training step, dense: conv forward and its weight gradient (no dx: the data), the hidden
-    affine's forward, dW and dx, the output affine's (small)."""
-    conv = 2 * 24 * 24 * FILTERS * KERNEL * KERNEL
-    hidden = 2 * FILTERS * 12 * 12 * HIDDEN
-    out = 2 * HIDDEN * 10
-    return batch * (2 * conv + 3 * hidden + 3 * out)
+def fastbp_net(model: str, backend=None):
+    """The model as fastbp builds it: float32, the initial weights of seed 0."""
+    import fastbp.nets
+
+    return getattr(fastbp.nets, MODELS[model][0])(dtype=np.float32, backend=backend, seed=0)
 
 
-def eval_flops(n: int) -> float:
-    return n * (2 * 24 * 24 * FILTERS * KERNEL * KERNEL + 2 * FILTERS * 12 * 12 * HIDDEN + 2 * HIDDEN * 10)
+def layer_flops(model: str) -> list[tuple[str, float]]:
+    """(op, multiply-add FLOPs of its forward pass per sample) of each affine and conv layer."""
+    from fastbp import architecture
+
+    flops = []
+    for layer in architecture.shapes(fastbp_net(model).architecture):
+        if layer["op"] in ("affine", "conv"):
+            W = next(iter(layer["params"].values()))
+            per_output = int(np.prod(W[1:])) if layer["op"] == "conv" else W[0]
+            flops.append((layer["op"], 2.0 * int(np.prod(layer["out"])) * per_output))
+    return flops
+
+
+def step_flops(model: str, batch: int = BATCH) -> float:
+    """One training step, dense: each layer's forward, its weight gradient and its input gradient
+    (not the first layer's: the data needs none), each as many FLOPs as the forward."""
+    flops = [f for _, f in layer_flops(model)]
+    return batch * (3 * sum(flops) - flops[0])
 
 
 def shuffled_batches(n: int, iterations: int, seed: int = 0) -> np.ndarray:
@@ -85,12 +106,11 @@ def timed(iterations, step, evaluate, final, finish=None) -> dict:
 
 # ---- variants -------------------------------------------------------------------------------
 
-def run_fused(data, iterations, backend):
-    from fastbp.nets import SimpleConvNet
+def run_fused(model, data, iterations, backend):
     from fastbp.train import TrainConfig, Trainer
 
     (x, t), (xt, tt) = data
-    net = SimpleConvNet(dtype=np.float32, backend=backend, seed=0)
+    net = fastbp_net(model, backend)
     if backend == "native":
         from fastbp.backends import native
 
@@ -111,32 +131,31 @@ def run_fused(data, iterations, backend):
     return result
 
 
-def book_simple_convnet(fastbp_layers: bool):
-    """The book's ch07 SimpleConvNet class, importing fastbp.layers in place of common.layers or not."""
+def book_network(model: str, fastbp_layers: bool):
+    """The book's network class, importing fastbp.layers in place of common.layers or not."""
     import importlib
     import types
 
-    sys.path[:0] = [str(BOOK), str(BOOK / "ch07")]
+    name, chapter, module = MODELS[model]
+    sys.path[:0] = [str(BOOK), str(BOOK / chapter)]
     if fastbp_layers:
         import fastbp.layers
 
         import common  # noqa: F401
         sys.modules["common.layers"] = types.ModuleType("common.layers")
         sys.modules["common.layers"].__dict__.update({n: getattr(fastbp.layers, n) for n in fastbp.layers.__all__})
-    return importlib.import_module("simple_convnet").SimpleConvNet
+    return getattr(importlib.import_module(module), name)
 
 
-def run_book_loop(data, iterations, fastbp_layers: bool):
+def run_book_loop(model, data, iterations, fastbp_layers: bool):
     (x, t), (xt, tt) = data
-    SimpleConvNet = book_simple_convnet(fastbp_layers)
+    Network = book_network(model, fastbp_layers)
     if fastbp_layers:
         from fastbp.optim import Adam
     else:
         from common.optimizer import Adam
     np.random.seed(0)
-    network = SimpleConvNet(input_dim=(1, 28, 28), conv_param={"filter_num": FILTERS, "filter_size": KERNEL, "pad": 0,
-                                                               "stride": 1},
-                            hidden_size=HIDDEN, output_size=10, weight_init_std=0.01)
+    network = Network()  # the book's defaults are the experiment's
     optimizer = Adam(lr=LR)
     batches = shuffled_batches(x.shape[0], iterations)
 
@@ -148,7 +167,7 @@ def run_book_loop(data, iterations, fastbp_layers: bool):
                  lambda: network.accuracy(xt, tt))
 
 
-def run_torch(data, iterations):
+def run_torch(model, data, iterations):
     import torch
     import torch.nn.functional as F
 
@@ -156,55 +175,87 @@ def run_torch(data, iterations):
     torch.manual_seed(0)
     X, T = torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))
     Xt, Tt = torch.from_numpy(xt), torch.from_numpy(tt.astype(np.int64))
-    nn = torch.nn
-    model = nn.Sequential(nn.Conv2d(1, FILTERS, KERNEL), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(FILTERS * 12 * 12, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
-    for layer in (model[0], model[4], model[6]):
-        nn.init.normal_(layer.weight, std=0.01)
-        nn.init.zeros_(layer.bias)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    nn, net = torch.nn, fastbp_net(model)
+    modules, flat, params = [], False, iter(net.param_layers)
+    for layer in net.architecture["layers"]:  # the same architecture, the same initial weights
+        op = layer["op"]
+        if op == "conv":
+            src = next(params)
+            modules.append(nn.Conv2d(src.W.shape[1], layer["filters"], layer["size"], layer["stride"], layer["pad"]))
+            modules[-1].weight.data[...], modules[-1].bias.data[...] = torch.from_numpy(src.W), torch.from_numpy(src.b)
+        elif op == "pool":
+            modules.append(nn.MaxPool2d(layer["size"], layer["stride"], layer["pad"]))
+        elif op == "affine":
+            src = next(params)
+            modules += [] if flat else [nn.Flatten()]
+            flat = True
+            modules.append(nn.Linear(*src.W.shape))
+            modules[-1].weight.data[...], modules[-1].bias.data[...] = torch.from_numpy(src.W.T), torch.from_numpy(src.b)
+        elif op == "dropout":
+            modules.append(nn.Dropout(layer["ratio"]))
+        else:
+            modules.append({"relu": nn.ReLU, "sigmoid": nn.Sigmoid}[op]())
+    model_ = nn.Sequential(*modules)
+    opt = torch.optim.Adam(model_.parameters(), lr=LR)
     batches = torch.from_numpy(shuffled_batches(x.shape[0], iterations))
 
     def step(i):
+        model_.train()
         idx = batches[i]
-        loss = F.cross_entropy(model(X[idx]), T[idx])
+        loss = F.cross_entropy(model_(X[idx]), T[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
 
     def accuracy(xs, ts):
+        model_.eval()
         with torch.no_grad():
-            return sum((model(xs[s:s + 1000]).argmax(1) == ts[s:s + 1000]).sum().item()
+            return sum((model_(xs[s:s + 1000]).argmax(1) == ts[s:s + 1000]).sum().item()
                        for s in range(0, len(xs), 1000)) / len(xs)
 
     return timed(iterations, step, lambda: accuracy(Xt[:EVAL_SAMPLES], Tt[:EVAL_SAMPLES]), lambda: accuracy(Xt, Tt))
 
 
-def run_jax(data, iterations):
+def run_jax(model, data, iterations):
     import jax
     import jax.numpy as jnp
 
     (x, t), (xt, tt) = data
     X, T = jnp.asarray(x), jnp.asarray(t.astype(np.int32))
-    key = jax.random.PRNGKey(0)
-    k1, k2, k3 = jax.random.split(key, 3)
-    params = {"W1": 0.01 * jax.random.normal(k1, (FILTERS, 1, KERNEL, KERNEL)), "b1": jnp.zeros(FILTERS),
-              "W2": 0.01 * jax.random.normal(k2, (FILTERS * 144, HIDDEN)), "b2": jnp.zeros(HIDDEN),
-              "W3": 0.01 * jax.random.normal(k3, (HIDDEN, 10)), "b3": jnp.zeros(10)}
+    net = fastbp_net(model)
+    layers = net.architecture["layers"]
+    params = {name: jnp.asarray(value) for name, value in net.params.items()}  # the same initial weights
 
-    def logits(p, xb):
-        h = jax.lax.conv_general_dilated(xb, p["W1"], (1, 1), "VALID") + p["b1"][None, :, None, None]
-        h = jax.nn.relu(h)
-        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
-        h = jax.nn.relu(h.reshape(h.shape[0], -1) @ p["W2"] + p["b2"])
-        return h @ p["W3"] + p["b3"]
+    def logits(p, xb, key=None):
+        h, k = xb, 0
+        for i, layer in enumerate(layers):
+            op = layer["op"]
+            if op == "conv":
+                k += 1
+                pad = [(layer["pad"], layer["pad"])] * 2
+                h = jax.lax.conv_general_dilated(h, p[f"W{k}"], (layer["stride"],) * 2, pad)
+                h = h + p[f"b{k}"][None, :, None, None]
+            elif op == "pool":
+                size, pad = layer["size"], ((0, 0), (0, 0)) + ((layer["pad"], layer["pad"]),) * 2
+                h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, *size), (1, 1, layer["stride"], layer["stride"]),
+                                          pad)
+            elif op == "affine":
+                k += 1
+                h = h.reshape(h.shape[0], -1) @ p[f"W{k}"] + p[f"b{k}"]
+            elif op == "dropout":  # the book's: a mask in training, 1 - ratio at test
+                ratio = layer["ratio"]
+                h = h * jax.random.bernoulli(jax.random.fold_in(key, i), 1 - ratio, h.shape) if key is not None \
+                    else h * (1 - ratio)
+            else:
+                h = jax.nn.relu(h) if op == "relu" else jax.nn.sigmoid(h)
+        return h
 
-    def loss_fn(p, xb, tb):
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits(p, xb)), tb[:, None], axis=1))
+    def loss_fn(p, xb, tb, key):
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits(p, xb, key)), tb[:, None], axis=1))
 
     @jax.jit
     def update(p, m, v, step, idx):
-        g = jax.grad(loss_fn)(p, X[idx], T[idx])
+        g = jax.grad(loss_fn)(p, X[idx], T[idx], jax.random.fold_in(jax.random.PRNGKey(0), step.astype(jnp.int32)))
         lr_t = LR * jnp.sqrt(1 - 0.999 ** step) / (1 - 0.9 ** step)
         m = jax.tree_util.tree_map(lambda m_, g_: m_ + 0.1 * (g_ - m_), m, g)
         v = jax.tree_util.tree_map(lambda v_, g_: v_ + 0.001 * (g_ * g_ - v_), v, g)
@@ -216,12 +267,12 @@ def run_jax(data, iterations):
              "v": jax.tree_util.tree_map(jnp.zeros_like, params)}
     batches = jnp.asarray(shuffled_batches(x.shape[0], iterations))
     t0 = time.perf_counter()
-    jax.block_until_ready(update(state["p"], state["m"], state["v"], 1.0, batches[0]))
+    jax.block_until_ready(update(state["p"], state["m"], state["v"], jnp.float32(1.0), batches[0]))
     jax.block_until_ready(predict(params, jnp.asarray(xt[:1000])))
     compile_s = time.perf_counter() - t0
 
     def step(i):
-        state["p"], state["m"], state["v"] = update(state["p"], state["m"], state["v"], float(i + 1), batches[i])
+        state["p"], state["m"], state["v"] = update(state["p"], state["m"], state["v"], jnp.float32(i + 1), batches[i])
 
     def accuracy(xs, ts):
         return sum(int(np.sum(np.asarray(predict(state["p"], jnp.asarray(xs[s:s + 1000]))) == ts[s:s + 1000]))
@@ -232,21 +283,21 @@ def run_jax(data, iterations):
     return result | {"compile_s": compile_s}
 
 
-def run_variant(name: str, iterations: int) -> dict:
+def run_variant(model: str, name: str, iterations: int) -> dict:
     from fastbp.data import load_mnist
 
     data = load_mnist(flatten=False)
     if name.startswith("fused-"):
-        return run_fused(data, iterations, name.split("-", 1)[1])
+        return run_fused(model, data, iterations, name.split("-", 1)[1])
     if name.startswith("book-loop-"):
         if name == "book-loop-numpy":  # the book's own code reads float64 images as its load_mnist gives them
             (x, t), (xt, tt) = data
             data = (x.astype(np.float64), t), (xt.astype(np.float64), tt)
-        return run_book_loop(data, iterations, fastbp_layers=name.endswith("fastbp"))
+        return run_book_loop(model, data, iterations, fastbp_layers=name.endswith("fastbp"))
     if name == "torch-eager":
-        return run_torch(data, iterations)
+        return run_torch(model, data, iterations)
     if name == "jax-jit":
-        return run_jax(data, iterations)
+        return run_jax(model, data, iterations)
     raise ValueError(name)
 
 
@@ -260,6 +311,7 @@ def in_subprocess(args: list[str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--model", choices=list(MODELS), default="simple-convnet")
     parser.add_argument("--iterations", type=int, default=ITERATIONS)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--markdown", help="also write the table to this file")
@@ -268,7 +320,7 @@ def main() -> int:
                              "ratio the median of the rounds' ratios")
     args = parser.parse_args()
     if args.variant:  # child process: one variant, its result as JSON
-        print(json.dumps(run_variant(args.variant, args.iterations)))
+        print(json.dumps(run_variant(args.model, args.variant, args.iterations)))
         return 0
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
@@ -279,7 +331,7 @@ def main() -> int:
         rounds.append({})
         for name in args.variants:
             print(f"running {name} (round {r + 1} of {args.rounds}) ...", file=sys.stderr, flush=True)
-            rounds[-1][name] = in_subprocess(["--variant", name, "--iterations", str(args.iterations)])
+            rounds[-1][name] = in_subprocess(["--model", args.model, "--variant", name, "--iterations", str(args.iterations)])
     results = {name: median_run([rnd[name] for rnd in rounds]) for name in args.variants}
     peak = float(subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import numpy as np; "
                                  "from machine import matmul_peak; print(matmul_peak(np.float32))", os.path.dirname(__file__)],
@@ -288,9 +340,9 @@ def main() -> int:
     base = "torch-eager" if "seconds" in results.get("torch-eager", {}) else None
     lines = [
         f"Machine: {describe()}",
-        f"Experiment: the book's ch07 SimpleConvNet, Adam lr {LR}, shuffled batches of {BATCH}, {args.iterations} "
-        f"iterations, accuracy on {EVAL_SAMPLES} test images per epoch and on all 10000 at the end; "
-        f"{step_flops() / 1e6:.0f} MFLOP per step (dense).",
+        f"Experiment: the book's {MODELS[args.model][1]} {MODELS[args.model][0]}, Adam lr {LR}, shuffled batches of "
+        f"{BATCH}, {args.iterations} iterations, accuracy on {EVAL_SAMPLES} test images per epoch and on all 10000 at "
+        f"the end; {step_flops(args.model) / 1e6:.0f} MFLOP per step (dense).",
         f"Rounds: {args.rounds}" + (" (rows: each variant's median run; ratios: median of the rounds' ratios, range in "
                                     "brackets)" if args.rounds > 1 else ""),
         f"float32 matmul peak (NumPy BLAS, 1024^3, all threads): {peak:.1f} GFLOP/s",
@@ -303,7 +355,7 @@ def main() -> int:
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error']} | | | | | | |")
             continue
-        gflops = step_flops() * args.iterations / r["train_s"] / 1e9
+        gflops = step_flops(args.model) * args.iterations / r["train_s"] / 1e9
         ratio = ratio_text([rnd[name]["train_s"] / rnd[base]["train_s"] for rnd in rounds
                             if base and "seconds" in rnd[name] and "seconds" in rnd.get(base, {})])
         lines.append(f"| {name} | {r['seconds']:.1f} | {r['train_s']:.1f} | {r['ms_per_iteration']:.1f} | "

@@ -8,9 +8,11 @@ the engine's program (fastbp/engine.py) and the layer objects of fastbp.layers.
         {"op": "affine", "out": 100}, {"op": "relu"}, {"op": "affine", "out": 10}]}
 
 Layers: ``affine`` (out), ``conv`` (filters, size [h, w], stride, pad), ``pool`` (max pooling:
-size, stride, pad), ``relu``, ``sigmoid``, ``dropout`` (ratio). Softmax with cross-entropy always
+size, stride, pad), ``relu``, ``sigmoid``, ``dropout`` (ratio), ``batchnorm`` (momentum: the
+book's BatchNormalization, each feature of a sample one feature). Softmax with cross-entropy always
 follows the last layer. Parameters are named as the book names them: W1, b1, W2, b2, ... in the
-order of the affine and conv layers.
+order of the affine and conv layers, gamma1, beta1, ... of the batchnorm layers; a batchnorm
+layer also keeps buffers (running_mean1, running_var1, ...: not trained, but saved).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from . import _validate as check
 from . import engine
 
-OPS = ("affine", "conv", "pool", "relu", "sigmoid", "dropout")
+OPS = ("affine", "conv", "pool", "relu", "sigmoid", "dropout", "batchnorm")
 ACTIVATIONS = ("relu", "sigmoid")
 PARAM_OPS = ("affine", "conv")
 
@@ -49,7 +51,7 @@ def shapes(arch: dict) -> list[dict]:
     shape = tuple(_positive("input size", s) for s in arch.get("input", ()))
     if len(shape) not in (1, 3):
         raise ValueError(f"architecture: input must be (features,) or (channels, height, width), got {arch.get('input')!r}")
-    out, n_params = [], 0
+    out, n_params, n_norms = [], 0, 0
     for i, layer in enumerate(arch["layers"]):
         op = layer.get("op") if isinstance(layer, dict) else None
         if op not in OPS:
@@ -82,6 +84,14 @@ def shapes(arch: dict) -> list[dict]:
             ratio = layer.get("ratio", 0.5)
             if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
                 raise ValueError(f"architecture: dropout ratio must lie in [0, 1), got {ratio!r}")
+        elif op == "batchnorm":
+            momentum = layer.get("momentum", 0.9)
+            if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+                raise ValueError(f"architecture: batchnorm momentum must lie in [0, 1], got {momentum!r}")
+            n_norms += 1
+            features = (math.prod(shape),)
+            params = {f"gamma{n_norms}": features, f"beta{n_norms}": features}
+            entry["buffers"] = {f"running_mean{n_norms}": features, f"running_var{n_norms}": features}
         entry.update(out=shape, params=params)
         out.append(entry)
     if len(shape) != 1:
@@ -104,6 +114,8 @@ def normalized(arch: dict) -> dict:
             entry.update(size=list(layer["size"]), stride=layer["stride"], pad=layer["pad"])
         elif op == "dropout":
             entry["ratio"] = float(layer.get("ratio", 0.5))
+        elif op == "batchnorm":
+            entry["momentum"] = float(layer.get("momentum", 0.9))
         layers.append(entry)
     return {"input": [int(s) for s in shapes(arch)[0]["in"]], "layers": layers}
 
@@ -127,12 +139,18 @@ def describe(arch: dict) -> str:
         elif layer["op"] in ("conv", "pool"):
             parts.append("conv" + str(layer["filters"]) if layer["op"] == "conv" else "pool")
     sigmoid = any(layer["op"] == "sigmoid" for layer in arch["layers"])  # ReLU unless said
-    return f"a {'-'.join(parts)} {'sigmoid ' if sigmoid else ''}network"
+    norm = any(layer["op"] == "batchnorm" for layer in arch["layers"])
+    return f"a {'-'.join(parts)} {'sigmoid ' if sigmoid else ''}{'batch-normalized ' if norm else ''}network"
 
 
 def param_shapes(arch: dict) -> dict:
     """{W1: shape, b1: shape, ...} in the flat buffer's order."""
     return {name: s for layer in shapes(arch) for name, s in layer["params"].items()}
+
+
+def buffer_shapes(arch: dict) -> dict:
+    """{running_mean1: shape, running_var1: shape, ...}: the batchnorm layers' running statistics."""
+    return {name: s for layer in shapes(arch) for name, s in layer.get("buffers", {}).items()}
 
 
 def classes(arch: dict) -> int:
@@ -156,6 +174,8 @@ def program(arch: dict) -> np.ndarray:
             record[engine.FIELD_SHAPE:engine.FIELD_SHAPE + 9] = (c, h, w, ch, *layer["size"], layer["stride"], layer["pad"], oh)
             record[engine.FIELD_SHAPE + 9] = ow
             records.append(record)
+        elif op == "batchnorm":
+            records.append(engine.op_record(engine.BATCHNORM, n_in, n_out, at))
         else:
             records.append(engine.op_record(engine.DROPOUT, n_in, n_out))
             records[-1][engine.FIELD_RATIO] = int(round(layer.get("ratio", 0.5) * engine.RATIO_SCALE))
@@ -165,13 +185,15 @@ def program(arch: dict) -> np.ndarray:
     return np.stack(records)
 
 
-def mlp(sizes, activation: str, dropout_ratio: float | None = None) -> dict:
-    """The architecture of an MLP of layer widths ``sizes`` (input first); with ``dropout_ratio``,
-    a dropout after each hidden activation (the book's MultiLayerNetExtend)."""
+def mlp(sizes, activation: str, dropout_ratio: float | None = None, batchnorm: bool = False) -> dict:
+    """The architecture of an MLP of layer widths ``sizes`` (input first); as the book's
+    MultiLayerNetExtend, a batchnorm before each hidden activation with ``batchnorm``, a dropout
+    after it with ``dropout_ratio``."""
     layers = []
     for i, width in enumerate(sizes[1:]):
         layers.append({"op": "affine", "out": int(width)})
         if i < len(sizes) - 2:
+            layers += [{"op": "batchnorm"}] if batchnorm else []
             layers.append({"op": activation})
             if dropout_ratio is not None:
                 layers.append({"op": "dropout", "ratio": dropout_ratio})

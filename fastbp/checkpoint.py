@@ -19,7 +19,7 @@ import json
 import math
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ class Saved:
     architecture: dict  # normalized (fastbp/architecture.py)
     dtype: np.dtype
     params: dict  # W1, b1, ... as arrays
+    buffers: dict = field(default_factory=dict)  # running_mean1, running_var1, ... (float64)
     optimizer: str | None = None
     optimizer_state: np.ndarray | None = None  # (2, parameter count)
     step: int = 0
@@ -50,8 +51,8 @@ class Saved:
 
 
 def save(path, architecture: dict, params: dict, optimizer: str | None = None, optimizer_state=None,
-         step: int = 0) -> None:
-    arrays = {"architecture": np.array(json.dumps(arch_.normalized(architecture))), **params}
+         step: int = 0, buffers: dict | None = None) -> None:
+    arrays = {"architecture": np.array(json.dumps(arch_.normalized(architecture))), **params, **(buffers or {})}
     if optimizer is not None:
         arrays.update(optimizer=np.array(optimizer), optimizer_state=optimizer_state, step=np.int64(step))
     np.savez(path, **arrays)
@@ -94,24 +95,27 @@ def read(path) -> Saved:
         if param_dtype not in check.FLOAT_DTYPES:
             _fail(path, "W1", f"has dtype {param_dtype}, expected float32 or float64")
         expected = arch_.param_shapes(architecture)
-        declares = f"{arch_.describe(architecture)} has {len(expected) // 2} weight layers"
-        for key, want in expected.items():
+        buffers = arch_.buffer_shapes(architecture)
+        declares = f"{arch_.describe(architecture)} has {sum(k[0] == 'W' for k in expected)} weight layers"
+        for key, want in {**expected, **buffers}.items():
             if key not in headers:
                 _fail(path, key, f"is missing ({declares})")
             got_shape, got_dtype = headers[key]
             if got_shape != want:
                 _fail(path, key, f"has shape {got_shape}, expected {want} for {arch_.describe(architecture)}")
-            if got_dtype != param_dtype:
-                _fail(path, key, f"has dtype {got_dtype}, expected {param_dtype} like W1")
-        unknown = set(headers) - set(expected) - {"architecture", "sizes", "activation", *RUN_KEYS}
+            if got_dtype != (np.float64 if key in buffers else param_dtype):
+                _fail(path, key, f"has dtype {got_dtype}, expected " + ("float64" if key in buffers else f"{param_dtype} like W1"))
+        unknown = set(headers) - set(expected) - set(buffers) - {"architecture", "sizes", "activation", *RUN_KEYS}
         if unknown:
             _fail(path, sorted(unknown)[0], f"is not a key of a weights file ({declares})")
-        params = {}
-        for key in expected:
-            params[key] = data[key]
-            if not np.isfinite(params[key]).all():
-                _fail(path, key, f"has {int(np.sum(~np.isfinite(params[key])))} non-finite values (NaN or inf)")
-        saved = Saved(architecture, param_dtype, params)
+        arrays = {}
+        for key in [*expected, *buffers]:
+            arrays[key] = data[key]
+            if not np.isfinite(arrays[key]).all():
+                _fail(path, key, f"has {int(np.sum(~np.isfinite(arrays[key])))} non-finite values (NaN or inf)")
+            if key.startswith("running_var") and (arrays[key] < 0).any():
+                _fail(path, key, "has negative variances")
+        saved = Saved(architecture, param_dtype, {k: arrays[k] for k in expected}, {k: arrays[k] for k in buffers})
         if "optimizer" in headers:
             _read_run_state(path, data, headers, saved)
     return saved

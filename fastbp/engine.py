@@ -16,6 +16,9 @@ set; both read the network as a *program*: one record of ``OP_FIELDS`` int64 per
                   FIELD_RATIO, in units of 1 / RATIO_SCALE), prediction scales by 1 - ratio; the
                   draws come from the engine's generator (dropout_draws), keyed by FIELD_SEED,
                   the step and the op's index, so every backend draws the same masks
+    BATCHNORM     gamma, beta (in each) at param_at: reserved, the engines refuse it (its running
+                  statistics are state the program does not hold): such a network trains and
+                  predicts on the layer path
     SOFTMAX_LOSS  softmax with cross-entropy; the last op, and only there
 
 Gradients and optimizer state use the parameters' layout, so an update is one elementwise pass
@@ -36,7 +39,7 @@ FIELD_SHAPE = 4  # a window op's C, H, W, F, KH, KW, stride, pad, OH, OW
 FIELD_RATIO, FIELD_SEED = 4, 5  # dropout's ratio and generator seed
 RATIO_SCALE = 1_000_000_000
 OP_FIELDS = 16
-AFFINE, RELU, SIGMOID, SOFTMAX_LOSS, CONV, POOL, DROPOUT = 0, 1, 2, 3, 4, 5, 6
+AFFINE, RELU, SIGMOID, SOFTMAX_LOSS, CONV, POOL, DROPOUT, BATCHNORM = 0, 1, 2, 3, 4, 5, 6, 7
 ACTIVATIONS = {"relu": RELU, "sigmoid": SIGMOID}
 ENGINE_RUNS = (AFFINE, RELU, SIGMOID, SOFTMAX_LOSS, CONV, POOL, DROPOUT)  # the ops every backend's engine runs
 
@@ -92,6 +95,14 @@ def op_record(code: int, n_in: int, n_out: int, param_at: int = 0) -> np.ndarray
     record = np.zeros(OP_FIELDS, dtype=np.int64)
     record[[FIELD_CODE, FIELD_PARAM_AT, FIELD_IN, FIELD_OUT]] = code, param_at, n_in, n_out
     return record
+
+
+def check_runs(program) -> None:
+    """The engines' refusal of an op they do not run (the C engine's own check says the same)."""
+    codes = np.asarray(program)[:, FIELD_CODE]
+    if not np.isin(codes, ENGINE_RUNS).all():
+        raise ValueError(f"program has op code {int(codes[~np.isin(codes, ENGINE_RUNS)][0])}, which the engine does not "
+                         f"run (a batch normalization: train and predict on the layer path)")
 
 
 def dropout_ratio(op) -> float:

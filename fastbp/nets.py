@@ -46,8 +46,9 @@ class MultiLayerNet(SequentialNet):
     reproducible; without it they come from NumPy's global generator, like the seed's.
     The book's options (its MultiLayerNet and MultiLayerNetExtend): ``weight_decay_lambda``
     (lambda/2 sum W^2 on the loss, lambda W on each dW), ``use_dropout`` with ``dropout_ration``
-    (a Dropout after each hidden activation); ``weight_init_std`` also takes the book's 'relu'
-    and 'sigmoid' for 'he' and 'xavier'.
+    (a Dropout after each hidden activation), ``use_batchnorm`` (a BatchNormalization before each
+    hidden activation: such a network trains and predicts on the layer path); ``weight_init_std``
+    also takes the book's 'relu' and 'sigmoid' for 'he' and 'xavier'.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class MultiLayerNet(SequentialNet):
         weight_decay_lambda=0,
         use_dropout: bool = False,
         dropout_ration=0.5,
+        use_batchnorm: bool = False,
     ):
         sizes = [input_size, *hidden_size_list, output_size]
         if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in sizes):
@@ -74,10 +76,12 @@ class MultiLayerNet(SequentialNet):
         if isinstance(weight_init_std, str) and weight_init_std.lower() in ("relu", "sigmoid"):  # the book's names
             weight_init_std = {"relu": "he", "sigmoid": "xavier"}[weight_init_std.lower()]
         stds = [init_std(weight_init_std, int(fan_in), activation) for fan_in in sizes[:-1]]
-        if not isinstance(use_dropout, (bool, np.bool_)):
-            raise ValueError(f"use_dropout must be True or False, got {use_dropout!r}")
-        self.use_dropout = bool(use_dropout)
-        arch = architecture.mlp(sizes, activation, check.scalar("dropout_ration", dropout_ration) if use_dropout else None)
+        for name, flag in (("use_dropout", use_dropout), ("use_batchnorm", use_batchnorm)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
+        self.use_dropout, self.use_batchnorm = bool(use_dropout), bool(use_batchnorm)
+        arch = architecture.mlp(sizes, activation, check.scalar("dropout_ration", dropout_ration) if use_dropout else None,
+                                batchnorm=self.use_batchnorm)
         super().__init__(arch, stds, dtype=dtype, backend=backend, seed=seed, weight_decay_lambda=weight_decay_lambda)
 
     @property

@@ -25,11 +25,12 @@ from . import _validate as check
 from . import architecture, backends, checkpoint, engine
 from ._system import require_memory
 from .gradcheck import numerical_gradient
-from .layers import Affine, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
+from .layers import Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
 
 # the book's layer names, numbered per kind: Conv1, Relu1, Pool1, Affine1, Relu2, Affine2
 LAYER_NAMES = {"affine": "Affine", "conv": "Conv", "pool": "Pool", "relu": "Relu", "sigmoid": "Sigmoid",
-               "dropout": "Dropout"}
+               "dropout": "Dropout", "batchnorm": "BatchNorm"}
+TRAIN_MODE_LAYERS = (Dropout, BatchNormalization)  # forward(x, train_flg)
 
 
 @dataclass
@@ -80,6 +81,9 @@ class SequentialNet:
         for name, std in zip(weights, stds):
             W = self.params[name]
             W[...] = std * rng.standard_normal(W.shape)
+        for name in shapes:
+            if name.startswith("gamma"):  # the book's batch normalization starts as the identity
+                self.params[name][...] = 1
 
         self._layers = self._build_layers()
         self.layers = OrderedDict(self._layers)
@@ -108,6 +112,11 @@ class SequentialNet:
                 layer = Pooling(*spec["size"], spec["stride"], spec["pad"], backend=backend)
             elif op == "dropout":
                 layer = Dropout(spec.get("ratio", 0.5), backend=backend)
+            elif op == "batchnorm":
+                k = counts[op]
+                features = spec["params"][f"gamma{k}"]
+                layer = BatchNormalization(self.params[f"gamma{k}"], self.params[f"beta{k}"], spec.get("momentum", 0.9),
+                                           np.zeros(features), np.zeros(features), backend=backend)
             else:
                 layer = {"relu": Relu, "sigmoid": Sigmoid}[op](backend=backend)
             layers.append((name, layer))
@@ -121,6 +130,25 @@ class SequentialNet:
     def param_layers(self) -> list:
         """The layers that hold parameters (affine, convolution), in the order of W1, W2, ..."""
         return [layer for _, layer in self._layers if isinstance(layer, (Affine, Convolution))]
+
+    @property
+    def norm_layers(self) -> list:
+        """The batch normalization layers, in the order of gamma1, gamma2, ..."""
+        return [layer for _, layer in self._layers if isinstance(layer, BatchNormalization)]
+
+    def buffers(self) -> dict:
+        """The batch normalization layers' running statistics (running_mean1, running_var1, ...),
+        float64 as the layers keep them: saved with the weights."""
+        out = {}
+        for i, layer in enumerate(self.norm_layers, start=1):
+            out[f"running_mean{i}"] = np.asarray(layer.running_mean, dtype=np.float64)
+            out[f"running_var{i}"] = np.asarray(layer.running_var, dtype=np.float64)
+        return out
+
+    def set_buffers(self, buffers: dict) -> None:
+        for i, layer in enumerate(self.norm_layers, start=1):
+            layer.running_mean = np.array(buffers[f"running_mean{i}"], dtype=np.float64)
+            layer.running_var = np.array(buffers[f"running_var{i}"], dtype=np.float64)
 
     @property
     def engine_runs_it(self) -> bool:
@@ -165,9 +193,10 @@ class SequentialNet:
         return x.reshape(x.shape[0], *self.input_shape)
 
     def predict(self, x, train_flg: bool = False):
-        """The scores before the loss; ``train_flg`` switches dropout to training (the book's)."""
+        """The scores before the loss; ``train_flg`` switches dropout and batch normalization to
+        training (the book's)."""
         for layer in self._each_layer():
-            x = layer.forward(x, train_flg) if isinstance(layer, Dropout) else layer.forward(x)
+            x = layer.forward(x, train_flg) if isinstance(layer, TRAIN_MODE_LAYERS) else layer.forward(x)
         return x
 
     def loss(self, x, t, train_flg: bool = True):
@@ -198,6 +227,8 @@ class SequentialNet:
             grads[f"W{i}"], grads[f"b{i}"] = layer.dW, layer.db
             if self.weight_decay_lambda:  # a new array, as the book's dW + lambda W
                 grads[f"W{i}"] = layer.dW + layer.dW.dtype.type(self.weight_decay_lambda) * layer.W
+        for i, layer in enumerate(self.norm_layers, start=1):
+            grads[f"gamma{i}"], grads[f"beta{i}"] = layer.dgamma, layer.dbeta
         return grads
 
     def numerical_gradient(self, x, t) -> dict:
@@ -272,7 +303,7 @@ class SequentialNet:
     def save(self, path, **run_state) -> None:
         """Weights and architecture to ``.npz`` (fastbp.checkpoint); a training run adds its
         ``optimizer``, ``optimizer_state`` and ``step`` so that it can be resumed."""
-        checkpoint.save(path, self.architecture, self.params, **run_state)
+        checkpoint.save(path, self.architecture, self.params, buffers=self.buffers(), **run_state)
 
     def save_params(self, file_name="params.pkl") -> None:
         """The book's: the params as a pickled dict (``.pkl``); a ``.npz`` name saves as :meth:`save`."""
@@ -289,7 +320,8 @@ class SequentialNet:
             if saved.architecture != self.architecture:
                 raise ValueError(f"{file_name}: saved for {architecture.describe(saved.architecture)}, not {self.describe()}")
             params = saved.params
-        else:
+            self.set_buffers(saved.buffers)
+        else:  # the book's pickle holds no running statistics (nor does the book's own load)
             params = checkpoint.read_pickle(file_name, architecture.param_shapes(self.architecture))
         for key, param in self.params.items():
             param[...] = params[key]
@@ -302,6 +334,7 @@ class SequentialNet:
         net = cls._from_saved(path, saved, **kwargs)
         for key, param in net.params.items():
             param[...] = saved.params[key]
+        net.set_buffers(saved.buffers)
         return net
 
     @classmethod

@@ -192,7 +192,7 @@ class Trainer:
         c = self.config
         if c.path == "fused" and not net.engine_runs_it:
             raise ValueError(f"{net.describe()} has an op the fused engine does not run: "
-                             f"train it with path='layers' (--path layers)")
+                             f"train it with path='layers' (--path layers; batch normalization runs there only)")
         extra = {"momentum": {"momentum": c.momentum}, "nesterov": {"momentum": c.momentum},
                  "rmsprop": {"decay_rate": c.decay_rate}, "adam": {"beta1": c.beta1, "beta2": c.beta2}}.get(c.optimizer, {})
         self.optimizer = optimizer or make_optimizer(c.optimizer, c.lr, backend=net.backend, **extra)

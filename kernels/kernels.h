@@ -79,9 +79,9 @@ enum { FASTBP_FIELD_RATIO = 4, FASTBP_FIELD_SEED = 5, FASTBP_RATIO_SCALE = 10000
 enum { FASTBP_C = 0, FASTBP_H, FASTBP_W, FASTBP_F, FASTBP_KH, FASTBP_KW, FASTBP_STRIDE, FASTBP_PAD, FASTBP_OH, FASTBP_OW };
 /* op codes: AFFINE (W at PARAM_AT, IN x OUT, then b), activations (IN = OUT), the loss (last),
  * CONV (W (F, C, KH, KW) at PARAM_AT, then b), POOL (max), DROPOUT (the book's: x * (draw > ratio) in
- * training, x * (1 - ratio) in prediction) */
+ * training, x * (1 - ratio) in prediction); BATCHNORM is reserved (refused: not run yet) */
 enum { FASTBP_OP_AFFINE = 0, FASTBP_OP_RELU = 1, FASTBP_OP_SIGMOID = 2, FASTBP_OP_SOFTMAX_LOSS = 3, FASTBP_OP_CONV = 4,
-       FASTBP_OP_POOL = 5, FASTBP_OP_DROPOUT = 6, FASTBP_OP_COUNT };
+       FASTBP_OP_POOL = 5, FASTBP_OP_DROPOUT = 6, FASTBP_OP_BATCHNORM = 7, FASTBP_OP_COUNT };
 /* update rules, and the hyper-parameter vector they read */
 enum { FASTBP_SGD = 0, FASTBP_MOMENTUM = 1, FASTBP_ADAM = 2, FASTBP_NESTEROV = 3, FASTBP_ADAGRAD = 4, FASTBP_RMSPROP = 5,
        FASTBP_OPTIMIZER_COUNT };

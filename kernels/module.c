@@ -578,6 +578,7 @@ static int take_program(Args *a, PyObject *oprogram, Py_ssize_t n_params, Py_ssi
         if (code < 0 || code >= FASTBP_OP_COUNT || (code == FASTBP_OP_SOFTMAX_LOSS && i != n_ops - 1)) problem = "has an unknown op";
         else if (in < 1 || out < 1 || in > INT32_MAX || out > INT32_MAX) problem = "has a size outside [1, 2^31)";
         else if (i > 0 && in != FIELD(ops, i - 1, FASTBP_FIELD_OUT)) problem = "has an op whose input is not the previous output";
+        else if (code == FASTBP_OP_BATCHNORM) problem = "has a batch normalization op, which the engine does not run";
         else if (code == FASTBP_OP_DROPOUT && (FIELD(ops, i, FASTBP_FIELD_RATIO) < 0 ||
                                                FIELD(ops, i, FASTBP_FIELD_RATIO) >= FASTBP_RATIO_SCALE))
             problem = "has a dropout ratio outside [0, 1)";
@@ -738,12 +739,12 @@ static PyObject *constants(PyObject *self, PyObject *args)
     (void)self;
     (void)args;
     return Py_BuildValue(
-        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i}",
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i}",
         "FIELD_CODE", FASTBP_FIELD_CODE, "FIELD_PARAM_AT", FASTBP_FIELD_PARAM_AT, "FIELD_IN", FASTBP_FIELD_IN,
         "FIELD_OUT", FASTBP_FIELD_OUT, "FIELD_SHAPE", FASTBP_FIELD_SHAPE, "OP_FIELDS", FASTBP_OP_FIELDS,
         "FIELD_RATIO", FASTBP_FIELD_RATIO, "FIELD_SEED", FASTBP_FIELD_SEED, "RATIO_SCALE", FASTBP_RATIO_SCALE,
         "AFFINE", FASTBP_OP_AFFINE, "RELU", FASTBP_OP_RELU, "SIGMOID", FASTBP_OP_SIGMOID, "SOFTMAX_LOSS", FASTBP_OP_SOFTMAX_LOSS,
-        "CONV", FASTBP_OP_CONV, "POOL", FASTBP_OP_POOL, "DROPOUT", FASTBP_OP_DROPOUT,
+        "CONV", FASTBP_OP_CONV, "POOL", FASTBP_OP_POOL, "DROPOUT", FASTBP_OP_DROPOUT, "BATCHNORM", FASTBP_OP_BATCHNORM,
         "SGD", FASTBP_SGD, "MOMENTUM", FASTBP_MOMENTUM, "ADAM", FASTBP_ADAM, "NESTEROV", FASTBP_NESTEROV,
         "ADAGRAD", FASTBP_ADAGRAD, "RMSPROP", FASTBP_RMSPROP,
         "HYPER_LR", FASTBP_HYPER_LR, "HYPER_BETA1", FASTBP_HYPER_BETA1, "HYPER_BETA2", FASTBP_HYPER_BETA2,

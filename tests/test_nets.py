@@ -213,14 +213,16 @@ def test_a_huge_declared_array_is_refused_from_its_header(tmp_path):
         MultiLayerNet.load(path)
 
 
-@pytest.mark.parametrize("use_dropout", [False, True])
-def test_the_books_weight_decay_and_dropout_options_give_the_books_loss_and_gradients(backend, use_dropout, rng):
-    """MultiLayerNet(weight_decay_lambda, use_dropout, dropout_ration) against the book's
-    MultiLayerNetExtend from the same np.random seeds: the same weights, masks, loss and gradients."""
+@pytest.mark.parametrize("use_dropout, use_batchnorm", [(False, False), (True, False), (False, True), (True, True)])
+def test_the_books_weight_decay_dropout_and_batchnorm_options_give_the_books_loss_and_gradients(
+        backend, use_dropout, use_batchnorm, rng):
+    """MultiLayerNet(weight_decay_lambda, use_dropout, dropout_ration, use_batchnorm) against the
+    book's MultiLayerNetExtend from the same np.random seeds: the same weights, masks, loss,
+    gradients and, after training steps, running statistics and predictions."""
     from book import book_network
 
     Extend = book_network("common.multi_layer_net_extend", fastbp_layers=False).MultiLayerNetExtend
-    options = dict(weight_decay_lambda=0.3, use_dropout=use_dropout, dropout_ration=0.3)
+    options = dict(weight_decay_lambda=0.3, use_dropout=use_dropout, dropout_ration=0.3, use_batchnorm=use_batchnorm)
     np.random.seed(4)
     book = Extend(12, [9, 7], 4, weight_init_std="relu", **options)
     np.random.seed(4)
@@ -238,8 +240,16 @@ def test_the_books_weight_decay_and_dropout_options_give_the_books_loss_and_grad
     np.random.seed(6)
     got = ours.gradient(x, t)
     assert set(got) == set(expected)
+    # float64, batch normalization's sums in another order: rounding of the terms' scale (about 1e-16
+    # of the largest gradient, summed over a few terms); a bias before a batchnorm has a gradient of
+    # exactly 0 analytically, so its computed one is all rounding of that scale
+    scale = max(np.abs(g).max() for g in expected.values())
     for name in expected:
-        np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-10, atol=1e-14 * scale, err_msg=name)
+    for layer, book_layer in zip(ours.norm_layers, [v for k, v in book.layers.items() if k.startswith("BatchNorm")]):
+        np.testing.assert_allclose(layer.running_mean, book_layer.running_mean, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(layer.running_var, book_layer.running_var, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ours.predict(x), book.predict(x, train_flg=False), rtol=1e-10, atol=1e-12)
 
 
 def test_weight_decay_trains_the_same_on_both_paths(backend):
@@ -266,5 +276,44 @@ def test_bad_book_options_are_refused():
         MultiLayerNet(4, [3], 2, weight_decay_lambda=-1)
     with pytest.raises(ValueError, match="use_dropout must be True or False"):
         MultiLayerNet(4, [3], 2, use_dropout="yes")
+    with pytest.raises(ValueError, match="use_batchnorm must be True or False"):
+        MultiLayerNet(4, [3], 2, use_batchnorm=1)
     with pytest.raises(ValueError, match="dropout ratio must lie in"):
         MultiLayerNet(4, [3], 2, use_dropout=True, dropout_ration=1.5)
+
+
+def test_a_batch_normalized_network_trains_and_predicts_on_the_layer_path(tmp_path, backend, rng):
+    from fastbp.sequential import SequentialNet
+    from fastbp.train import TrainConfig, Trainer
+
+    x, t = rng.standard_normal((200, 8)), rng.integers(0, 3, 200)
+    x[t == 1, :3] += 2
+    net = MultiLayerNet(8, [16, 16], 3, use_batchnorm=True, dtype=np.float64, backend=backend, seed=0)
+    assert not net.engine_runs_it and "batch-normalized" in net.describe()
+    with pytest.raises(ValueError, match="does not run: train it with path='layers'"):
+        Trainer(net, TrainConfig(iterations=1, path="fused", progress=False))
+    history = Trainer(net, TrainConfig(iterations=60, batch_size=20, lr=0.1, path="layers", progress=False)).fit(x, t)
+    assert history.losses[-1] < history.losses[0]
+    assert net.norm_layers[0].running_var.min() > 0  # the training steps updated the running statistics
+    np.testing.assert_array_equal(net.predict_labels(x), np.argmax(net.predict(x), axis=1))
+    net.save(tmp_path / "bn.npz")
+    again = SequentialNet.load(tmp_path / "bn.npz")  # the running statistics come back with the weights
+    np.testing.assert_array_equal(again.predict(x), net.predict(x))
+    with pytest.raises(ValueError, match="engine does not run"):  # every engine refuses it by name
+        backends.get(backend).predict_labels(x, net.flat_params, net.program)
+
+
+def test_a_weights_files_running_statistics_are_checked(tmp_path):
+    from fastbp.sequential import SequentialNet
+
+    net = MultiLayerNet(4, [3], 2, use_batchnorm=True, seed=0)
+    buffers = net.buffers()
+    for key, value, message in (("running_var1", -np.ones(3), "negative variances"),
+                                ("running_mean1", np.full(3, np.nan), "non-finite"),
+                                ("running_mean1", np.zeros(4), "has shape"),
+                                ("running_var1", np.ones(3, np.float32), "expected float64")):
+        from fastbp import checkpoint
+
+        checkpoint.save(tmp_path / "w.npz", net.architecture, net.params, buffers={**buffers, key: value})
+        with pytest.raises(ValueError, match=message):
+            SequentialNet.load(tmp_path / "w.npz")

@@ -624,6 +624,7 @@ def prepare_rows(x, program):
 
 def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses):
     """Same contract as reference.train_steps: the whole block of steps in one compiled call."""
+    engine.check_runs(program)
     keys = engine.dropout_keys(program, step0, len(batches))
     spans = np.array(engine.weight_spans(program), dtype=np.int64).reshape(-1, 2)
     return _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, keys, spans)
@@ -649,6 +650,7 @@ def _predict_labels(x, params, program, chunk, labels):
 
 
 def predict_labels(x, params, program):
+    engine.check_runs(program)
     labels = np.empty(x.shape[0], dtype=np.int64)
     _predict_labels(x, params, program, engine.PREDICT_ROWS, labels)
     return labels

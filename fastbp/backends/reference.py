@@ -313,6 +313,7 @@ def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, st
     of step s's forward pass. Returns the number of steps done: fewer than asked when a loss is
     not finite, in which case that step's update is not applied.
     """
+    engine.check_runs(program)
     decay, spans = hyper[engine.HYPER_DECAY], engine.weight_spans(program)
     with np.errstate(invalid="ignore", over="ignore"):  # a non-finite loss is detected and reported below
         for s, batch in enumerate(batches):
@@ -333,6 +334,7 @@ def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, st
 
 def predict_labels(x, params, program):
     """Predicted class (argmax of the ops before the loss) for every row of x."""
+    engine.check_runs(program)
     labels = np.empty(x.shape[0], dtype=np.int64)
     for start in range(0, x.shape[0], engine.PREDICT_ROWS):
         rows = x[start:start + engine.PREDICT_ROWS]
