@@ -62,7 +62,7 @@ def test_native_rejects_bad_buffers_instead_of_reading_out_of_bounds():
         ro = np.zeros(4)
         ro.flags.writeable = False
         sgd(ro, np.zeros(4))
-    with pytest.raises(ValueError, match="hyper has 3 elements, expected 4"):
+    with pytest.raises(ValueError, match=f"hyper has 3 elements, expected {engine.HYPER_LENGTH}"):
         sgd(p, np.zeros(4), np.zeros(3))
     with pytest.raises(ValueError, match=r"optimizer_step: o must lie in \[0, 5\], got 7"):
         _native.optimizer_step(p, p, p, p, SGD_01, 7, 1)
@@ -82,7 +82,7 @@ def test_native_train_steps_checks_indices_and_sizes():
     program = engine.mlp_program([3, 4, 2], "relu")
     n_params = 3 * 4 + 4 + 4 * 2 + 2
     args = dict(x=np.zeros((5, 3)), labels=np.zeros(5, np.int64), batches=np.zeros((2, 2), np.int64),
-                params=np.zeros(n_params), grads=np.zeros(n_params), hyper=np.zeros(4), state=np.zeros(2 * n_params),
+                params=np.zeros(n_params), grads=np.zeros(n_params), hyper=np.zeros(engine.HYPER_LENGTH), state=np.zeros(2 * n_params),
                 losses=np.zeros(2), program=program, optimizer=engine.SGD)
 
     def call(**change):
