@@ -13,17 +13,18 @@ static void FN(inside)(int size, int f, int stride, int pad, int n_out, int *lo,
     if (*hi < *lo) *hi = *lo;
 }
 
-/* The windows of one sample x (C, H, W) as the columns of rows (C FH FW, OH OW): row (c, fy, fx)
- * holds, for every output (oy, ox), the input its window reads at (c, fy, fx), zero in the
- * padding: the book's im2col, transposed, so that each row is made of runs of the input rows
- * (whole copies at stride 1) and the product filters x rows gives the output in its own layout. */
-static void FN(im2row)(const REAL *x, int C, int H, int W, int FH, int FW, int stride, int pad, int OH, int OW, REAL *rows)
+/* The windows of one sample x (C, H, W) as the columns of rows (C FH FW, OH OW), its rows ld
+ * apart (ld >= OH OW: several samples side by side): row (c, fy, fx) holds, for every output
+ * (oy, ox), the input its window reads at (c, fy, fx), zero in the padding: the book's im2col,
+ * transposed, so that each row is made of runs of the input rows (whole copies at stride 1) and
+ * the product filters x rows gives the output in its own layout. */
+static void FN(im2row)(const REAL *x, int C, int H, int W, int FH, int FW, int stride, int pad, int OH, int OW, REAL *rows,
+                       ptrdiff_t ld)
 {
-    const ptrdiff_t area = (ptrdiff_t)OH * OW;
     for (int c = 0; c < C; ++c)
         for (int fy = 0; fy < FH; ++fy)
             for (int fx = 0; fx < FW; ++fx) {
-                REAL *row = rows + ((ptrdiff_t)(c * FH + fy) * FW + fx) * area;
+                REAL *row = rows + ((ptrdiff_t)(c * FH + fy) * FW + fx) * ld;
                 int lo, hi;
                 FN(inside)(W, fx, stride, pad, OW, &lo, &hi);
                 for (int oy = 0; oy < OH; ++oy) {
@@ -43,15 +44,16 @@ static void FN(im2row)(const REAL *x, int C, int H, int W, int FH, int FW, int s
             }
 }
 
-/* The transpose of im2row: each entry of rows added into the sample's dx (C, H, W), zeroed first. */
-static void FN(row2im)(const REAL *rows, int C, int H, int W, int FH, int FW, int stride, int pad, int OH, int OW, REAL *dx)
+/* The transpose of im2row: each entry of rows (ld apart) added into the sample's dx (C, H, W),
+ * zeroed first. */
+static void FN(row2im)(const REAL *rows, ptrdiff_t ld, int C, int H, int W, int FH, int FW, int stride, int pad, int OH,
+                       int OW, REAL *dx)
 {
-    const ptrdiff_t area = (ptrdiff_t)OH * OW;
     memset(dx, 0, sizeof(REAL) * (size_t)C * H * W);
     for (int c = 0; c < C; ++c)
         for (int fy = 0; fy < FH; ++fy)
             for (int fx = 0; fx < FW; ++fx) {
-                const REAL *row = rows + ((ptrdiff_t)(c * FH + fy) * FW + fx) * area;
+                const REAL *row = rows + ((ptrdiff_t)(c * FH + fy) * FW + fx) * ld;
                 int lo, hi;
                 FN(inside)(W, fx, stride, pad, OW, &lo, &hi);
                 for (int oy = 0; oy < OH; ++oy) {
@@ -100,7 +102,7 @@ int FN(conv_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, in
 #pragma omp for schedule(static)
         for (int n = 0; n < N; ++n) {
             if (!rows) continue;
-            FN(im2row)(x + (ptrdiff_t)n * C * H * W, C, H, W, FH, FW, stride, pad, OH, OW, rows);
+            FN(im2row)(x + (ptrdiff_t)n * C * H * W, C, H, W, FH, FW, stride, pad, OH, OW, rows, area);
             FN(tiles_times)(Wt, F, (int)ck, rows, (int)area, b, out + (ptrdiff_t)n * F * area);
         }
         free(rows);
@@ -108,20 +110,31 @@ int FN(conv_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, in
     return failed ? -1 : 0;
 }
 
-/* One sample's share of a convolution's backward: dW += d rows^T, db += the sums of d per filter,
- * and (dx not NULL) dx = row2im of W^T d; rows and part are the thread's buffers, WT = W^T. */
-static void FN(conv_backward_sample)(const REAL *d, const REAL *x, const REAL *WT, REAL *dx, REAL *my_dW, REAL *my_db,
-                                     REAL *rows, REAL *part, int C, int H, int W, int F, int FH, int FW, int stride,
-                                     int pad, int OH, int OW)
+/* Samples a convolution's backward takes together: enough that G OH OW reaches
+ * FASTBP_CONV_GROUP_AREA (kernels.h), so that small outputs still make long dot products. */
+static int FN(conv_group)(int N, ptrdiff_t area)
 {
-    const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, area = (ptrdiff_t)OH * OW;
-    FN(im2row)(x, C, H, W, FH, FW, stride, pad, OH, OW, rows);
-    FN(times_transposed)(d, F, (int)area, rows, (int)ck, part); /* d rows^T */
+    const ptrdiff_t g = FASTBP_CONV_GROUP_AREA / area;
+    return g < 1 ? 1 : g > N ? N : (int)g;
+}
+
+/* G samples' share of a convolution's backward, their output gradients side by side in d
+ * (F, G OH OW): dW += d rows^T, db += the sums of d per filter, and (dx not NULL) dx = row2im of
+ * W^T d; x and dx are the first sample's, rows (C FH FW, G OH OW) and part (F, C FH FW) the
+ * thread's buffers, WT = W^T. */
+static void FN(conv_backward_group)(const REAL *d, int G, const REAL *x, const REAL *WT, REAL *dx, REAL *my_dW,
+                                    REAL *my_db, REAL *rows, REAL *part, int C, int H, int W, int F, int FH, int FW,
+                                    int stride, int pad, int OH, int OW)
+{
+    const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, area = (ptrdiff_t)OH * OW, ld = G * area, image = (ptrdiff_t)C * H * W;
+    for (int g = 0; g < G; ++g) FN(im2row)(x + g * image, C, H, W, FH, FW, stride, pad, OH, OW, rows + g * area, ld);
+    FN(times_transposed)(d, F, (int)ld, rows, (int)ck, part); /* d rows^T */
     for (ptrdiff_t e = 0; e < F * ck; ++e) my_dW[e] += part[e];
-    for (int f = 0; f < F; ++f) my_db[f] += FN(lane_sum)(d + f * area, area);
+    for (int f = 0; f < F; ++f) my_db[f] += FN(lane_sum)(d + f * ld, ld);
     if (dx) {
-        FN(tiles_times)(WT, (int)ck, F, d, (int)area, NULL, rows); /* W^T d, in the rows' layout */
-        FN(row2im)(rows, C, H, W, FH, FW, stride, pad, OH, OW, dx);
+        FN(tiles_times)(WT, (int)ck, F, d, (int)ld, NULL, rows); /* W^T d, in the rows' layout */
+        for (int g = 0; g < G; ++g)
+            FN(row2im)(rows + g * area, ld, C, H, W, FH, FW, stride, pad, OH, OW, dx + g * image);
     }
 }
 
@@ -138,12 +151,13 @@ static void FN(add_thread_sums)(const REAL *sums, int threads, ptrdiff_t weights
 }
 
 /* dW = sum over samples of dout_n rows_n^T, db = sums of dout per filter, dx (when not NULL) =
- * row2im of W^T dout_n. Each thread sums its samples' dW and db, then the threads' sums are added
- * in thread order. Returns -1 when out of memory. */
+ * row2im of W^T dout_n, conv_group samples at a time. Each thread sums its samples' dW and db,
+ * then the threads' sums are added in thread order. Returns -1 when out of memory. */
 int FN(conv_backward)(const REAL *dout, const REAL *x, const REAL *Wt, REAL *dx, REAL *dW, REAL *db, int N, int C,
                       int H, int W, int F, int FH, int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min)
 {
-    const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, area = (ptrdiff_t)OH * OW;
+    const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, area = (ptrdiff_t)OH * OW, image = (ptrdiff_t)C * H * W;
+    const int G = FN(conv_group)(N, area), groups = (N + G - 1) / G;
     const int threads = (ptrdiff_t)N * F * area * ck >= parallel_min ? FASTBP_MAX_THREADS() : 1;
     REAL *sums = calloc((size_t)threads * (size_t)(F * ck + F), sizeof(REAL)); /* each thread's dW, then db */
     REAL *WT = dx ? malloc(sizeof(REAL) * (size_t)(ck * F)) : NULL; /* W^T (C FH FW, F) */
@@ -152,18 +166,27 @@ int FN(conv_backward)(const REAL *dout, const REAL *x, const REAL *Wt, REAL *dx,
 #pragma omp parallel num_threads(threads) if (!failed)
     {
         const int t = FASTBP_THREAD_NUM();
-        REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
+        REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * G * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
+        REAL *d = G > 1 ? malloc(sizeof(REAL) * (size_t)(F * G * area)) : NULL; /* the group's dout, side by side */
         REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL;
-        if (!rows || !part) failed = 1;
+        if (!rows || !part || (G > 1 && !d)) failed = 1;
 #pragma omp for schedule(static)
-        for (int n = 0; n < N; ++n) {
-            if (!rows || !part || failed) continue;
-            FN(conv_backward_sample)(dout + (ptrdiff_t)n * F * area, x + (ptrdiff_t)n * C * H * W, WT,
-                                     dx ? dx + (ptrdiff_t)n * C * H * W : NULL, my_dW, my_dW + F * ck, rows, part, C, H, W,
-                                     F, FH, FW, stride, pad, OH, OW);
+        for (int q = 0; q < groups; ++q) {
+            if (failed) continue;
+            const int n0 = q * G, g_n = N - n0 < G ? N - n0 : G;
+            const REAL *dq = dout + (ptrdiff_t)n0 * F * area;
+            if (G > 1) {
+                for (int f = 0; f < F; ++f)
+                    for (int g = 0; g < g_n; ++g)
+                        memcpy(d + ((ptrdiff_t)f * g_n + g) * area, dq + ((ptrdiff_t)g * F + f) * area, sizeof(REAL) * area);
+                dq = d;
+            }
+            FN(conv_backward_group)(dq, g_n, x + n0 * image, WT, dx ? dx + n0 * image : NULL, my_dW, my_dW + F * ck, rows,
+                                    part, C, H, W, F, FH, FW, stride, pad, OH, OW);
         }
         free(rows);
         free(part);
+        free(d);
     }
     if (!failed) FN(add_thread_sums)(sums, threads, F * ck, F, dW, db);
     free(sums);
@@ -339,7 +362,8 @@ int FN(conv_relu_pool_forward)(const REAL *x, const REAL *Wt, const REAL *b, REA
         for (int n = 0; n < N; ++n) {
             if (!rows || !z) continue;
             FN(im2row)(x + (ptrdiff_t)n * C * H * W, C, H, W, (int)conv[FASTBP_KH], (int)conv[FASTBP_KW],
-                       (int)conv[FASTBP_STRIDE], (int)conv[FASTBP_PAD], (int)conv[FASTBP_OH], (int)conv[FASTBP_OW], rows);
+                       (int)conv[FASTBP_STRIDE], (int)conv[FASTBP_PAD], (int)conv[FASTBP_OH], (int)conv[FASTBP_OW], rows,
+                       area);
             FN(tiles_times)(Wt, F, (int)ck, rows, (int)area, b, z);
             for (int f = 0; f < F; ++f) {
                 REAL *o = out + ((ptrdiff_t)n * F + f) * pooled;
@@ -361,7 +385,8 @@ int FN(conv_relu_pool_backward)(const REAL *dout, const REAL *pooled_out, const 
 {
     const int C = (int)conv[FASTBP_C], H = (int)conv[FASTBP_H], W = (int)conv[FASTBP_W], F = (int)conv[FASTBP_F];
     const ptrdiff_t ck = (ptrdiff_t)C * conv[FASTBP_KH] * conv[FASTBP_KW], area = conv[FASTBP_OH] * conv[FASTBP_OW];
-    const ptrdiff_t pooled = pool[FASTBP_OH] * pool[FASTBP_OW];
+    const ptrdiff_t pooled = pool[FASTBP_OH] * pool[FASTBP_OW], image = (ptrdiff_t)C * H * W;
+    const int G = FN(conv_group)(N, area), groups = (N + G - 1) / G;
     const int threads = (ptrdiff_t)N * F * area * ck >= parallel_min ? FASTBP_MAX_THREADS() : 1;
     REAL *sums = calloc((size_t)threads * (size_t)(F * ck + F), sizeof(REAL));
     REAL *WT = dx ? malloc(sizeof(REAL) * (size_t)(ck * F)) : NULL;
@@ -370,19 +395,22 @@ int FN(conv_relu_pool_backward)(const REAL *dout, const REAL *pooled_out, const 
 #pragma omp parallel num_threads(threads) if (!failed)
     {
         const int t = FASTBP_THREAD_NUM();
-        REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
-        REAL *dz = malloc(sizeof(REAL) * (size_t)(F * area));
+        REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * G * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
+        REAL *dz = malloc(sizeof(REAL) * (size_t)(F * G * area)); /* the group's gradients of z, side by side */
         REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL;
         if (!rows || !part || !dz) failed = 1;
 #pragma omp for schedule(static)
-        for (int n = 0; n < N; ++n) {
-            if (!rows || !part || !dz || failed) continue;
-            for (int f = 0; f < F; ++f) {
-                const ptrdiff_t plane = ((ptrdiff_t)n * F + f) * pooled;
-                FN(unpool_plane)(dout + plane, arg_max + plane, pooled_out + plane, dz + f * area, POOL_SHAPE(pool));
-            }
-            FN(conv_backward_sample)(dz, x + (ptrdiff_t)n * C * H * W, WT, dx ? dx + (ptrdiff_t)n * C * H * W : NULL, my_dW,
-                                     my_dW + F * ck, rows, part, CONV_SHAPE(conv));
+        for (int q = 0; q < groups; ++q) {
+            if (failed) continue;
+            const int n0 = q * G, g_n = N - n0 < G ? N - n0 : G;
+            for (int g = 0; g < g_n; ++g)
+                for (int f = 0; f < F; ++f) {
+                    const ptrdiff_t plane = ((ptrdiff_t)(n0 + g) * F + f) * pooled;
+                    FN(unpool_plane)(dout + plane, arg_max + plane, pooled_out + plane, dz + ((ptrdiff_t)f * g_n + g) * area,
+                                     POOL_SHAPE(pool));
+                }
+            FN(conv_backward_group)(dz, g_n, x + n0 * image, WT, dx ? dx + n0 * image : NULL, my_dW, my_dW + F * ck, rows,
+                                    part, CONV_SHAPE(conv));
         }
         free(rows);
         free(part);

@@ -61,6 +61,10 @@
 /* A pooling window's element costs this many times an elementwise loop's (compares, bounds,
  * the argmax): pooling threads from a PARALLEL_MIN_ELEMENTS / FASTBP_POOL_WORK elements. */
 #define FASTBP_POOL_WORK 8
+/* A convolution's backward takes samples together until their outputs reach this many places
+ * (8 samples of DeepConvNet's 8 x 8 planes, 2 of 14 x 14; one of 28 x 28): its dW dot products
+ * run over the group's outputs, long enough that each sum's final reduction is paid rarely. */
+#define FASTBP_CONV_GROUP_AREA 512
 /* The fused compact step groups a batch's entries by column into buckets of one place per batch
  * row while all the buckets hold at most this many places (else it counts them first). */
 #define FASTBP_BUCKET_ENTRIES (1 << 22)

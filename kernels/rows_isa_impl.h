@@ -104,35 +104,50 @@ TARGET static inline __attribute__((always_inline)) REAL CFN(lanes_sum)(VEC v)
     return sum;
 }
 
+/* R rows of a (from ai, m apart) times the four B rows b (m apart): out[r, 0..3] (k apart), each
+ * sum in its own register (R x 4 independent chains: enough to keep both FMA units busy at R 3). */
+TARGET static inline __attribute__((always_inline)) void CFN(dots_4)(const int R, const REAL *ai, int m, int whole,
+                                                                    const REAL *b, REAL *out, int k)
+{
+    VEC s[3][4];
+#pragma GCC unroll 3
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) s[r][q] = (VEC){0};
+    for (int j = 0; j < whole; j += LANES) {
+        VEC w[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) w[q] = CFN(load)(b + (ptrdiff_t)q * m + j);
+#pragma GCC unroll 3
+        for (int r = 0; r < R; ++r) {
+            const VEC v = CFN(load)(ai + (ptrdiff_t)r * m + j);
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; ++q) s[r][q] += v * w[q];
+        }
+    }
+#pragma GCC unroll 3
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+            REAL sum = CFN(lanes_sum)(s[r][q]);
+            for (int j = whole; j < m; ++j) sum += ai[(ptrdiff_t)r * m + j] * b[(ptrdiff_t)q * m + j];
+            out[(ptrdiff_t)r * k + q] = sum;
+        }
+}
+
 /* out[i, c] = sum_j a[i, j] B[c, j] for a (n, m) and B (k, m): a times B^T without a transposed
- * copy of B (a few rows: an affine layer's dx). Four B rows at a time, each a_i block loaded once
- * for the four, as BLAS's transposed matrix-vector kernels do. */
+ * copy of B (an affine layer's dx for a few rows; a convolution's dW, its output gradient times
+ * its windows). Tiles of 3 a rows x 4 B rows, each loaded vector serving 3 or 4 sums. */
 TARGET static void CFN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out)
 {
     const int whole = m - m % LANES;
     int c = 0;
     for (; c + 4 <= k; c += 4) {
-        const REAL *b0 = B + (ptrdiff_t)c * m, *b1 = b0 + m, *b2 = b1 + m, *b3 = b2 + m;
-        for (int i = 0; i < n; ++i) {
-            const REAL *ai = a + (ptrdiff_t)i * m;
-            VEC s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-            for (int j = 0; j < whole; j += LANES) {
-                const VEC v = CFN(load)(ai + j);
-                s0 += v * CFN(load)(b0 + j);
-                s1 += v * CFN(load)(b1 + j);
-                s2 += v * CFN(load)(b2 + j);
-                s3 += v * CFN(load)(b3 + j);
-            }
-            REAL r0 = CFN(lanes_sum)(s0), r1 = CFN(lanes_sum)(s1), r2 = CFN(lanes_sum)(s2), r3 = CFN(lanes_sum)(s3);
-            for (int j = whole; j < m; ++j) {
-                r0 += ai[j] * b0[j];
-                r1 += ai[j] * b1[j];
-                r2 += ai[j] * b2[j];
-                r3 += ai[j] * b3[j];
-            }
-            REAL *o = out + (ptrdiff_t)i * k + c;
-            o[0] = r0, o[1] = r1, o[2] = r2, o[3] = r3;
-        }
+        const REAL *b = B + (ptrdiff_t)c * m;
+        int i = 0;
+        for (; i + 3 <= n; i += 3) CFN(dots_4)(3, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k + c, k);
+        if (n - i == 2) CFN(dots_4)(2, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k + c, k);
+        if (n - i == 1) CFN(dots_4)(1, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k + c, k);
     }
     for (; c < k; ++c) { /* the last rows of B, one at a time */
         const REAL *b = B + (ptrdiff_t)c * m;
