@@ -89,23 +89,29 @@ static void FN(transposed)(const REAL *a, int rows, int cols, REAL *b)
 
 /* out (N, F, OH, OW) = the filters W (F, C, FH, FW) over x (N, C, H, W), plus b: per sample,
  * out_n (F, OH OW) = W (F, C FH FW) rows_n, rows_n the sample's windows (im2row), in register
- * tiles (tiles_times). Returns -1 when out of memory. */
-int FN(conv_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, int N, int C, int H, int W, int F,
-                     int FH, int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min)
+ * tiles (tiles_times). With relu_mask (the engine's conv - relu), out is the ReLU of that, taken
+ * while the sample is in cache, and relu_mask its ReLU's mask (relu_forward's). Returns -1 when
+ * out of memory. */
+int FN(conv_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, unsigned char *relu_mask, int N, int C,
+                     int H, int W, int F, int FH, int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min)
 {
     const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, area = (ptrdiff_t)OH * OW;
     int failed = 0;
 #pragma omp parallel if ((ptrdiff_t)N * F * area * ck >= parallel_min)
     {
         REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * area));
-        if (!rows) failed = 1;
+        REAL *z = relu_mask ? malloc(sizeof(REAL) * (size_t)(F * area)) : NULL; /* the convolution before its ReLU */
+        if (!rows || (relu_mask && !z)) failed = 1;
 #pragma omp for schedule(static)
         for (int n = 0; n < N; ++n) {
-            if (!rows) continue;
+            if (failed) continue;
+            REAL *o = out + (ptrdiff_t)n * F * area;
             FN(im2row)(x + (ptrdiff_t)n * C * H * W, C, H, W, FH, FW, stride, pad, OH, OW, rows, area);
-            FN(tiles_times)(Wt, F, (int)ck, rows, (int)area, b, out + (ptrdiff_t)n * F * area);
+            FN(tiles_times)(Wt, F, (int)ck, rows, (int)area, b, relu_mask ? z : o);
+            if (relu_mask) FN(relu_forward)(z, o, relu_mask + (ptrdiff_t)n * F * area, F * area, FASTBP_SERIAL);
         }
         free(rows);
+        free(z);
     }
     return failed ? -1 : 0;
 }

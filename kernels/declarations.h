@@ -33,8 +33,8 @@ double FN(half_squared_error)(const REAL *y, const REAL *t, ptrdiff_t n);
 void FN(scaled_difference)(const REAL *y, const REAL *t, REAL scale, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);
 
 /* conv.c: Wt is W (F, C, FH, FW); the int -1 returns mean out of memory */
-int FN(conv_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, int N, int C, int H, int W, int F, int FH,
-                     int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min);
+int FN(conv_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, unsigned char *relu_mask, int N, int C, int H,
+                     int W, int F, int FH, int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min);
 int FN(conv_backward)(const REAL *dout, const REAL *x, const REAL *Wt, REAL *dx, REAL *dW, REAL *db, int N, int C, int H,
                       int W, int F, int FH, int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min);
 void FN(pool_forward)(const REAL *x, REAL *out, int64_t *arg_max, int N, int C, int H, int W, int PH, int PW, int stride,

@@ -11,7 +11,8 @@
 
 /* Whether ops i, i + 1, i + 2 (all before `last`) are conv - relu - max pooling, which the engine
  * runs as one pass per sample (conv_relu_pool_forward): only the pooling's output and places are
- * written, and the three ops' backward is one pass too. */
+ * written, and the three ops' backward is one pass too. (A conv - relu without pooling runs its
+ * forward as one pass, conv_forward's relu_mask; their backward stays two ops.) */
 static int FN(fused_at)(const int64_t *program, int i, int last)
 {
     return i >= 0 && i + 2 < last && FIELD(program, i, FASTBP_FIELD_CODE) == FASTBP_OP_CONV &&
@@ -83,9 +84,16 @@ static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, 
                 if (FN(conv_relu_pool_forward)(in, W, W + weights, out, args + out_at[i], rows, f,
                                                &FIELD(program, i, FASTBP_FIELD_SHAPE), parallel_min) < 0)
                     return NULL;
-            } else if (FN(conv_forward)(in, W, W + weights, out, WINDOW_ARGS(f, rows), (int)f[FASTBP_F], WINDOW_REST(f),
-                                        parallel_min) < 0)
-                return NULL;
+            } else {
+                unsigned char *relu_mask = NULL; /* conv - relu: the ReLU's output and mask only */
+                if (i + 1 < last && FIELD(program, i + 1, FASTBP_FIELD_CODE) == FASTBP_OP_RELU) {
+                    out = outs + out_at[++i];
+                    relu_mask = masks + out_at[i];
+                }
+                if (FN(conv_forward)(in, W, W + weights, out, relu_mask, WINDOW_ARGS(f, rows), (int)f[FASTBP_F],
+                                     WINDOW_REST(f), parallel_min) < 0)
+                    return NULL;
+            }
             break;
         }
         case FASTBP_OP_POOL: {

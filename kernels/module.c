@@ -153,7 +153,7 @@ static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t
     X(affine_backward, "dout:r:nm x:r:nk W:r:km dx:w?:nk dW:w:km db:w:m", "nkm", 0, STATUS, 1,                         \
       FN(affine_backward)(P(0), P(1), P(2), P(3), P(4), P(5), I(0), I(1), I(2), NULL, 0))                               \
     X(conv_forward, "x:r:NCHW W:r:FCKL b:r:F out:w:NFOQ", "NCHWFKLSpOQ", 0, STATUS, CONV_SIZES,                         \
-      FN(conv_forward)(P(0), P(1), P(2), P(3), I(0), I(1), I(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9), I(10), pmin)) \
+      FN(conv_forward)(P(0), P(1), P(2), P(3), NULL, I(0), I(1), I(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9), I(10), pmin)) \
     X(conv_backward, "dout:r:NFOQ x:r:NCHW W:r:FCKL dx:w?:NCHW dW:w:FCKL db:w:F", "NCHWFKLSpOQ", 0, STATUS, CONV_SIZES,  \
       FN(conv_backward)(P(0), P(1), P(2), P(3), P(4), P(5), I(0), I(1), I(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9), \
                         I(10), pmin))                                                                                   \

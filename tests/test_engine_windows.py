@@ -29,6 +29,12 @@ ARCHS = {
         {"op": "conv", "filters": 4, "size": 3, "pad": 1}, {"op": "relu"}, {"op": "pool", "size": 2, "stride": 2},
         {"op": "affine", "out": 12}, {"op": "relu"}, {"op": "dropout", "ratio": 0.5},
         {"op": "affine", "out": 4}, {"op": "dropout", "ratio": 0.3}]},
+    # DeepConvNet's block: a conv - relu not followed by pooling (the native engine's conv_forward
+    # with its ReLU), then one that is
+    "conv-relu-conv": {"input": [2, 6, 6], "layers": [
+        {"op": "conv", "filters": 3, "size": 3, "pad": 1}, {"op": "relu"},
+        {"op": "conv", "filters": 4, "size": 3, "pad": 1}, {"op": "relu"}, {"op": "pool", "size": 2, "stride": 2},
+        {"op": "affine", "out": 5}]},
     # an MLP with dropout: the native engine's compact rows (half the inputs are zeros)
     "mlp-dropout": {"input": [30], "layers": [
         {"op": "affine", "out": 20}, {"op": "relu"}, {"op": "dropout", "ratio": 0.2}, {"op": "affine", "out": 4}]},
