@@ -13,13 +13,14 @@ static void FN(inside)(int size, int f, int stride, int pad, int n_out, int *lo,
     if (*hi < *lo) *hi = *lo;
 }
 
-/* The windows of one sample x (C, H, W) as the columns of rows (C FH FW, OH OW), its rows ld
- * apart (ld >= OH OW: several samples side by side): row (c, fy, fx) holds, for every output
+/* The windows of one sample x (C, H, W) (its channels `plane` apart: H W when contiguous) as
+ * the columns of rows (C FH FW, OH OW), its rows ld apart (ld >= OH OW: several samples side by
+ * side): row (c, fy, fx) holds, for every output
  * (oy, ox), the input its window reads at (c, fy, fx), zero in the padding: the book's im2col,
  * transposed, so that each row is made of runs of the input rows (whole copies at stride 1) and
  * the product filters x rows gives the output in its own layout. */
-static void FN(im2row)(const REAL *x, int C, int H, int W, int FH, int FW, int stride, int pad, int OH, int OW, REAL *rows,
-                       ptrdiff_t ld)
+static void FN(im2row)(const REAL *x, ptrdiff_t plane, int C, int H, int W, int FH, int FW, int stride, int pad, int OH,
+                       int OW, REAL *rows, ptrdiff_t ld)
 {
     for (int c = 0; c < C; ++c)
         for (int fy = 0; fy < FH; ++fy)
@@ -34,7 +35,7 @@ static void FN(im2row)(const REAL *x, int C, int H, int W, int FH, int FW, int s
                         memset(o, 0, sizeof(REAL) * (size_t)OW);
                         continue;
                     }
-                    const REAL *in = x + ((ptrdiff_t)c * H + iy) * W - pad + fx; /* in[ox * stride] */
+                    const REAL *in = x + c * plane + (ptrdiff_t)iy * W - pad + fx; /* in[ox * stride] */
                     for (int ox = 0; ox < lo; ++ox) o[ox] = 0;
                     if (stride == 1) memcpy(o + lo, in + lo, sizeof(REAL) * (size_t)(hi - lo));
                     else
@@ -106,7 +107,7 @@ int FN(conv_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, un
         for (int n = 0; n < N; ++n) {
             if (failed) continue;
             REAL *o = out + (ptrdiff_t)n * F * area;
-            FN(im2row)(x + (ptrdiff_t)n * C * H * W, C, H, W, FH, FW, stride, pad, OH, OW, rows, area);
+            FN(im2row)(x + (ptrdiff_t)n * C * H * W, (ptrdiff_t)H * W, C, H, W, FH, FW, stride, pad, OH, OW, rows, area);
             FN(tiles_times)(Wt, F, (int)ck, rows, (int)area, b, relu_mask ? z : o);
             if (relu_mask) FN(relu_forward)(z, o, relu_mask + (ptrdiff_t)n * F * area, F * area, FASTBP_SERIAL);
         }
@@ -124,21 +125,50 @@ static int FN(conv_group)(int N, ptrdiff_t area)
     return g < 1 ? 1 : g > N ? N : (int)g;
 }
 
+/* How a convolution's backward computes dx. At stride 1 with square filters and pad < FH, dx is
+ * itself a convolution: of dout, padded by FH - 1 - pad, with the filters flipped and their C and
+ * F swapped (`flipped`, (C, F FH FW)), so it runs as the forward does (windows of dout, then
+ * register tiles writing dx in place). Otherwise W^T (C FH FW, F) times dout gives each window's
+ * share, added into dx by row2im (a pass of scattered adds). Returns the matrix to use, or NULL
+ * when out of memory; *flip says which. */
+static REAL *FN(dx_filters)(const REAL *Wt, int C, int F, int FH, int FW, int stride, int pad, int *flip)
+{
+    const ptrdiff_t ck = (ptrdiff_t)C * FH * FW;
+    REAL *m = malloc(sizeof(REAL) * (size_t)(ck * F));
+    *flip = stride == 1 && FH == FW && pad < FH;
+    if (!m) return NULL;
+    if (!*flip) {
+        FN(transposed)(Wt, (int)ck, F, m);
+        return m;
+    }
+    for (int c = 0; c < C; ++c) /* flipped[c, (f, ky, kx)] = W[f, c, FH - 1 - ky, FW - 1 - kx] */
+        for (int f = 0; f < F; ++f)
+            for (int k = 0; k < FH * FW; ++k)
+                m[((ptrdiff_t)c * F + f) * FH * FW + k] = Wt[((ptrdiff_t)f * C + c) * FH * FW + FH * FW - 1 - k];
+    return m;
+}
+
 /* G samples' share of a convolution's backward, their output gradients side by side in d
- * (F, G OH OW): dW += d rows^T, db += the sums of d per filter, and (dx not NULL) dx = row2im of
- * W^T d; x and dx are the first sample's, rows (C FH FW, G OH OW) and part (F, C FH FW) the
- * thread's buffers, WT = W^T. */
-static void FN(conv_backward_group)(const REAL *d, int G, const REAL *x, const REAL *WT, REAL *dx, REAL *my_dW,
-                                    REAL *my_db, REAL *rows, REAL *part, int C, int H, int W, int F, int FH, int FW,
-                                    int stride, int pad, int OH, int OW)
+ * (F, G OH OW): dW += d rows^T, db += the sums of d per filter, and (dx not NULL) dx from
+ * dx_filters' matrix M; x and dx are the first sample's, rows (C FH FW, G OH OW), part
+ * (F, C FH FW) and back (F FH FW, H W; flipped only) the thread's buffers. */
+static void FN(conv_backward_group)(const REAL *d, int G, const REAL *x, const REAL *M, int flip, REAL *dx, REAL *my_dW,
+                                    REAL *my_db, REAL *rows, REAL *part, REAL *back, int C, int H, int W, int F, int FH,
+                                    int FW, int stride, int pad, int OH, int OW)
 {
     const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, area = (ptrdiff_t)OH * OW, ld = G * area, image = (ptrdiff_t)C * H * W;
-    for (int g = 0; g < G; ++g) FN(im2row)(x + g * image, C, H, W, FH, FW, stride, pad, OH, OW, rows + g * area, ld);
+    for (int g = 0; g < G; ++g)
+        FN(im2row)(x + g * image, (ptrdiff_t)H * W, C, H, W, FH, FW, stride, pad, OH, OW, rows + g * area, ld);
     FN(times_transposed)(d, F, (int)ld, rows, (int)ck, part); /* d rows^T */
     for (ptrdiff_t e = 0; e < F * ck; ++e) my_dW[e] += part[e];
     for (int f = 0; f < F; ++f) my_db[f] += FN(lane_sum)(d + f * ld, ld);
-    if (dx) {
-        FN(tiles_times)(WT, (int)ck, F, d, (int)ld, NULL, rows); /* W^T d, in the rows' layout */
+    if (dx && flip) { /* sample g's dout: channels ld apart from d + g OH OW */
+        for (int g = 0; g < G; ++g) {
+            FN(im2row)(d + g * area, ld, F, OH, OW, FH, FW, 1, FH - 1 - pad, H, W, back, (ptrdiff_t)H * W);
+            FN(tiles_times)(M, C, F * FH * FW, back, H * W, NULL, dx + g * image);
+        }
+    } else if (dx) {
+        FN(tiles_times)(M, (int)ck, F, d, (int)ld, NULL, rows); /* W^T d, in the rows' layout */
         for (int g = 0; g < G; ++g)
             FN(row2im)(rows + g * area, ld, C, H, W, FH, FW, stride, pad, OH, OW, dx + g * image);
     }
@@ -166,16 +196,17 @@ int FN(conv_backward)(const REAL *dout, const REAL *x, const REAL *Wt, REAL *dx,
     const int G = FN(conv_group)(N, area), groups = (N + G - 1) / G;
     const int threads = (ptrdiff_t)N * F * area * ck >= parallel_min ? FASTBP_MAX_THREADS() : 1;
     REAL *sums = calloc((size_t)threads * (size_t)(F * ck + F), sizeof(REAL)); /* each thread's dW, then db */
-    REAL *WT = dx ? malloc(sizeof(REAL) * (size_t)(ck * F)) : NULL; /* W^T (C FH FW, F) */
-    int failed = !sums || (dx && !WT);
-    if (WT) FN(transposed)(Wt, (int)ck, F, WT);
+    int flip = 0;
+    REAL *M = dx ? FN(dx_filters)(Wt, C, F, FH, FW, stride, pad, &flip) : NULL;
+    int failed = !sums || (dx && !M);
 #pragma omp parallel num_threads(threads) if (!failed)
     {
         const int t = FASTBP_THREAD_NUM();
         REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * G * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
         REAL *d = G > 1 ? malloc(sizeof(REAL) * (size_t)(F * G * area)) : NULL; /* the group's dout, side by side */
+        REAL *back = flip ? malloc(sizeof(REAL) * (size_t)F * FH * FW * H * W) : NULL;
         REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL;
-        if (!rows || !part || (G > 1 && !d)) failed = 1;
+        if (!rows || !part || (G > 1 && !d) || (flip && !back)) failed = 1;
 #pragma omp for schedule(static)
         for (int q = 0; q < groups; ++q) {
             if (failed) continue;
@@ -187,16 +218,17 @@ int FN(conv_backward)(const REAL *dout, const REAL *x, const REAL *Wt, REAL *dx,
                         memcpy(d + ((ptrdiff_t)f * g_n + g) * area, dq + ((ptrdiff_t)g * F + f) * area, sizeof(REAL) * area);
                 dq = d;
             }
-            FN(conv_backward_group)(dq, g_n, x + n0 * image, WT, dx ? dx + n0 * image : NULL, my_dW, my_dW + F * ck, rows,
-                                    part, C, H, W, F, FH, FW, stride, pad, OH, OW);
+            FN(conv_backward_group)(dq, g_n, x + n0 * image, M, flip, dx ? dx + n0 * image : NULL, my_dW, my_dW + F * ck,
+                                    rows, part, back, C, H, W, F, FH, FW, stride, pad, OH, OW);
         }
         free(rows);
         free(part);
         free(d);
+        free(back);
     }
     if (!failed) FN(add_thread_sums)(sums, threads, F * ck, F, dW, db);
     free(sums);
-    free(WT);
+    free(M);
     return failed ? -1 : 0;
 }
 
@@ -367,7 +399,7 @@ int FN(conv_relu_pool_forward)(const REAL *x, const REAL *Wt, const REAL *b, REA
 #pragma omp for schedule(static)
         for (int n = 0; n < N; ++n) {
             if (!rows || !z) continue;
-            FN(im2row)(x + (ptrdiff_t)n * C * H * W, C, H, W, (int)conv[FASTBP_KH], (int)conv[FASTBP_KW],
+            FN(im2row)(x + (ptrdiff_t)n * C * H * W, (ptrdiff_t)H * W, C, H, W, (int)conv[FASTBP_KH], (int)conv[FASTBP_KW],
                        (int)conv[FASTBP_STRIDE], (int)conv[FASTBP_PAD], (int)conv[FASTBP_OH], (int)conv[FASTBP_OW], rows,
                        area);
             FN(tiles_times)(Wt, F, (int)ck, rows, (int)area, b, z);
@@ -395,16 +427,18 @@ int FN(conv_relu_pool_backward)(const REAL *dout, const REAL *pooled_out, const 
     const int G = FN(conv_group)(N, area), groups = (N + G - 1) / G;
     const int threads = (ptrdiff_t)N * F * area * ck >= parallel_min ? FASTBP_MAX_THREADS() : 1;
     REAL *sums = calloc((size_t)threads * (size_t)(F * ck + F), sizeof(REAL));
-    REAL *WT = dx ? malloc(sizeof(REAL) * (size_t)(ck * F)) : NULL;
-    int failed = !sums || (dx && !WT);
-    if (WT) FN(transposed)(Wt, (int)ck, F, WT);
+    const int FH = (int)conv[FASTBP_KH], FW = (int)conv[FASTBP_KW];
+    int flip = 0;
+    REAL *M = dx ? FN(dx_filters)(Wt, C, F, FH, FW, (int)conv[FASTBP_STRIDE], (int)conv[FASTBP_PAD], &flip) : NULL;
+    int failed = !sums || (dx && !M);
 #pragma omp parallel num_threads(threads) if (!failed)
     {
         const int t = FASTBP_THREAD_NUM();
         REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * G * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
         REAL *dz = malloc(sizeof(REAL) * (size_t)(F * G * area)); /* the group's gradients of z, side by side */
+        REAL *back = flip ? malloc(sizeof(REAL) * (size_t)F * FH * FW * H * W) : NULL;
         REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL;
-        if (!rows || !part || !dz) failed = 1;
+        if (!rows || !part || !dz || (flip && !back)) failed = 1;
 #pragma omp for schedule(static)
         for (int q = 0; q < groups; ++q) {
             if (failed) continue;
@@ -415,16 +449,17 @@ int FN(conv_relu_pool_backward)(const REAL *dout, const REAL *pooled_out, const 
                     FN(unpool_plane)(dout + plane, arg_max + plane, pooled_out + plane, dz + ((ptrdiff_t)f * g_n + g) * area,
                                      POOL_SHAPE(pool));
                 }
-            FN(conv_backward_group)(dz, g_n, x + n0 * image, WT, dx ? dx + n0 * image : NULL, my_dW, my_dW + F * ck, rows,
-                                    part, CONV_SHAPE(conv));
+            FN(conv_backward_group)(dz, g_n, x + n0 * image, M, flip, dx ? dx + n0 * image : NULL, my_dW, my_dW + F * ck,
+                                    rows, part, back, CONV_SHAPE(conv));
         }
         free(rows);
         free(part);
         free(dz);
+        free(back);
     }
     if (!failed) FN(add_thread_sums)(sums, threads, F * ck, F, dW, db);
     free(sums);
-    free(WT);
+    free(M);
     return failed ? -1 : 0;
 }
 #undef CONV_SHAPE

@@ -24,6 +24,10 @@ CONV_CASES = {
     "1x1-output": ((3, 2, 3, 3), (7, 3, 3), 1, 0),
     "simple-convnet": ((4, 1, 28, 28), (30, 5, 5), 1, 0),
     "deep-convnet-3": ((2, 16, 14, 14), (32, 3, 3), 1, 1),
+    # the compiled backward takes 8 samples of 8 x 8 outputs together: 10 is a group and a part
+    "grouped-8x8": ((10, 4, 8, 8), (5, 3, 3), 1, 1),
+    # dx as a convolution with flipped filters needs pad < filter size: here the other way
+    "pad-beyond-filter": ((2, 2, 5, 5), (3, 2, 2), 1, 2),
 }
 POOL_CASES = {"2x2-stride2": ((2, 3, 8, 8), 2, 2, 2, 0), "3x2-stride1-pad1": ((1, 2, 5, 6), 3, 2, 1, 1),
               "simple-convnet": ((3, 30, 24, 24), 2, 2, 2, 0), "batch1-odd": ((1, 1, 7, 5), 3, 1, 2, 0)}
