@@ -28,12 +28,12 @@ def train_both(backend, x, sizes, batches, activation="relu", optimizer="sgd", s
                     optimizer, seed)
 
 
-def run_both(backend, x, program, n_params, batches, optimizer="sgd", seed=0):
+def run_both(backend, x, program, n_params, batches, optimizer="sgd", seed=0, decay=0.0):
     """train_steps and predict_labels of `program` on the reference and on `backend`, from the same start."""
     rng = np.random.default_rng(seed)
     start = (rng.standard_normal(n_params) * 0.3).astype(x.dtype)
     labels = rng.integers(0, program[-1, engine.FIELD_OUT], x.shape[0])
-    hyper = engine.hyper_vector(x.dtype, 0.05, 0.9, 0.999, 1e-7)
+    hyper = engine.hyper_vector(x.dtype, 0.05, 0.9, 0.999, 1e-7, decay)
     results = {}
     for name in ("reference", backend):
         ops = backends.get(name)

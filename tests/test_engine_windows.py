@@ -58,6 +58,23 @@ def test_window_programs_train_as_the_reference_does(backend, dtype, optimizer, 
     assert_same_training(actual, flat, 6, dtype)  # images or their flattened rows: the same data
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("name", ["dropout", "mlp-dropout"])
+def test_weight_decay_trains_as_the_reference_does(backend, dtype, optimizer, name, rng):
+    """The engines' weight decay (loss + lambda/2 sum W^2, dW + lambda W) on convolution and affine
+    weights, and on the native engine's compact first layer (mlp-dropout's mostly-zero rows)."""
+    arch = ARCHS[name]
+    x = rng.standard_normal((40, *arch["input"])).astype(dtype)
+    x[rng.random(x.shape) < 0.6] = 0
+    batches = rng.integers(0, 40, (6, 5))
+    program = engine.seeded(architecture.program(arch), 3)
+    expected, actual = run_both(backend, x, program, n_params(arch), batches, optimizer, decay=0.3)
+    assert_same_training(expected, actual, 6, dtype)
+    undecayed = run_both(backend, x, program, n_params(arch), batches, optimizer)[1]
+    assert actual[2][0] > undecayed[2][0]  # the first loss carries the decay term
+    assert np.sum(actual[1] ** 2) < np.sum(undecayed[1] ** 2)  # and the weights shrink
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_native_window_programs_on_any_thread_count(threads, rng):
     if "native" not in fastbp.available_backends():
