@@ -78,7 +78,9 @@ static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, 
             const int64_t *f = op + FASTBP_FIELD_SHAPE;
             const REAL *W = params + op[FASTBP_FIELD_PARAM_AT];
             const ptrdiff_t weights = f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW];
-            if (FN(fused_at)(program, i, last)) { /* conv - relu - pool: the pooling's output only */
+            /* (fusing writes a later op's place: never the input's, which prediction's two buffers
+             * taking turns would make it for conv - relu) */
+            if (FN(fused_at)(program, i, last) && outs + out_at[i + 2] != in) { /* conv - relu - pool: the pooling's output only */
                 i += 2;
                 out = outs + out_at[i];
                 if (FN(conv_relu_pool_forward)(in, W, W + weights, out, args + out_at[i], rows, f,
@@ -86,7 +88,7 @@ static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, 
                     return NULL;
             } else {
                 unsigned char *relu_mask = NULL; /* conv - relu: the ReLU's output and mask only */
-                if (i + 1 < last && FIELD(program, i + 1, FASTBP_FIELD_CODE) == FASTBP_OP_RELU) {
+                if (i + 1 < last && FIELD(program, i + 1, FASTBP_FIELD_CODE) == FASTBP_OP_RELU && outs + out_at[i + 1] != in) {
                     out = outs + out_at[++i];
                     relu_mask = masks + out_at[i];
                 }

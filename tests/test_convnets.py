@@ -102,6 +102,23 @@ def test_a_network_with_dropout_predicts_on_the_engine_as_its_layers_do(rng):
     np.testing.assert_array_equal(net.predict_labels(x), np.argmax(net.predict(x, train_flg=False), axis=1))
 
 
+@pytest.mark.parametrize("backend", ["reference", "numba", "native"])
+def test_the_deep_convnets_labels_on_every_engine_are_its_layers(backend, rng):
+    """DeepConvNet's conv - relu - conv - relu - pool blocks (each convolution widening its input
+    up to 16-fold) on the engines' prediction buffers: labels that differ from image to image, so
+    that a wrong pass shows."""
+    if backend not in fastbp.available_backends():
+        pytest.skip(f"the {backend} backend is not available here")
+    net = DeepConvNet(hidden_size=20, seed=1, backend=backend)
+    last = f"W{len(net.param_layers)}"
+    net.params[last] *= 30  # scores far apart: dropout's 1 - ratio scaling and rounding cannot tie them
+    x = rng.standard_normal((60, 1, 28, 28))  # zero-mean images: their directions differ (the biases start at 0)
+    expected = np.argmax(net.predict(x, train_flg=False), axis=1)
+    assert len(set(expected.tolist())) >= 2
+    np.testing.assert_array_equal(net.predict_labels(x), expected)
+    np.testing.assert_array_equal(net.predict_labels(x), np.argmax(net.predict(x, train_flg=False), axis=1))
+
+
 def test_convnets_save_and_load_their_weights(tmp_path, rng):
     net = SimpleConvNet(**SMALL, seed=4)
     x = rng.random((4, 1, 10, 10))
