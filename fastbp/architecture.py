@@ -130,6 +130,23 @@ def as_mlp(arch: dict):
     return [arch["input"][0]] + [layer["out"] for layer in arch["layers"] if layer["op"] == "affine"], activation
 
 
+def extended_mlp(arch: dict):
+    """MultiLayerNet's arguments (sizes, activation, use_batchnorm, use_dropout, dropout ratio)
+    when ``arch`` is what ``mlp`` builds with any of its options, else None."""
+    arch = normalized(arch)
+    plain = [layer for layer in arch["layers"] if layer["op"] not in ("batchnorm", "dropout")]
+    found = as_mlp({"input": arch["input"], "layers": plain})
+    if found is None:
+        return None
+    norms = [layer for layer in arch["layers"] if layer["op"] == "batchnorm"]
+    drops = [layer for layer in arch["layers"] if layer["op"] == "dropout"]
+    ratio = drops[0]["ratio"] if drops else 0.5
+    options = bool(norms), bool(drops), ratio
+    if normalized(mlp(found[0], found[1], ratio if drops else None, batchnorm=bool(norms))) != arch:
+        return None  # options elsewhere than mlp puts them (or momenta and ratios that differ)
+    return (*found, *options)
+
+
 def describe(arch: dict) -> str:
     """For messages: 'a 784-50-10 network', 'a 1x28x28-conv30-pool-100-10 network'."""
     parts = ["x".join(str(int(s)) for s in arch["input"])]

@@ -90,11 +90,13 @@ class MultiLayerNet(SequentialNet):
 
     @classmethod
     def _from_saved(cls, path, saved: checkpoint.Saved, **kwargs) -> "MultiLayerNet":
-        if saved.mlp is None:
+        found = architecture.extended_mlp(saved.architecture)
+        if found is None:
             raise ValueError(f"{path}: holds {architecture.describe(saved.architecture)}, not an MLP; "
                              f"load it with fastbp.sequential.SequentialNet.load")
-        sizes, activation = saved.mlp
-        return cls(sizes[0], sizes[1:-1], sizes[-1], activation=activation, **kwargs)
+        sizes, activation, use_batchnorm, use_dropout, ratio = found
+        return cls(sizes[0], sizes[1:-1], sizes[-1], activation=activation, use_batchnorm=use_batchnorm,
+                   use_dropout=use_dropout, dropout_ration=ratio, **kwargs)
 
 
 class TwoLayerNet(MultiLayerNet):

@@ -317,3 +317,19 @@ def test_a_weights_files_running_statistics_are_checked(tmp_path):
         checkpoint.save(tmp_path / "w.npz", net.architecture, net.params, buffers={**buffers, key: value})
         with pytest.raises(ValueError, match=message):
             SequentialNet.load(tmp_path / "w.npz")
+
+
+def test_multilayernet_loads_what_it_saved_with_the_books_options(tmp_path, rng):
+    net = MultiLayerNet(6, [5, 4], 3, use_batchnorm=True, use_dropout=True, dropout_ration=0.25, seed=2)
+    x = rng.standard_normal((20, 6)).astype(np.float32)
+    net.gradient(x, rng.integers(0, 3, 20))  # running statistics move off their start
+    net.save(tmp_path / "w.npz")
+    again = MultiLayerNet.load(tmp_path / "w.npz")
+    assert again.use_batchnorm and again.use_dropout and again.architecture == net.architecture
+    np.testing.assert_array_equal(again.predict(x), net.predict(x))
+    from fastbp.nets import SimpleConvNet
+
+    SimpleConvNet(input_dim=(1, 8, 8), conv_param={"filter_num": 2, "filter_size": 3}, hidden_size=4, seed=0).save(
+        tmp_path / "conv.npz")
+    with pytest.raises(ValueError, match="not an MLP"):
+        MultiLayerNet.load(tmp_path / "conv.npz")
