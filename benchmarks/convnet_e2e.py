@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from end_to_end import median_run, ratio_text  # noqa: E402
+from end_to_end import emit, median_run, ratio_text  # noqa: E402
 
 ITERATIONS, BATCH, LR, PER_EPOCH, EVAL_SAMPLES = 1200, 100, 0.001, 600, 1000
 BOOK = Path(__file__).resolve().parents[2] / "shared" / "dlfs"
@@ -368,13 +368,7 @@ def main() -> int:
         lines += [f"| {k} | {v:.2f} | {1e3 * v / args.iterations:.2f} | {100 * v / total:.0f}% |"
                   for k, v in sorted(split.items(), key=lambda kv: -kv[1]) if v >= 0.0005 * total]
         lines.append(f"| sum | {total:.2f} | {1e3 * total / args.iterations:.2f} | |")
-    if "jax-jit" in results and "compile_s" in results["jax-jit"]:
-        lines.append(f"\nJAX compile time (excluded above): {results['jax-jit']['compile_s']:.2f} s")
-    table = "\n".join(lines)
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(table + "\n")
+    emit(lines, results, args.markdown)
     return 0
 
 
