@@ -189,52 +189,6 @@ static void FN(add_thread_sums)(const REAL *sums, int threads, ptrdiff_t weights
     }
 }
 
-/* dW = sum over samples of dout_n rows_n^T, db = sums of dout per filter, dx (when not NULL) =
- * row2im of W^T dout_n, conv_group samples at a time. Each thread sums its samples' dW and db,
- * then the threads' sums are added in thread order. Returns -1 when out of memory. */
-int FN(conv_backward)(const REAL *dout, const REAL *x, const REAL *Wt, REAL *dx, REAL *dW, REAL *db, int N, int C,
-                      int H, int W, int F, int FH, int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min)
-{
-    const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, area = (ptrdiff_t)OH * OW, image = (ptrdiff_t)C * H * W;
-    const int G = FN(conv_group)(N, area), groups = (N + G - 1) / G;
-    const int threads = (ptrdiff_t)N * F * area * ck >= parallel_min ? FASTBP_MAX_THREADS() : 1;
-    REAL *sums = calloc((size_t)threads * (size_t)(F * ck + F), sizeof(REAL)); /* each thread's dW, then db */
-    int flip = 0;
-    REAL *M = dx ? FN(dx_filters)(Wt, C, F, FH, FW, stride, pad, &flip) : NULL;
-    int failed = !sums || (dx && !M);
-#pragma omp parallel num_threads(threads) if (!failed)
-    {
-        const int t = FASTBP_THREAD_NUM();
-        REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * G * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
-        REAL *d = G > 1 ? malloc(sizeof(REAL) * (size_t)(F * G * area)) : NULL; /* the group's dout, side by side */
-        REAL *back = flip ? malloc(sizeof(REAL) * (size_t)F * FH * FW * H * W) : NULL;
-        REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL;
-        if (!rows || !part || (G > 1 && !d) || (flip && !back)) failed = 1;
-#pragma omp for schedule(static)
-        for (int q = 0; q < groups; ++q) {
-            if (failed) continue;
-            const int n0 = q * G, g_n = N - n0 < G ? N - n0 : G;
-            const REAL *dq = dout + (ptrdiff_t)n0 * F * area;
-            if (G > 1) {
-                for (int f = 0; f < F; ++f)
-                    for (int g = 0; g < g_n; ++g)
-                        memcpy(d + ((ptrdiff_t)f * g_n + g) * area, dq + ((ptrdiff_t)g * F + f) * area, sizeof(REAL) * area);
-                dq = d;
-            }
-            FN(conv_backward_group)(dq, g_n, x + n0 * image, M, flip, dx ? dx + n0 * image : NULL, my_dW, my_dW + F * ck,
-                                    rows, part, back, C, H, W, F, FH, FW, stride, pad, OH, OW);
-        }
-        free(rows);
-        free(part);
-        free(d);
-        free(back);
-    }
-    if (!failed) FN(add_thread_sums)(sums, threads, F * ck, F, dW, db);
-    free(sums);
-    free(M);
-    return failed ? -1 : 0;
-}
-
 /* The first maximum of a window of rows x cols read at p (rows W apart), NaN winning as in
  * np.argmax (the first NaN); *at its place, row-major. Without branches: whether a place wins is
  * a coin toss on real data, and mispredicted branches cost more than the compares (measured, 2 x 2
@@ -388,6 +342,75 @@ void FN(pool_backward)(const REAL *dout, const int64_t *arg_max, REAL *dx, int N
 #define POOL_SHAPE(f) (int)(f)[FASTBP_H], (int)(f)[FASTBP_W], (int)(f)[FASTBP_KH], (int)(f)[FASTBP_KW], \
                       (int)(f)[FASTBP_STRIDE], (int)(f)[FASTBP_PAD], (int)(f)[FASTBP_OH], (int)(f)[FASTBP_OW]
 
+/* Where a convolution's backward reads its output gradient: dout itself, or (the engine's fused
+ * conv - relu - pool) the pooling's gradient, taken back through the pooling and the ReLU. */
+typedef struct {
+    const REAL *pooled_out; /* the pooling's output: its values say where the ReLU let the gradient through */
+    const int64_t *arg_max; /* the pooling's places */
+    const int64_t *pool;    /* the pooling op's shape fields */
+} FN(unpooling);
+
+/* The one driver of a convolution's backward: dW = sum over samples of dout_n rows_n^T, db = sums
+ * of dout per filter, dx (when not NULL) as dx_filters says, conv_group samples at a time (their
+ * gradients gathered side by side, or unpooled into place when `from` is not NULL). Each thread
+ * sums its samples' dW and db, then the threads' sums are added in thread order. Returns -1 when
+ * out of memory. */
+static int FN(conv_backward_from)(const REAL *dout, const FN(unpooling) *from, const REAL *x, const REAL *Wt, REAL *dx,
+                                  REAL *dW, REAL *db, int N, int C, int H, int W, int F, int FH, int FW, int stride,
+                                  int pad, int OH, int OW, ptrdiff_t parallel_min)
+{
+    const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, area = (ptrdiff_t)OH * OW, image = (ptrdiff_t)C * H * W;
+    const ptrdiff_t pooled = from ? from->pool[FASTBP_OH] * from->pool[FASTBP_OW] : 0;
+    const int G = FN(conv_group)(N, area), groups = (N + G - 1) / G, gather = from || G > 1;
+    const int threads = (ptrdiff_t)N * F * area * ck >= parallel_min ? FASTBP_MAX_THREADS() : 1;
+    REAL *sums = calloc((size_t)threads * (size_t)(F * ck + F), sizeof(REAL)); /* each thread's dW, then db */
+    int flip = 0;
+    REAL *M = dx ? FN(dx_filters)(Wt, C, F, FH, FW, stride, pad, &flip) : NULL;
+    int failed = !sums || (dx && !M);
+#pragma omp parallel num_threads(threads) if (!failed)
+    {
+        const int t = FASTBP_THREAD_NUM();
+        REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * G * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
+        REAL *d = gather ? malloc(sizeof(REAL) * (size_t)(F * G * area)) : NULL; /* the group's gradients, side by side */
+        REAL *back = flip ? malloc(sizeof(REAL) * (size_t)F * FH * FW * H * W) : NULL;
+        REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL;
+        if (!rows || !part || (gather && !d) || (flip && !back)) failed = 1;
+#pragma omp for schedule(static)
+        for (int q = 0; q < groups; ++q) {
+            if (failed) continue;
+            const int n0 = q * G, g_n = N - n0 < G ? N - n0 : G;
+            for (int g = 0; gather && g < g_n; ++g)
+                for (int f = 0; f < F; ++f) {
+                    REAL *to = d + ((ptrdiff_t)f * g_n + g) * area;
+                    if (!from) {
+                        memcpy(to, dout + ((ptrdiff_t)(n0 + g) * F + f) * area, sizeof(REAL) * (size_t)area);
+                        continue;
+                    }
+                    const ptrdiff_t plane = ((ptrdiff_t)(n0 + g) * F + f) * pooled;
+                    FN(unpool_plane)(dout + plane, from->arg_max + plane, from->pooled_out + plane, to, POOL_SHAPE(from->pool));
+                }
+            FN(conv_backward_group)(gather ? d : dout + (ptrdiff_t)n0 * F * area, g_n, x + n0 * image, M, flip,
+                                    dx ? dx + n0 * image : NULL, my_dW, my_dW + F * ck, rows, part, back, C, H, W, F, FH,
+                                    FW, stride, pad, OH, OW);
+        }
+        free(rows);
+        free(part);
+        free(d);
+        free(back);
+    }
+    if (!failed) FN(add_thread_sums)(sums, threads, F * ck, F, dW, db);
+    free(sums);
+    free(M);
+    return failed ? -1 : 0;
+}
+
+int FN(conv_backward)(const REAL *dout, const REAL *x, const REAL *Wt, REAL *dx, REAL *dW, REAL *db, int N, int C,
+                      int H, int W, int F, int FH, int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min)
+{
+    return FN(conv_backward_from)(dout, NULL, x, Wt, dx, dW, db, N, C, H, W, F, FH, FW, stride, pad, OH, OW,
+                                  parallel_min);
+}
+
 int FN(conv_relu_pool_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, int64_t *arg_max, int N,
                                const int64_t *conv, const int64_t *pool, ptrdiff_t parallel_min)
 {
@@ -424,46 +447,8 @@ int FN(conv_relu_pool_backward)(const REAL *dout, const REAL *pooled_out, const 
                                 const REAL *Wt, REAL *dx, REAL *dW, REAL *db, int N, const int64_t *conv,
                                 const int64_t *pool, ptrdiff_t parallel_min)
 {
-    const int C = (int)conv[FASTBP_C], H = (int)conv[FASTBP_H], W = (int)conv[FASTBP_W], F = (int)conv[FASTBP_F];
-    const ptrdiff_t ck = (ptrdiff_t)C * conv[FASTBP_KH] * conv[FASTBP_KW], area = conv[FASTBP_OH] * conv[FASTBP_OW];
-    const ptrdiff_t pooled = pool[FASTBP_OH] * pool[FASTBP_OW], image = (ptrdiff_t)C * H * W;
-    const int G = FN(conv_group)(N, area), groups = (N + G - 1) / G;
-    const int threads = (ptrdiff_t)N * F * area * ck >= parallel_min ? FASTBP_MAX_THREADS() : 1;
-    REAL *sums = calloc((size_t)threads * (size_t)(F * ck + F), sizeof(REAL));
-    const int FH = (int)conv[FASTBP_KH], FW = (int)conv[FASTBP_KW];
-    int flip = 0;
-    REAL *M = dx ? FN(dx_filters)(Wt, C, F, FH, FW, (int)conv[FASTBP_STRIDE], (int)conv[FASTBP_PAD], &flip) : NULL;
-    int failed = !sums || (dx && !M);
-#pragma omp parallel num_threads(threads) if (!failed)
-    {
-        const int t = FASTBP_THREAD_NUM();
-        REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * G * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
-        REAL *dz = malloc(sizeof(REAL) * (size_t)(F * G * area)); /* the group's gradients of z, side by side */
-        REAL *back = flip ? malloc(sizeof(REAL) * (size_t)F * FH * FW * H * W) : NULL;
-        REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL;
-        if (!rows || !part || !dz || (flip && !back)) failed = 1;
-#pragma omp for schedule(static)
-        for (int q = 0; q < groups; ++q) {
-            if (failed) continue;
-            const int n0 = q * G, g_n = N - n0 < G ? N - n0 : G;
-            for (int g = 0; g < g_n; ++g)
-                for (int f = 0; f < F; ++f) {
-                    const ptrdiff_t plane = ((ptrdiff_t)(n0 + g) * F + f) * pooled;
-                    FN(unpool_plane)(dout + plane, arg_max + plane, pooled_out + plane, dz + ((ptrdiff_t)f * g_n + g) * area,
-                                     POOL_SHAPE(pool));
-                }
-            FN(conv_backward_group)(dz, g_n, x + n0 * image, M, flip, dx ? dx + n0 * image : NULL, my_dW, my_dW + F * ck,
-                                    rows, part, back, CONV_SHAPE(conv));
-        }
-        free(rows);
-        free(part);
-        free(dz);
-        free(back);
-    }
-    if (!failed) FN(add_thread_sums)(sums, threads, F * ck, F, dW, db);
-    free(sums);
-    free(M);
-    return failed ? -1 : 0;
+    const FN(unpooling) from = {pooled_out, arg_max, pool};
+    return FN(conv_backward_from)(dout, &from, x, Wt, dx, dW, db, N, CONV_SHAPE(conv), parallel_min);
 }
 #undef CONV_SHAPE
 #undef POOL_SHAPE

@@ -20,6 +20,15 @@ static int FN(fused_at)(const int64_t *program, int i, int last)
            FIELD(program, i + 2, FASTBP_FIELD_CODE) == FASTBP_OP_POOL;
 }
 
+/* The entries of op i's weights W (affine, convolution; not b), what the kernels and weight decay read; b follows them. */
+static ptrdiff_t FN(op_weights)(const int64_t *program, int i)
+{
+    const int64_t *op = &FIELD(program, i, 0), *f = op + FASTBP_FIELD_SHAPE;
+    if (op[FASTBP_FIELD_CODE] == FASTBP_OP_AFFINE) return (ptrdiff_t)op[FASTBP_FIELD_IN] * op[FASTBP_FIELD_OUT];
+    if (op[FASTBP_FIELD_CODE] == FASTBP_OP_CONV) return (ptrdiff_t)(f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW]);
+    return 0;
+}
+
 /* Dropout op i of `rows` rows: in training step `step` (1-based) the book's x * (draw > ratio), the
  * draws from the engine's generator and the kept units in keep; in prediction (step 0) x * (1 - ratio).
  * -1 when out of memory. */
@@ -77,7 +86,7 @@ static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, 
         case FASTBP_OP_CONV: {
             const int64_t *f = op + FASTBP_FIELD_SHAPE;
             const REAL *W = params + op[FASTBP_FIELD_PARAM_AT];
-            const ptrdiff_t weights = f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW];
+            const ptrdiff_t weights = FN(op_weights)(program, i);
             /* (fusing writes a later op's place: never the input's, which prediction's two buffers
              * taking turns would make it for conv - relu) */
             if (FN(fused_at)(program, i, last) && outs + out_at[i + 2] != in) { /* conv - relu - pool: the pooling's output only */
@@ -185,15 +194,6 @@ static int FN(net_init)(FN(net) *net, const int64_t *program, int n_ops, int bat
     return -1;
 }
 
-/* The entries of op i's weights W (affine, convolution; not b), which weight decay reads. */
-static ptrdiff_t FN(op_weights)(const int64_t *program, int i)
-{
-    const int64_t *op = &FIELD(program, i, 0), *f = op + FASTBP_FIELD_SHAPE;
-    if (op[FASTBP_FIELD_CODE] == FASTBP_OP_AFFINE) return (ptrdiff_t)op[FASTBP_FIELD_IN] * op[FASTBP_FIELD_OUT];
-    if (op[FASTBP_FIELD_CODE] == FASTBP_OP_CONV) return (ptrdiff_t)(f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW]);
-    return 0;
-}
-
 /* Weight decay's loss term, the book's lambda/2 sum W^2 over every W (in double). */
 static double FN(decay_loss)(const FN(net) *net)
 {
@@ -260,7 +260,7 @@ static int FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int 
         break;
     case FASTBP_OP_CONV: {
         const int64_t *f = op + FASTBP_FIELD_SHAPE;
-        const ptrdiff_t w_at = op[FASTBP_FIELD_PARAM_AT], weights = f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW];
+        const ptrdiff_t w_at = op[FASTBP_FIELD_PARAM_AT], weights = FN(op_weights)(net->program, i);
         if (FN(conv_backward)(dout, in, net->params + w_at, need_dx ? dx : NULL, net->grads + w_at,
                               net->grads + w_at + weights, WINDOW_ARGS(f, batch), (int)f[FASTBP_F], WINDOW_REST(f),
                               net->parallel_min) < 0)
@@ -283,7 +283,7 @@ static int FN(fused_backward)(FN(net) *net, int i, const REAL *dout, REAL *dx, i
 {
     const int64_t *f = &FIELD(net->program, i, FASTBP_FIELD_SHAPE);
     const ptrdiff_t w_at = FIELD(net->program, i, FASTBP_FIELD_PARAM_AT);
-    const ptrdiff_t weights = f[FASTBP_F] * f[FASTBP_C] * f[FASTBP_KH] * f[FASTBP_KW];
+    const ptrdiff_t weights = FN(op_weights)(net->program, i);
     const REAL *in = i > 0 ? net->outs + net->out_at[i - 1] : net->input;
     if (FN(conv_relu_pool_backward)(dout, net->outs + net->out_at[i + 2], net->args + net->out_at[i + 2], in,
                                     net->params + w_at, need_dx ? dx : NULL, net->grads + w_at,
