@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from end_to_end import emit, median_run, ratio_text  # noqa: E402
+from end_to_end import emit, ratio_text, run_rounds  # noqa: E402
 
 ITERATIONS, BATCH, LR, PER_EPOCH, EVAL_SAMPLES = 1200, 100, 0.001, 600, 1000
 BOOK = Path(__file__).resolve().parents[2] / "shared" / "dlfs"
@@ -326,13 +326,8 @@ def main() -> int:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     from machine import describe
 
-    rounds = []
-    for r in range(args.rounds):
-        rounds.append({})
-        for name in args.variants:
-            print(f"running {name} (round {r + 1} of {args.rounds}) ...", file=sys.stderr, flush=True)
-            rounds[-1][name] = in_subprocess(["--model", args.model, "--variant", name, "--iterations", str(args.iterations)])
-    results = {name: median_run([rnd[name] for rnd in rounds]) for name in args.variants}
+    rounds, results = run_rounds(args.variants, args.rounds, lambda name: in_subprocess(
+        ["--model", args.model, "--variant", name, "--iterations", str(args.iterations)]))
     peak = float(subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import numpy as np; "
                                  "from machine import matmul_peak; print(matmul_peak(np.float32))", os.path.dirname(__file__)],
                                 capture_output=True, text=True, check=True).stdout)

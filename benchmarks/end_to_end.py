@@ -265,13 +265,8 @@ def main() -> int:
 
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
-    rounds = []
-    for r in range(args.rounds):
-        rounds.append({})
-        for name in args.variants:
-            print(f"running {name} (round {r + 1} of {args.rounds}) ...", file=sys.stderr, flush=True)
-            rounds[-1][name] = in_subprocess(["--variant", name, "--iterations", str(args.iterations)])
-    results = {name: median_run([rnd[name] for rnd in rounds]) for name in args.variants}
+    rounds, results = run_rounds(args.variants, args.rounds, lambda name: in_subprocess(
+        ["--variant", name, "--iterations", str(args.iterations)]))
     compile_info = first_use_times()
     # the peak is measured in a process of its own too: OpenBLAS threads keep spinning for a while
     # after a product, and on 2 cores they would slow down whatever runs next in this process
@@ -309,6 +304,17 @@ def main() -> int:
                   f"native {compile_info['native_s']:.1f} s"]
     emit(lines, results, args.markdown)
     return 0
+
+
+def run_rounds(variants, n_rounds: int, run) -> tuple[list[dict], dict]:
+    """run(name) for every variant, round after round in turn; the rounds, and each variant's median run."""
+    rounds = []
+    for r in range(n_rounds):
+        rounds.append({})
+        for name in variants:
+            print(f"running {name} (round {r + 1} of {n_rounds}) ...", file=sys.stderr, flush=True)
+            rounds[-1][name] = run(name)
+    return rounds, {name: median_run([rnd[name] for rnd in rounds]) for name in variants}
 
 
 def emit(lines: list[str], results: dict, markdown: str | None) -> None:
