@@ -63,6 +63,10 @@ def op_flops(op, shape):
 
 OPS = ["affine_forward", "affine_backward", "relu_forward_backward", "sigmoid_forward_backward",
        "softmax_cross_entropy_forward_backward", "sgd_update"]
+# Shapes for the row-wise ops only, (batch, -, classes or units): no product is made at them
+ROW_OPS = ["relu_forward_backward", "sigmoid_forward_backward", "softmax_cross_entropy_forward_backward"]
+ROW_SHAPES = {"rows-1000x100": (1000, 1, 100), "rows-4096x1000": (4096, 1, 1000)}
+SHAPES_OF = {op: list(SHAPES) + (list(ROW_SHAPES) if op in ROW_OPS else []) for op in OPS}
 
 
 def assert_matches(got, ref, dtype, reduction):
@@ -76,12 +80,11 @@ def assert_matches(got, ref, dtype, reduction):
     assert_close(got, ref, default_rtol(dtype, reduction))
 
 
-@pytest.mark.parametrize("shape_name", list(SHAPES))
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op, shape_name", [(op, shape) for op in OPS for shape in SHAPES_OF[op]])
 def test_op(benchmark, op, backend, dtype_name, shape_name):
-    dtype, shape = DTYPES[dtype_name], SHAPES[shape_name]
+    dtype, shape = DTYPES[dtype_name], {**SHAPES, **ROW_SHAPES}[shape_name]
     run = make_inputs(op, shape, dtype)
     ops = backends.get(backend)
     # checked before timing, and compiled by this first call

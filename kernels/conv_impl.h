@@ -297,10 +297,10 @@ static void FN(pool_plane)(const REAL *in, REAL *o, int64_t *arg, int H, int W, 
 void FN(pool_forward)(const REAL *x, REAL *out, int64_t *arg_max, int N, int C, int H, int W, int PH, int PW, int stride,
                       int pad, int OH, int OW, ptrdiff_t parallel_min)
 {
-    FASTBP_PARALLEL_FOR((ptrdiff_t)N * C * OH * OW * PH * PW >= parallel_min / FASTBP_POOL_WORK)
-    for (ptrdiff_t plane = 0; plane < (ptrdiff_t)N * C; ++plane)
+    FASTBP_FOR((ptrdiff_t)N * C * OH * OW * PH * PW >= parallel_min / FASTBP_POOL_WORK, ptrdiff_t, plane, (ptrdiff_t)N * C, {
         FN(pool_plane)(x + plane * H * W, out + plane * OH * OW, arg_max + plane * OH * OW, H, W, PH, PW, stride, pad, OH,
                        OW);
+    });
 }
 
 /* One plane's pooling backward: d (H, W) zeroed, then each output's gradient added at its
@@ -324,10 +324,10 @@ static void FN(unpool_plane)(const REAL *dout, const int64_t *arg, const REAL *p
 void FN(pool_backward)(const REAL *dout, const int64_t *arg_max, REAL *dx, int N, int C, int H, int W, int PH, int PW,
                        int stride, int pad, int OH, int OW, ptrdiff_t parallel_min)
 {
-    FASTBP_PARALLEL_FOR((ptrdiff_t)N * C * H * W >= parallel_min / FASTBP_POOL_WORK)
-    for (ptrdiff_t plane = 0; plane < (ptrdiff_t)N * C; ++plane)
+    FASTBP_FOR((ptrdiff_t)N * C * H * W >= parallel_min / FASTBP_POOL_WORK, ptrdiff_t, plane, (ptrdiff_t)N * C, {
         FN(unpool_plane)(dout + plane * OH * OW, arg_max + plane * OH * OW, NULL, dx + plane * H * W, H, W, PH, PW, stride,
                          pad, OH, OW);
+    });
 }
 
 /* ---- conv - relu - max pooling as one pass per sample: the engine's fusion of the three ops

@@ -4,6 +4,7 @@
 /* elementwise.c */
 void FN(relu_forward)(const REAL *x, REAL *out, unsigned char *mask, ptrdiff_t n, ptrdiff_t parallel_min);
 void FN(relu_backward)(const REAL *dout, const unsigned char *mask, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);
+void FN(exp)(const REAL *x, REAL *out, ptrdiff_t n, ptrdiff_t parallel_min); /* vexp.h's, the one softmax uses */
 void FN(sigmoid_forward)(const REAL *x, REAL *out, ptrdiff_t n, ptrdiff_t parallel_min);
 void FN(sigmoid_backward)(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);
 

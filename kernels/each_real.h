@@ -3,7 +3,7 @@
  *   REAL        float or double
  *   SFX         f32 or f64
  *   FN(name)    fastbp_<name>_<SFX>: every templated function's name, also for calls between them
- *   EXP LOG SQRT FABS   the type's math functions;  GEMM  the type's row-major BLAS product
+ *   EXP LOG SQRT FABS   the type's math functions (EXP: vexp.h's, which vectorizes);  GEMM  the type's row-major BLAS product
  *
  *     #define FASTBP_TEMPLATE "elementwise_impl.h"
  *     #include "each_real.h"
@@ -20,7 +20,7 @@
 
 #define REAL float
 #define SFX f32
-#define EXP expf
+#define EXP fastbp_exp1_f32
 #define LOG logf
 #define SQRT sqrtf
 #define FABS fabsf
@@ -36,7 +36,7 @@
 
 #define REAL double
 #define SFX f64
-#define EXP exp
+#define EXP fastbp_exp1_f64
 #define LOG log
 #define SQRT sqrt
 #define FABS fabs

@@ -4,19 +4,22 @@
 FASTBP_SIMD void FN(relu_forward)(const REAL *restrict x, REAL *restrict out, unsigned char *restrict mask, ptrdiff_t n,
                                   ptrdiff_t parallel_min)
 {
-    FASTBP_PARALLEL_FOR(n >= parallel_min)
-    for (ptrdiff_t i = 0; i < n; ++i) {
+    FASTBP_FOR(n >= parallel_min, ptrdiff_t, i, n, {
         const int off = x[i] <= (REAL)0;
         mask[i] = (unsigned char)off;
         out[i] = off ? (REAL)0 : x[i];
-    }
+    });
 }
 
 FASTBP_SIMD void FN(relu_backward)(const REAL *restrict dout, const unsigned char *restrict mask, REAL *restrict dx,
                                    ptrdiff_t n, ptrdiff_t parallel_min)
 {
-    FASTBP_PARALLEL_FOR(n >= parallel_min)
-    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = mask[i] ? (REAL)0 : dout[i];
+    FASTBP_FOR(n >= parallel_min, ptrdiff_t, i, n, { dx[i] = mask[i] ? (REAL)0 : dout[i]; });
+}
+
+FASTBP_SIMD void FN(exp)(const REAL *restrict x, REAL *restrict out, ptrdiff_t n, ptrdiff_t parallel_min)
+{
+    FASTBP_FOR(n >= parallel_min, ptrdiff_t, i, n, { out[i] = EXP(x[i]); });
 }
 
 static inline REAL FN(sigmoid1)(REAL v)
@@ -27,31 +30,27 @@ static inline REAL FN(sigmoid1)(REAL v)
 
 FASTBP_SIMD void FN(sigmoid_forward)(const REAL *x, REAL *out, ptrdiff_t n, ptrdiff_t parallel_min)
 {
-    FASTBP_PARALLEL_FOR(n >= parallel_min)
-    for (ptrdiff_t i = 0; i < n; ++i) out[i] = FN(sigmoid1)(x[i]);
+    FASTBP_FOR(n >= parallel_min, ptrdiff_t, i, n, { out[i] = FN(sigmoid1)(x[i]); });
 }
 
 FASTBP_SIMD void FN(sigmoid_backward)(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min)
 {
-    FASTBP_PARALLEL_FOR(n >= parallel_min)
-    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = dout[i] * ((REAL)1 - out[i]) * out[i];
+    FASTBP_FOR(n >= parallel_min, ptrdiff_t, i, n, { dx[i] = dout[i] * ((REAL)1 - out[i]) * out[i]; });
 }
 
 /* Dropout: a unit is kept where draw > ratio (draw: np.random.rand's numbers); out = x * keep. */
 FASTBP_SIMD void FN(dropout_forward)(const REAL *x, const double *draw, double ratio, REAL *out, unsigned char *keep,
                                      ptrdiff_t n, ptrdiff_t parallel_min)
 {
-    FASTBP_PARALLEL_FOR(n >= parallel_min)
-    for (ptrdiff_t i = 0; i < n; ++i) {
+    FASTBP_FOR(n >= parallel_min, ptrdiff_t, i, n, {
         const int on = draw[i] > ratio;
         keep[i] = (unsigned char)on;
         out[i] = x[i] * (REAL)on; /* a product, as the book's: NaN * 0 stays NaN */
-    }
+    });
 }
 
 FASTBP_SIMD void FN(dropout_backward)(const REAL *dout, const unsigned char *keep, REAL *dx, ptrdiff_t n,
                                       ptrdiff_t parallel_min)
 {
-    FASTBP_PARALLEL_FOR(n >= parallel_min)
-    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = dout[i] * (REAL)keep[i];
+    FASTBP_FOR(n >= parallel_min, ptrdiff_t, i, n, { dx[i] = dout[i] * (REAL)keep[i]; });
 }

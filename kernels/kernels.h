@@ -17,31 +17,53 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Elementwise loops get an AVX2 version beside the baseline one, chosen when the module loads
- * (GCC function multiversioning): a wheel built here runs on any x86-64, fast on AVX2. */
+#include "vexp.h"
+
+/* Elementwise loops get an AVX2 + FMA version beside the baseline one, chosen when the module
+ * loads (GCC function multiversioning): a wheel built here runs on any x86-64, fast on AVX2. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-/* feature-based: "arch=haswell" would dispatch on the CPU model and give AMD the baseline clone */
+/* feature-based: "arch=haswell" would dispatch on the CPU model and give AMD the baseline clone;
+ * x86-64-v3 (AVX2, FMA, ...) is a feature level (GCC 12), and FMA makes exp's polynomial 1.5x faster */
+#if __GNUC__ >= 12
+#define FASTBP_SIMD __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
 #define FASTBP_SIMD __attribute__((target_clones("avx2", "default")))
+#endif
 #else
 #define FASTBP_SIMD
 #endif
 
-/* Elementwise loops run on OpenMP threads when the condition holds (callers pass the size
- * threshold of fastbp/threads.py, or FASTBP_SERIAL for "never"). */
+/* FASTBP_FOR(cond, type, i, n, { body }): for (type i = 0; i < n; ++i) body, split between the
+ * OpenMP threads when cond holds (callers pass the size threshold of fastbp/threads.py, or
+ * FASTBP_SERIAL for "never"); FASTBP_FOR_SUM also sums `total` over the threads. The body is
+ * written once and expanded twice, so that a serial loop never enters libgomp: a parallel region
+ * with its `if` false still makes and frees a one-thread team, 0.65 us a call (measured: half of
+ * a 100 x 10 ReLU's call). */
 #ifdef _OPENMP
 #include <omp.h>
 #define FASTBP_PRAGMA(x) _Pragma(#x)
-#define FASTBP_PARALLEL_FOR(cond) FASTBP_PRAGMA(omp parallel for if (cond) schedule(static))
-#define FASTBP_PARALLEL_FOR_SUM(cond, total) FASTBP_PRAGMA(omp parallel for if (cond) schedule(static) reduction(+ : total))
+#define FASTBP_FOR_WITH(clauses, cond, type, i, n, ...)                                                               \
+    do {                                                                                                              \
+        if (cond) {                                                                                                   \
+            FASTBP_PRAGMA(omp parallel for schedule(static) clauses)                                                  \
+            for (type i = 0; i < (n); ++i) __VA_ARGS__                                                                \
+        } else {                                                                                                      \
+            for (type i = 0; i < (n); ++i) __VA_ARGS__                                                                \
+        }                                                                                                             \
+    } while (0)
+#define FASTBP_FOR(cond, type, i, n, ...) FASTBP_FOR_WITH(, cond, type, i, n, __VA_ARGS__)
+#define FASTBP_FOR_SUM(cond, total, type, i, n, ...) FASTBP_FOR_WITH(reduction(+ : total), cond, type, i, n, __VA_ARGS__)
 #define FASTBP_THREAD_NUM() omp_get_thread_num()
 #define FASTBP_MAX_THREADS() omp_get_max_threads()
 #else
-#define FASTBP_PARALLEL_FOR(cond)
-#define FASTBP_PARALLEL_FOR_SUM(cond, total)
+#define FASTBP_FOR(cond, type, i, n, ...) for (type i = 0; i < (n); ++i) __VA_ARGS__
+#define FASTBP_FOR_SUM(cond, total, type, i, n, ...) for (type i = 0; i < (n); ++i) __VA_ARGS__
 #define FASTBP_THREAD_NUM() 0
 #define FASTBP_MAX_THREADS() 1
 #endif
 #define FASTBP_SERIAL PTRDIFF_MAX
+/* partial results a reduction keeps so that its loop vectorizes: one AVX2 vector of float */
+#define FASTBP_LANES 8
 /* a data set of this many items or more is compacted on the OpenMP threads */
 #define FASTBP_PARALLEL_SCAN ((int64_t)1 << 20)
 

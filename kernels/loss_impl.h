@@ -1,25 +1,47 @@
 /* Loss layers for one floating type (each_real.h). Same math as fastbp/backends/reference.py. */
 
+/* The row's largest entry and the double sum of its entries, each in FASTBP_LANES partial results
+ * so that the loops vectorize (a single running result is a chain the compiler must keep in order). */
+static inline REAL FN(row_max)(const REAL *x, int c)
+{
+    REAL part[FASTBP_LANES];
+    for (int q = 0; q < FASTBP_LANES; ++q) part[q] = x[0];
+    int j = 0;
+    for (; j + FASTBP_LANES <= c; j += FASTBP_LANES)
+        for (int q = 0; q < FASTBP_LANES; ++q) part[q] = x[j + q] > part[q] ? x[j + q] : part[q];
+    for (; j < c; ++j) part[0] = x[j] > part[0] ? x[j] : part[0];
+    REAL top = part[0];
+    for (int q = 1; q < FASTBP_LANES; ++q) top = part[q] > top ? part[q] : top;
+    return top;
+}
+
+static inline double FN(row_sum)(const REAL *x, int c)
+{
+    double part[FASTBP_LANES] = {0};
+    int j = 0;
+    for (; j + FASTBP_LANES <= c; j += FASTBP_LANES)
+        for (int q = 0; q < FASTBP_LANES; ++q) part[q] += (double)x[j + q];
+    for (; j < c; ++j) part[0] += (double)x[j];
+    double total = 0;
+    for (int q = 0; q < FASTBP_LANES; ++q) total += part[q];
+    return total;
+}
+
 /* y = softmax(x) row by row (shifted by the row maximum); returns the mean of -log y[label]. */
 FASTBP_SIMD double FN(softmax_xent_forward)(const REAL *x, const int64_t *labels, REAL *y, int n, int c,
                                              ptrdiff_t parallel_min)
 {
     double loss = 0;
-    FASTBP_PARALLEL_FOR_SUM((ptrdiff_t)n * c >= parallel_min, loss)
-    for (int i = 0; i < n; ++i) {
-        const REAL *xi = x + (ptrdiff_t)i * c;
-        REAL *yi = y + (ptrdiff_t)i * c;
-        REAL top = xi[0];
-        for (int j = 1; j < c; ++j) top = xi[j] > top ? xi[j] : top;
-        double total = 0;
-        for (int j = 0; j < c; ++j) {
-            yi[j] = EXP(xi[j] - top);
-            total += yi[j];
-        }
+    FASTBP_FOR_SUM((ptrdiff_t)n * c >= parallel_min, loss, int, i, n, {
+        const REAL *restrict xi = x + (ptrdiff_t)i * c;
+        REAL *restrict yi = y + (ptrdiff_t)i * c;
+        const REAL top = FN(row_max)(xi, c);
+        for (int j = 0; j < c; ++j) yi[j] = EXP(xi[j] - top);
+        const double total = FN(row_sum)(yi, c);
         const REAL scale = (REAL)(1.0 / total);
         for (int j = 0; j < c; ++j) yi[j] *= scale;
         loss += log(total) - (double)(xi[labels[i]] - top);
-    }
+    });
     return loss / n;
 }
 
@@ -27,11 +49,10 @@ FASTBP_SIMD double FN(softmax_xent_forward)(const REAL *x, const int64_t *labels
 FASTBP_SIMD void FN(softmax_xent_backward)(const REAL *y, const int64_t *labels, REAL scale, REAL *dx, int n, int c,
                                             ptrdiff_t parallel_min)
 {
-    FASTBP_PARALLEL_FOR((ptrdiff_t)n * c >= parallel_min)
-    for (int i = 0; i < n; ++i) {
+    FASTBP_FOR((ptrdiff_t)n * c >= parallel_min, int, i, n, {
         for (int j = 0; j < c; ++j) dx[(ptrdiff_t)i * c + j] = y[(ptrdiff_t)i * c + j] * scale;
         dx[(ptrdiff_t)i * c + labels[i]] -= scale;
-    }
+    });
 }
 
 FASTBP_SIMD double FN(half_squared_error)(const REAL *y, const REAL *t, ptrdiff_t n)
@@ -47,6 +68,5 @@ FASTBP_SIMD double FN(half_squared_error)(const REAL *y, const REAL *t, ptrdiff_
 FASTBP_SIMD void FN(scaled_difference)(const REAL *y, const REAL *t, REAL scale, REAL *dx, ptrdiff_t n,
                                         ptrdiff_t parallel_min)
 {
-    FASTBP_PARALLEL_FOR(n >= parallel_min)
-    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = (y[i] - t[i]) * scale;
+    FASTBP_FOR(n >= parallel_min, ptrdiff_t, i, n, { dx[i] = (y[i] - t[i]) * scale; });
 }

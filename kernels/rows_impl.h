@@ -36,20 +36,18 @@ void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REA
 void FN(count_nonzeros)(const REAL *x, int64_t n, int64_t k, int64_t *indptr)
 {
     indptr[0] = 0;
-    FASTBP_PARALLEL_FOR(n * k >= FASTBP_PARALLEL_SCAN)
-    for (int64_t i = 0; i < n; ++i) {
+    FASTBP_FOR(n * k >= FASTBP_PARALLEL_SCAN, int64_t, i, n, {
         int64_t count = 0;
         for (int64_t j = 0; j < k; ++j) count += x[i * k + j] != 0;
         indptr[i + 1] = count;
-    }
+    });
     for (int64_t i = 0; i < n; ++i) indptr[i + 1] += indptr[i];
 }
 
 /* The nonzeros of each row, in column order, at [indptr[i], indptr[i + 1]). */
 void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr, int32_t *indices, REAL *values)
 {
-    FASTBP_PARALLEL_FOR(n * k >= FASTBP_PARALLEL_SCAN)
-    for (int64_t i = 0; i < n; ++i) {
+    FASTBP_FOR(n * k >= FASTBP_PARALLEL_SCAN, int64_t, i, n, {
         int64_t at = indptr[i];
         for (int64_t j0 = 0; j0 < k; j0 += 64) {
             /* without branches (zero or not is a coin toss at a digit's edges): every entry is
@@ -66,5 +64,5 @@ void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr
             memcpy(values + at, value, sizeof(REAL) * (size_t)count);
             at += count;
         }
-    }
+    });
 }

@@ -297,7 +297,7 @@ def test_a_batch_normalized_network_trains_and_predicts_on_the_layer_path(tmp_pa
     assert net.norm_layers[0].running_var.min() > 0  # the training steps updated the running statistics
     np.testing.assert_array_equal(net.predict_labels(x), np.argmax(net.predict(x), axis=1))
     net.save(tmp_path / "bn.npz")
-    again = SequentialNet.load(tmp_path / "bn.npz")  # the running statistics come back with the weights
+    again = SequentialNet.load(tmp_path / "bn.npz", backend=backend)  # the running statistics come back with the weights
     np.testing.assert_array_equal(again.predict(x), net.predict(x))
     with pytest.raises(ValueError, match="engine does not run"):  # every engine refuses it by name
         backends.get(backend).predict_labels(x, net.flat_params, net.program)

@@ -29,6 +29,7 @@ OPS = (
     "affine_backward",
     "relu_forward",
     "relu_backward",
+    "exp",
     "sigmoid_forward",
     "sigmoid_backward",
     "softmax_cross_entropy_forward",
