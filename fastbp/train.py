@@ -35,6 +35,7 @@ from ._system import require_memory
 from .layers import NonFiniteWarning
 from .optim import Optimizer, make_optimizer
 from .sequential import SequentialNet
+from .threads import ThreadChoice
 
 # fastbp's own trainer defaults, per optimizer: the seed's SGD 0.1 on MNIST; for Momentum and
 # Adam the book's (chapter 6: Momentum 0.01, Adam 0.001). The drop-in optimizer classes keep
@@ -325,13 +326,20 @@ class Trainer:
         started = time.perf_counter()
         progress = _progress_bar(self.config.iterations, self.config.progress)
         block = 1  # steps per fused call, grown to about BLOCK_SECONDS
+        threads = self._thread_choice()
         try:
             while self.step < end:
                 next_eval = next((s for s in eval_after if s > self.step), end)
                 steps = min(block, next_eval - self.step)
+                count, probe = threads.next_block() if threads else (None, False)
+                if probe:
+                    steps = max(1, steps // threads.PROBE_SHARE)
                 losses, seconds = self._train_block(run_steps, sampler, steps, history)
+                if threads:
+                    threads.record(count, seconds, steps)
                 since_eval.extend(losses.tolist())
-                block = max(1, min(4 * block, int(steps * BLOCK_SECONDS / max(seconds, 1e-6))))
+                if not probe:
+                    block = max(1, min(4 * block, int(steps * BLOCK_SECONDS / max(seconds, 1e-6))))
                 progress.update(steps)
                 progress.set_postfix(loss=f"{np.mean(losses):.4f}", refresh=False)
                 if self.step != next_eval or self.step not in eval_after:
@@ -347,9 +355,18 @@ class Trainer:
             history.interrupted = True  # the caller keeps what was trained so far
         finally:
             progress.close()
+            if threads:
+                threads.restore()
         if self._best is not None:  # with validation the run ends where its best evaluation was
             _, self.net.flat_params[...], self.state[...], self.step = self._best
         return history
+
+    def _thread_choice(self) -> ThreadChoice | None:
+        """The native engine's threads, chosen block by block (fastbp/threads.py): all of the
+        machine's, or one while another process holds a core and one measures faster."""
+        if self.config.path == "layers" or (self.net.backend or backends.current()) != "native":
+            return None
+        return ThreadChoice.for_native()
 
     def _step_runner(self, train: _Set):
         """A function (indices block, steps done) -> losses of that block, for the configured path;

@@ -723,6 +723,17 @@ static PyObject *set_num_threads(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* blas_threads_local(n) -> the setting before, or -1 where the BLAS has no per-thread setting
+ * (then nothing changed): the BLAS threads of products called from this thread, NumPy's included. */
+static PyObject *blas_threads_local(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int n;
+    if (!PyArg_ParseTuple(args, "i:blas_threads_local", &n)) return NULL;
+    if (n < 1) return PyErr_Format(PyExc_ValueError, "blas_threads_local needs a positive count, got %d", n);
+    return PyLong_FromLong(fastbp_blas_threads_local(n));
+}
+
 static PyObject *openmp(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -787,6 +798,8 @@ static PyMethodDef native_methods[] = {
      "engine_seconds(reset=False) -> (forward, backward): seconds the engine spent per op code (the update last)."},
     {"set_parallel_min", set_parallel_min, METH_VARARGS, "set_parallel_min(n): thread elementwise loops of n elements or more."},
     {"set_num_threads", set_num_threads, METH_VARARGS, "set_num_threads(n): OpenMP threads of the elementwise loops."},
+    {"blas_threads_local", blas_threads_local, METH_VARARGS,
+     "blas_threads_local(n) -> before: BLAS threads of this thread's products (-1: this BLAS has no such setting)."},
     {"openmp", openmp, METH_NOARGS, "openmp() -> OpenMP threads available, or 0 when built without OpenMP."},
     {"blas", blas, METH_NOARGS, "blas() -> which BLAS the products call."},
     {"constants", constants, METH_NOARGS, "constants() -> the engine's op, field, update-rule and hyper-vector numbers."},

@@ -1,5 +1,7 @@
 """fastbp.threads: one thread setting for numba's driver and the native kernels, checked."""
 
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import pytest
 import fastbp
 from fastbp import reference
 from fastbp.testing import check_layer
-from fastbp.threads import get_num_threads, set_num_threads
+from fastbp.threads import ThreadChoice, get_num_threads, running_elsewhere, set_num_threads
 
 
 def test_threads_setting_is_shared_and_checked():
@@ -59,3 +61,69 @@ def test_openmp_threads_spin_briefly_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     threads.configure_openmp()
     assert "GOMP_SPINCOUNT" not in os.environ
+
+
+class FakeThreads:
+    """ThreadChoice's setter, recording what it was asked for."""
+
+    def __init__(self):
+        self.calls, self.restored = [], 0
+
+    def __call__(self, threads):
+        self.calls.append(threads)
+
+        def restore():
+            self.restored += 1
+        return restore
+
+
+def run_blocks(choice, seconds_per_step, blocks, steps=1000):
+    """Blocks of `steps` steps whose time per step is seconds_per_step(threads, block index)."""
+    used = []
+    for b in range(blocks):
+        threads, probe = choice.next_block()
+        n = max(1, steps // choice.PROBE_SHARE) if probe else steps
+        choice.record(threads, seconds_per_step(threads, b) * n, n)
+        used.append((threads, probe))
+    return used
+
+
+def test_a_quiet_run_keeps_all_threads_and_never_tries_fewer():
+
+    choice = ThreadChoice(2, FakeThreads())
+    used = run_blocks(choice, lambda threads, b: 1e-4 if threads == 2 else 1.6e-4, 50)
+    assert used == [(2, False)] * 50  # the same threads every block: the same numbers every run
+
+
+def test_contention_moves_the_run_to_one_thread_and_back_when_it_ends():
+
+    # quiet for 5 blocks, another process on a core for blocks 5-29: two threads 4x slower, one 1.1x
+    def per_step(threads, b):
+        busy = 5 <= b < 30
+        return (4e-4 if busy else 1e-4) if threads == 2 else (1.76e-4 if busy else 1.6e-4)
+    choice = ThreadChoice(2, FakeThreads())
+    used = run_blocks(choice, per_step, 60)
+    assert used[5] == (2, False) and used[6] == (1, True)  # the slow block is seen, one thread is tried
+    assert all(threads == 1 for threads, probe in used[7:30] if not probe)  # and kept while it is faster
+    probes = [b for b, (threads, probe) in enumerate(used) if probe and threads == 2]
+    assert probes and all(later - earlier >= 4 for earlier, later in zip(probes, probes[1:]))  # tried again, not each block
+    assert used[-1] == (2, False)  # back on both once the other process has gone
+
+
+def test_a_run_that_starts_beside_a_busy_process_starts_on_one_thread():
+
+    setter = FakeThreads()
+    choice = ThreadChoice(2, setter, busy=os.cpu_count())
+    assert choice.next_block() == (1, False)
+    choice.restore()
+    assert setter.restored == 1  # the settings from before the run come back once
+    choice.restore()
+    assert setter.restored == 1
+
+
+def test_running_elsewhere_counts_other_processes_not_this_ones_threads():
+
+    busy = running_elsewhere()
+    if busy is None:
+        pytest.skip("no /proc/loadavg here")
+    assert busy >= 0
