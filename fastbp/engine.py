@@ -64,6 +64,15 @@ PREDICT_ROWS_COMPACT = 256
 CONVERT_ROWS = 512
 
 
+class StepsInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a block of training steps (the native engine's, between two steps): ``done``
+    steps were applied, their ``losses`` recorded; the trainer keeps them and stops."""
+
+    def __init__(self, done: int, losses: np.ndarray):
+        super().__init__(f"interrupted after {done} steps of the block")
+        self.done, self.losses = done, losses
+
+
 def adam_step_size(lr, beta1, beta2, t):
     """Adam's step size at step t (1-based), the bias corrections of m and v folded in as the book
     does. kernels/optimizers.c has the same formula (tests/test_engine.py compares the two)."""

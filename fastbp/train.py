@@ -273,7 +273,13 @@ class Trainer:
     def _train_block(self, run_steps, sampler: BatchSampler, steps: int, history: History) -> tuple[np.ndarray, float]:
         """``steps`` steps; their losses and seconds. Divergence restores the last good weights."""
         t0 = time.perf_counter()
-        losses = run_steps(sampler.next_block(steps), self.step)
+        try:
+            losses = run_steps(sampler.next_block(steps), self.step)
+        except engine.StepsInterrupted as stop:  # Ctrl-C within the block: keep the steps it applied
+            history.train_seconds += time.perf_counter() - t0
+            history.losses.extend(stop.losses.tolist())
+            self.step += stop.done
+            raise
         seconds = time.perf_counter() - t0
         history.train_seconds += seconds
         history.losses.extend(losses.tolist())

@@ -14,6 +14,7 @@
 #include "kernels.h"
 
 double fastbp_engine_seconds[2][FASTBP_OP_COUNT + 1];
+volatile sig_atomic_t fastbp_stop_requested;
 
 double fastbp_clock(void)
 {

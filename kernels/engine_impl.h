@@ -333,6 +333,7 @@ static ptrdiff_t FN(train_dense)(const REAL *x, const int64_t *labels, const int
     net->input = x_batch;
     ptrdiff_t done = n_steps;
     for (ptrdiff_t s = 0; s < n_steps; ++s) {
+        if (fastbp_stop_requested) { done = s; break; }
         const int64_t *rows = batches + s * batch;
         for (int r = 0; r < batch; ++r) {
             memcpy(x_batch + (ptrdiff_t)r * n_in, x + rows[r] * n_in, sizeof(REAL) * n_in);
@@ -469,7 +470,7 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
                 net->step = step0 + s + 1;
                 for (int u = 1; u < threads; ++u)
                     for (ptrdiff_t e = 0; e < (ptrdiff_t)batch * m; ++e) out0[e] += parts[(ptrdiff_t)(u - 1) * batch * m + e];
-                const double loss = FN(forward_loss)(net, 1);
+                const double loss = fastbp_stop_requested ? NAN : FN(forward_loss)(net, 1); /* stopped: not applied */
                 if (isfinite(loss)) {
                     losses[s] = loss;
                     d1 = FN(backward_ops)(net, 1);
@@ -477,7 +478,7 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
                     FN(update)(net, optimizer, hyper, state, 0, w_at, step0 + s + 1);
                     FN(update)(net, optimizer, hyper, state, b_at, net->n_params, step0 + s + 1);
                 } else {
-                    done = s; /* that step's update is not applied */
+                    done = s; /* that step's update is not applied (a loss not finite, or a stop) */
                 }
             }
             fastbp_barrier_wait(&barrier, &sense);

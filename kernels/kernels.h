@@ -14,6 +14,7 @@
 #ifndef FASTBP_KERNELS_H
 #define FASTBP_KERNELS_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -133,6 +134,10 @@ double fastbp_adam_step_size(double lr, double beta1, double beta2, int64_t t);
 /* the engine's generator (fastbp/engine.py: dropout_keys, dropout_draws) */
 uint64_t fastbp_dropout_key(int64_t seed, int64_t step, int op);
 void fastbp_dropout_draws(uint64_t key, ptrdiff_t n, double *draw);
+
+/* Set (by module.c's SIGINT handler, while a training call runs on Python's main thread) to stop
+ * the engine before its next step: a block of steps is interrupted within one step. */
+extern volatile sig_atomic_t fastbp_stop_requested;
 
 /* Seconds the engine spent per op code, forward ([0]) and backward ([1]); the update rule's at
  * op code FASTBP_OP_COUNT (backward). Summed over the engine's calls until read and reset

@@ -13,6 +13,7 @@
 #include <Python.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __linux__
@@ -615,6 +616,37 @@ static int take_network(Args *a, PyObject *op, int writable, PyObject *oprogram,
     return n_ops;
 }
 
+/* Ctrl-C during a training call: Python's own handler only sets a flag that Python reads after
+ * the call, a whole block of steps later (a block slowed by a busy machine took minutes). While
+ * the call runs, SIGINT stops the engine before its next step instead; the caller (on Python's
+ * main thread, where Python takes signals) turns that into KeyboardInterrupt with the steps done. */
+static struct sigaction python_sigint;
+
+static void on_sigint(int signal_number)
+{
+    (void)signal_number;
+    fastbp_stop_requested = 1;
+}
+
+static int catch_sigint(void)
+{
+    struct sigaction mine;
+    memset(&mine, 0, sizeof mine);
+    mine.sa_handler = on_sigint;
+    sigemptyset(&mine.sa_mask);
+    fastbp_stop_requested = 0;
+    return sigaction(SIGINT, &mine, &python_sigint) == 0;
+}
+
+/* Python's handler back; whether a SIGINT came meanwhile. */
+static int release_sigint(void)
+{
+    sigaction(SIGINT, &python_sigint, NULL);
+    const int came = fastbp_stop_requested;
+    fastbp_stop_requested = 0;
+    return came;
+}
+
 static PyObject *train_steps(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -622,8 +654,9 @@ static PyObject *train_steps(PyObject *self, PyObject *args)
     int optimizer;
     long long step0;
     Py_ssize_t n_rows, n_steps;
-    if (!PyArg_ParseTuple(args, "OnOOnOOOiOOLO:train_steps", &ox, &n_rows, &olab, &obat, &n_steps, &op, &og, &oprogram,
-                          &optimizer, &ohyper, &ostate, &step0, &olosses)) return NULL;
+    int catch_interrupt;
+    if (!PyArg_ParseTuple(args, "OnOOnOOOiOOLOp:train_steps", &ox, &n_rows, &olab, &obat, &n_steps, &op, &og, &oprogram,
+                          &optimizer, &ohyper, &ostate, &step0, &olosses, &catch_interrupt)) return NULL;
     if (optimizer < 0 || optimizer >= FASTBP_OPTIMIZER_COUNT)
         return PyErr_Format(PyExc_ValueError, "unknown update rule %d", optimizer);
     if (step0 < 0) return PyErr_Format(PyExc_ValueError, "step0 must be >= 0, got %lld", step0);
@@ -654,15 +687,17 @@ static PyObject *train_steps(PyObject *self, PyObject *args)
     if (check_range(batches, n_batch_items, n_rows, "batches") < 0 || check_range(labels, n_rows, classes, "labels") < 0)
         FAIL(a);
     Py_ssize_t done;
+    const int catching = catch_interrupt && catch_sigint();
     Py_BEGIN_ALLOW_THREADS
     done = a.real == REAL_F32 ? fastbp_train_steps_f32(&x, labels, batches, n_steps, batch, params, grads, count, program,
                                                        n_ops, optimizer, hyper, state, step0, losses, parallel_min)
                               : fastbp_train_steps_f64(&x, labels, batches, n_steps, batch, params, grads, count, program,
                                                        n_ops, optimizer, hyper, state, step0, losses, parallel_min);
     Py_END_ALLOW_THREADS
+    const int interrupted = catching && release_sigint();
     release(&a);
     if (done < 0) return PyErr_NoMemory();
-    return PyLong_FromSsize_t(done);
+    return Py_BuildValue("(nO)", done, interrupted ? Py_True : Py_False);
 }
 
 static PyObject *predict_labels(PyObject *self, PyObject *args)
@@ -808,7 +843,8 @@ static PyMethodDef native_methods[] = {
      "compact_rows(x, n, k, max_nnz) -> (rows, nnz): the nonzeros of the (n, k) matrix x, for train_steps and predict_labels."},
     {"train_steps", train_steps, METH_VARARGS,
      "train_steps(x or compact rows, n_rows, labels, batches, n_steps, params, grads, program, optimizer, hyper, state, "
-     "step0, losses) -> steps done."},
+     "step0, losses, catch_interrupt) -> (steps done, interrupted): with catch_interrupt (call it from Python's "
+     "main thread), Ctrl-C stops the steps before the next one."},
     {"predict_labels", predict_labels, METH_VARARGS,
      "predict_labels(x or compact rows, n_rows, params, program, chunk, labels): argmax of the network's output per row."},
     {NULL, NULL, 0, NULL},

@@ -238,3 +238,57 @@ def test_the_native_engine_refuses_a_malformed_program():
         bad[change[:2]] = change[2]
         with pytest.raises(ValueError, match=match):
             predict(bad)
+
+
+@pytest.mark.skipif("native" not in fastbp.available_backends(), reason="the native backend is not built here")
+@pytest.mark.parametrize("compact", [False, True], ids=["dense", "compact"])
+def test_ctrl_c_stops_the_native_engine_between_steps_and_keeps_the_steps_it_applied(compact):
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    from fastbp.backends import native
+
+    rng = np.random.default_rng(0)
+    sizes = np.array([784, 50, 10])
+    x = rng.random((300, 784)).astype(np.float32)
+    if compact:
+        x[x < 0.8] = 0  # MNIST-like: mostly zeros, so prepare_rows compacts it
+    labels = rng.integers(0, 10, 300)
+    program = engine.mlp_program(sizes, "relu")
+    rows = native.prepare_rows(x, program)
+    assert isinstance(rows, native.CompactRows) == compact
+    start = (rng.standard_normal(engine.parameter_count(sizes)) * 0.01).astype(np.float32)
+    batches = rng.integers(0, 300, (100_000, 20))  # seconds of steps: the signal comes long before the end
+    hyper = engine.hyper_vector(np.float32, 0.01)
+
+    def train(params, steps):
+        losses = np.zeros(steps)
+        return native.train_steps(rows, labels, batches[:steps], params, np.zeros_like(params), program, engine.SGD, hyper,
+                                  np.zeros((2, params.size), np.float32), 0, losses), losses
+
+    main = threading.main_thread().ident
+
+    def interrupt_once_inside():  # Ctrl-C while the main thread is in the C call, not before
+        while sys._current_frames()[main].f_code.co_name != "train_steps":
+            time.sleep(0.001)
+        time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    params = start.copy()
+    threading.Thread(target=interrupt_once_inside, daemon=True).start()
+    with pytest.raises(engine.StepsInterrupted) as stop:
+        train(params, len(batches))
+    done = stop.value.done
+    assert 0 < done < len(batches)
+    assert isinstance(stop.value, KeyboardInterrupt)  # what callers that know nothing of it catch
+    again = start.copy()
+    steps, losses = train(again, done)  # the same steps, not interrupted: the same weights and losses
+    assert steps == done
+    np.testing.assert_array_equal(params, again)
+    np.testing.assert_array_equal(stop.value.losses, losses)
+    with pytest.raises(KeyboardInterrupt):  # and Python's own handler is back in place
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)

@@ -89,9 +89,9 @@ def test_native_train_steps_checks_indices_and_sizes():
         a = args | change
         return _native.train_steps(a["x"], a["x"].shape[0], a["labels"], a["batches"], a["batches"].shape[0],
                                    a["params"], a["grads"], a["program"], a["optimizer"], a["hyper"], a["state"], 0,
-                                   a["losses"])
+                                   a["losses"], False)
 
-    assert call() == 2
+    assert call() == (2, False)
     with pytest.raises(ValueError, match=r"batches\[3\] = 5 is outside \[0, 5\)"):
         call(batches=np.array([[0, 1], [2, 5]]))
     with pytest.raises(ValueError, match=r"labels\[0\] = 2 is outside \[0, 2\)"):

@@ -6,6 +6,8 @@ go through SciPy's BLAS (the one numba uses), which the extension takes from
 scipy.linalg.cython_blas when it loads.
 """
 
+import threading
+
 import numpy as np
 
 from .. import _native, engine
@@ -206,10 +208,15 @@ def _rows(x):
 
 
 def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses):
-    """Same contract as reference.train_steps: the whole block of steps in one C call."""
+    """Same contract as reference.train_steps: the whole block of steps in one C call. Ctrl-C
+    (on Python's main thread) stops it before its next step: engine.StepsInterrupted."""
     batches = np.ascontiguousarray(batches, dtype=np.int64)
-    return _native.train_steps(_rows(x), x.shape[0], np.ascontiguousarray(labels, dtype=np.int64), batches,
-                               batches.shape[0], params, grads, program, optimizer, hyper, state, step0, losses)
+    done, interrupted = _native.train_steps(_rows(x), x.shape[0], np.ascontiguousarray(labels, dtype=np.int64), batches,
+                                            batches.shape[0], params, grads, program, optimizer, hyper, state, step0,
+                                            losses, threading.current_thread() is threading.main_thread())
+    if interrupted:
+        raise engine.StepsInterrupted(done, losses[:done])
+    return done
 
 
 def predict_labels(x, params, program):
