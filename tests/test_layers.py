@@ -173,6 +173,25 @@ def test_one_hot_and_integer_labels_agree(backend, rng):
     np.testing.assert_array_equal(a.backward(), b.backward())
 
 
+def test_labels_checked_once_are_checked_again_when_t_changes(rng):
+    """SoftmaxWithLoss remembers a small t's labels between calls (the numerical gradient's loop):
+    t changed in place, or a new t, is checked and converted anew."""
+    x = rng.standard_normal((3, 10))
+    t = np.eye(10)[[1, 2, 3]]
+    layer, fresh = fastbp.SoftmaxWithLoss(), fastbp.SoftmaxWithLoss()
+    assert layer.forward(x, t) == fresh.forward(x, t)
+    t[0] = np.eye(10)[7]  # the same array, other labels
+    assert layer.forward(x, t) == fastbp.SoftmaxWithLoss().forward(x, np.eye(10)[[7, 2, 3]])
+    t[1, 5] = 0.5  # now not one-hot: refused, as on a first call
+    with pytest.raises(ValueError, match="not one-hot"):
+        layer.forward(x, t)
+    labels = np.array([1, 2, 3])
+    layer.forward(x, labels)
+    labels[2] = 10  # integer labels changed in place to one out of range
+    with pytest.raises(ValueError, match="labels must lie in"):
+        layer.forward(x, labels)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (100, 10), (4,)], ids=str)
 def test_identity_with_loss_matches_reference(backend, dtype, shape, rng):
     x = rng.standard_normal(shape).astype(dtype)
