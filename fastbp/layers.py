@@ -20,7 +20,7 @@ import numpy as np
 import warnings
 
 from . import _validate as check
-from . import backends
+from . import backends, engine
 from .util import col2im, im2col  # noqa: F401  (the book's layers module hands them on)
 
 
@@ -191,8 +191,21 @@ class Affine(Layer):
         W, b = check.affine_operands(x, self.W, self.b)
         dtype = check.common_dtype(x, W, b)
         self.original_x_shape = x.shape
-        self.x = check.kernel_ready(x.reshape(x.shape[0], W.shape[0]), dtype)
-        return self.ops_for(dtype).affine_forward(self.x, check.kernel_ready(W, dtype), check.kernel_ready(b, dtype))
+        x2, ops = x.reshape(x.shape[0], W.shape[0]), self.ops_for(dtype)
+        W, b = check.kernel_ready(W, dtype), check.kernel_ready(b, dtype)
+        if x2.dtype != dtype and x2.shape[0] > engine.CONVERT_ROWS:
+            # float32 images into float64 weights (the book's accuracy over all of MNIST): converted
+            # a block of rows at a time, each multiplied while still in cache, instead of a float64
+            # copy of the whole input (60000 x 784: 376 MB written, then read back); backward, if
+            # it comes, converts again
+            self.x = x2
+            out = np.empty((x2.shape[0], W.shape[1]), dtype=dtype)
+            for start in range(0, x2.shape[0], engine.CONVERT_ROWS):
+                part = np.ascontiguousarray(x2[start:start + engine.CONVERT_ROWS], dtype=dtype)
+                out[start:start + part.shape[0]] = ops.affine_forward(part, W, b)
+            return out
+        self.x = check.kernel_ready(x2, dtype)
+        return ops.affine_forward(self.x, W, b)
 
     def backward(self, dout):
         """Sets dW and db; returns dx, shaped like the forward input."""

@@ -173,6 +173,27 @@ def test_one_hot_and_integer_labels_agree(backend, rng):
     np.testing.assert_array_equal(a.backward(), b.backward())
 
 
+def test_affine_multiplies_a_large_float32_input_in_blocks_as_one_float64_product(backend, rng):
+    """float32 images into float64 weights: more rows than engine.CONVERT_ROWS are converted and
+    multiplied a block at a time; the result is the float64 product of the converted input, and
+    backward (which converts again) gives the same gradients."""
+    from fastbp import engine
+    from fastbp.testing import assert_close, default_rtol
+
+    n = 2 * engine.CONVERT_ROWS + 3
+    x = rng.random((n, 20)).astype(np.float32)
+    W, b = rng.standard_normal((20, 7)), rng.standard_normal(7)
+    dout = rng.standard_normal((n, 7))
+    layer, whole = fastbp.Affine(W, b, backend=backend), fastbp.Affine(W, b, backend=backend)
+    out = layer.forward(x)
+    assert out.dtype == np.float64
+    expected = whole.forward(x.astype(np.float64))
+    assert_close(out, expected, default_rtol(np.float64, 20))  # the same sums, float64 rounding
+    assert_close(layer.backward(dout), whole.backward(dout), default_rtol(np.float64, 7))
+    assert_close(layer.dW, whole.dW, default_rtol(np.float64, n))
+    assert_close(layer.db, whole.db, default_rtol(np.float64, n))
+
+
 def test_labels_checked_once_are_checked_again_when_t_changes(rng):
     """SoftmaxWithLoss remembers a small t's labels between calls (the numerical gradient's loop):
     t changed in place, or a new t, is checked and converted anew."""
