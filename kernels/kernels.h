@@ -80,6 +80,11 @@
  *     13 us by BLAS, 18 us by the loops and their transposed copies). */
 #define FASTBP_OWN_PRODUCT (1 << 15)
 #define FASTBP_FEW_ROWS 6
+/* ... and among those few rows, from this many in float64 the forward runs as register tiles
+ * (tiles_times: each W row read once for all the rows, where the row loop reads W once per row):
+ * 784x50 float64, 3 rows 13 us (the row loop 17), 4 rows 15 (21-24), 6 rows 24 (31); 1 row 8.3
+ * (6.7); in float32 the tiles were no faster at any of 1-6 rows (W half the size stays closer) */
+#define FASTBP_FEW_ROWS_TILED 3
 #define FASTBP_FEW_ROWS_DX 3
 /* A pooling window's element costs this many times an elementwise loop's (compares, bounds,
  * the argmax): pooling threads from a PARALLEL_MIN_ELEMENTS / FASTBP_POOL_WORK elements. */
