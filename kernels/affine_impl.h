@@ -15,17 +15,12 @@ ptrdiff_t FN(affine_scratch)(int n, int k, int m) { return FN(own_weights)(k, m)
 
 void FN(affine_forward)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m, int stay)
 {
-    if (n <= FASTBP_FEW_ROWS && n >= FASTBP_FEW_ROWS_TILED && sizeof(REAL) == sizeof(double) && !stay) {
-        FN(tiles_times)(x, n, k, W, m, NULL, out); /* each W row read once for all the rows */
-        for (int i = 0; i < n; ++i)
-            for (int j = 0; j < m; ++j) out[(ptrdiff_t)i * m + j] += b[j];
-        return;
-    }
-    if ((stay && FN(own_weights)(k, m)) || n <= FASTBP_FEW_ROWS) {
+    if ((stay && FN(own_weights)(k, m)) || (n <= FASTBP_FEW_ROWS && !(n >= FASTBP_FEW_ROWS_TILED && sizeof(REAL) == 8))) {
         FN(dense_times)(x, n, k, W, b, out, m); /* bias added in the registers */
         return;
     }
-    GEMM(0, 0, n, m, k, (REAL)1, x, W, (REAL)0, out);
+    if (n <= FASTBP_FEW_ROWS) FN(tiles_times)(x, n, k, W, m, NULL, out); /* each W row read once for all the rows */
+    else GEMM(0, 0, n, m, k, (REAL)1, x, W, (REAL)0, out);
     for (int i = 0; i < n; ++i)
         for (int j = 0; j < m; ++j) out[(ptrdiff_t)i * m + j] += b[j];
 }
