@@ -235,10 +235,12 @@ class SequentialNet:
         """Gradients by central differences (slow: two forward passes per parameter)."""
         return {key: numerical_gradient(lambda _: self.loss(x, t), param) for key, param in self.params.items()}
 
-    def prepare(self, x, name: str = "x") -> Prepared:
+    def prepare(self, x, name: str = "x", checked: bool = False) -> Prepared:
         """x checked once and kept as the backend's engine reads it fastest (native: a mostly-zero
-        set feeding an affine op as its nonzeros), for repeated predict_labels and accuracy."""
-        x = check.kernel_ready(self.as_input(x, name), self.dtype)
+        set feeding an affine op as its nonzeros), for repeated predict_labels and accuracy.
+        ``checked``: x already came through as_input in the network's dtype (the trainer's sets),
+        so its pass over every value for NaN and inf is not made twice."""
+        x = x if checked else check.kernel_ready(self.as_input(x, name), self.dtype)
         ops = backends.get(self.backend)
         return Prepared(ops.prepare_rows(x, self.program) if self.engine_runs_it else x, x.shape[0], ops)
 

@@ -262,11 +262,14 @@ class Trainer:
         # each set once in the form the backend reads fastest (native: the nonzeros of MNIST's images);
         # the sets evaluated are their first eval_samples samples
         sets = {"train": train, "test": test, "val": val}
-        train.rows = net.prepare(train.x) if c.path == "fused" else None
+        train.rows = net.prepare(train.x, checked=True) if c.path == "fused" else None
         for s in sets.values():
             if s:
                 whole = c.eval_samples is None or c.eval_samples >= s.x.shape[0]
-                s.eval_rows = s.rows if whole and s.rows is not None else net.prepare(s.x[:c.eval_samples])
+                if whole and s.rows is not None:
+                    s.eval_rows = s.rows
+                else:
+                    s.eval_rows = net.prepare(s.x[:c.eval_samples], checked=True)
                 s.eval_labels = s.labels[:c.eval_samples]
         return sets, sampler, history, eval_after
 
