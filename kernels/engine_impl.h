@@ -555,18 +555,16 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
             if (!buffers || !mask || !args || failed) continue;
             const ptrdiff_t start = i * chunk;
             const int rows = (int)(n_rows - start < chunk ? n_rows - start : chunk);
-            const REAL *logits = NULL;
-            if (x->dense) /* op 0 as the layers run it */
-                logits = FN(forward_ops)(program, 0, 1, params, (const REAL *)x->dense + start * k0, rows, buffers, mask,
-                                         args, out_at, parallel_min, team, 0);
-            else {
+            const REAL *logits;
+            if (x->dense) /* every op in one pass: a first conv - relu - pool fused as in training */
+                logits = FN(forward_ops)(program, 0, n_ops - 1, params, (const REAL *)x->dense + start * k0, rows, buffers,
+                                         mask, args, out_at, parallel_min, team, 0);
+            else { /* op 0 on the compact rows, then the others */
                 FN(spans_times)(x->indptr + start, x->indptr + start + 1, rows, x->indices, x->values, W0,
                                 W0 + (ptrdiff_t)k0 * m0, buffers + out_at[0], m0);
-                logits = buffers + out_at[0];
-            }
-            if (logits)
                 logits = FN(forward_ops)(program, 1, n_ops - 1, params, buffers + out_at[0], rows, buffers, mask, args,
                                          out_at, parallel_min, team, 0);
+            }
             if (!logits) {
                 failed = 1;
                 continue;
