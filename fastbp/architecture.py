@@ -176,7 +176,7 @@ def classes(arch: dict) -> int:
 
 def program(arch: dict) -> np.ndarray:
     """The engine's program of ``arch`` (fastbp/engine.py), the softmax loss last."""
-    records, at = [], 0
+    records, at, stats_at = [], 0, 0
     for layer in shapes(arch):
         n_in, n_out = math.prod(layer["in"]), math.prod(layer["out"])
         op = layer["op"]
@@ -192,7 +192,8 @@ def program(arch: dict) -> np.ndarray:
             record[engine.FIELD_SHAPE + 9] = ow
             records.append(record)
         elif op == "batchnorm":
-            records.append(engine.op_record(engine.BATCHNORM, n_in, n_out, at))
+            records.append(engine.batchnorm_record(n_in, at, layer.get("momentum", 0.9), stats_at))
+            stats_at += 2 * n_in
         else:
             records.append(engine.op_record(engine.DROPOUT, n_in, n_out))
             records[-1][engine.FIELD_RATIO] = int(round(layer.get("ratio", 0.5) * engine.RATIO_SCALE))

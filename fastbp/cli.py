@@ -27,6 +27,9 @@ deep-convnet is chapter 8's (ch08/train_deepnet.py): six 3x3 convolutions, dropo
 from the engine's generator, seeded by --seed), the same schedule: 0.993 in a run here (the book
 reports 99.35%), about 20 minutes on 2 cores. Any flag given replaces the preset's value.
 
+--batchnorm, --dropout RATIO and --weight-decay LAMBDA are the book's chapter 6 options
+(MultiLayerNetExtend; weight decay for any model); all of them train in the fused engine.
+
 The learning rate defaults to the optimizer's: sgd 0.1 (the seed's), adam 0.001, momentum,
 nesterov, adagrad and rmsprop 0.01 (the book's chapter 6).
 
@@ -60,6 +63,20 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or not np.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < np.inf:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
     return value
 
 
@@ -102,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--init", type=_init, default=None, metavar="STD",
                       help="initial weight std: a number, 'he' (ReLU), 'xavier' (Sigmoid) or 'auto' (default: 0.01, as the seed)")
     arch.add_argument("--dtype", choices=["float32", "float64"], default=None, help="parameter dtype (default: float32)")
+    arch.add_argument("--batchnorm", action="store_true",
+                      help="mlp: a batch normalization before each hidden activation (the book's use_batchnorm)")
+    arch.add_argument("--dropout", type=_ratio, default=None, metavar="RATIO",
+                      help="mlp: a dropout of this ratio after each hidden activation (the book's use_dropout, "
+                           "dropout_ration; default: none)")
     opt = train.add_argument_group("optimization")
     opt.add_argument("--lr", type=_positive_float, default=None,
                      help="learning rate (default: the optimizer's: sgd 0.1, adam 0.001, the others 0.01)")
@@ -112,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training steps as passes over the training set (default: the convnets' 20)")
     opt.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"], default=None,
                      help="update rule, the book's six (default: mlp sgd, the convnets adam; or the resumed run's)")
+    opt.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="LAMBDA",
+                     help="the book's weight decay: lambda/2 sum W^2 on the loss, lambda W on each weight gradient "
+                          "(default: 0, none)")
     opt.add_argument("--momentum", type=float, default=0.9, help="momentum coefficient for --optimizer momentum (default: 0.9)")
     opt.add_argument("--sampling", choices=["replacement", "shuffle"], default=None,
                      help="draw each batch with replacement as the seed does, or walk shuffled epochs as the book's "
@@ -209,7 +234,9 @@ def _new_network(args, n_inputs: int):
     model = args.model or "mlp"
     if model != "mlp":
         wrong = [flag for flag, value in (("--activation", args.activation),
-                                          ("--init", args.init if model == "deep-convnet" else None)) if value is not None]
+                                          ("--init", args.init if model == "deep-convnet" else None),
+                                          ("--batchnorm", args.batchnorm or None), ("--dropout", args.dropout))
+                 if value is not None]
         if isinstance(args.init, str) and model == "simple-convnet":
             wrong.append(f"--init {args.init} (a number: the weights' std)")
         if args.hidden is not None and len(args.hidden) != 1:
@@ -224,7 +251,9 @@ def _new_network(args, n_inputs: int):
     if model == "deep-convnet":
         return DeepConvNet(hidden_size=(args.hidden or [50])[0], dtype=dtype, backend=backend, seed=seed)
     return MultiLayerNet(n_inputs, args.hidden or [50], 10, activation=args.activation or "relu",
-                         weight_init_std=0.01 if args.init is None else args.init, dtype=dtype, backend=backend, seed=seed)
+                         weight_init_std=0.01 if args.init is None else args.init, use_batchnorm=args.batchnorm,
+                         use_dropout=args.dropout is not None, dropout_ration=args.dropout or 0.5, dtype=dtype,
+                         backend=backend, seed=seed)
 
 
 def _network_and_trainer(args, x_train):
@@ -235,7 +264,8 @@ def _network_and_trainer(args, x_train):
     start_step, state = 0, None
     if args.resume:
         given = [flag for flag, value in (("--model", args.model), ("--hidden", args.hidden), ("--activation", args.activation),
-                                          ("--init", args.init), ("--dtype", args.dtype)) if value is not None]
+                                          ("--init", args.init), ("--dtype", args.dtype), ("--batchnorm", args.batchnorm or None),
+                                          ("--dropout", args.dropout)) if value is not None]
         if given:
             raise ValueError(f"--resume takes the network from {args.resume}; drop {', '.join(given)}")
         saved = checkpoint.read(args.resume)
@@ -251,6 +281,7 @@ def _network_and_trainer(args, x_train):
     else:
         net = _new_network(args, x_train.shape[1])
         preset = PRESETS[args.model or "mlp"]
+    net.weight_decay_lambda = args.weight_decay  # a training setting: a resumed run takes it again
     iterations = args.iterations
     if iterations is None:
         epochs = args.epochs or preset["epochs"]
@@ -278,7 +309,9 @@ def cmd_train(args) -> int:
         raise
     config = trainer.config
     print(f"fastbp {fastbp.__version__}: {net.describe()}, {net.dtype}, "
-          f"{config.optimizer} lr {config.lr}, batch {config.batch_size}, {config.iterations} iterations"
+          f"{config.optimizer} lr {config.lr}"
+          f"{f', weight decay {net.weight_decay_lambda:g}' if net.weight_decay_lambda else ''}, "
+          f"batch {config.batch_size}, {config.iterations} iterations"
           f"{f' from step {trainer.step}' if trainer.step else ''}, "
           f"backend {net.backend or fastbp.get_backend()}, {config.path} path", flush=True)
 

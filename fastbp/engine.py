@@ -16,9 +16,12 @@ set; both read the network as a *program*: one record of ``OP_FIELDS`` int64 per
                   FIELD_RATIO, in units of 1 / RATIO_SCALE), prediction scales by 1 - ratio; the
                   draws come from the engine's generator (dropout_draws), keyed by FIELD_SEED,
                   the step and the op's index, so every backend draws the same masks
-    BATCHNORM     gamma, beta (in each) at param_at: reserved, the engines refuse it (its running
-                  statistics are state the program does not hold): such a network trains and
-                  predicts on the layer path
+    BATCHNORM     the book's batch normalization of each of the in (= out) features over the
+                  batch: gamma, beta (in each) at param_at; its momentum and eps at FIELD_MOMENTUM
+                  and FIELD_EPS (a float64's bits, float_field); its running mean and variance (in
+                  each, float64) at FIELD_STATS_AT of the *stats* buffer that train_steps updates
+                  (running = momentum running + (1 - momentum) batch, as the layer) and
+                  predict_labels reads (stats_size entries, a net's running statistics in order)
     SOFTMAX_LOSS  softmax with cross-entropy; the last op, and only there
 
 Gradients and optimizer state use the parameters' layout, so an update is one elementwise pass
@@ -38,10 +41,12 @@ FIELD_CODE, FIELD_PARAM_AT, FIELD_IN, FIELD_OUT = 0, 1, 2, 3
 FIELD_SHAPE = 4  # a window op's C, H, W, F, KH, KW, stride, pad, OH, OW
 FIELD_RATIO, FIELD_SEED = 4, 5  # dropout's ratio and generator seed
 RATIO_SCALE = 1_000_000_000
+FIELD_MOMENTUM, FIELD_EPS, FIELD_STATS_AT = 4, 5, 6  # batch normalization's
+BATCHNORM_EPS = 10e-7  # the book's BatchNormalization adds it to the variance, inside the square root
 OP_FIELDS = 16
 AFFINE, RELU, SIGMOID, SOFTMAX_LOSS, CONV, POOL, DROPOUT, BATCHNORM = 0, 1, 2, 3, 4, 5, 6, 7
 ACTIVATIONS = {"relu": RELU, "sigmoid": SIGMOID}
-ENGINE_RUNS = (AFFINE, RELU, SIGMOID, SOFTMAX_LOSS, CONV, POOL, DROPOUT)  # the ops every backend's engine runs
+ENGINE_RUNS = (AFFINE, RELU, SIGMOID, SOFTMAX_LOSS, CONV, POOL, DROPOUT, BATCHNORM)  # the ops every backend's engine runs
 
 # ---- update rules and the hyper-parameter vector they read -----------------------------------
 SGD, MOMENTUM, ADAM, NESTEROV, ADAGRAD, RMSPROP = 0, 1, 2, 3, 4, 5
@@ -106,12 +111,48 @@ def op_record(code: int, n_in: int, n_out: int, param_at: int = 0) -> np.ndarray
     return record
 
 
-def check_runs(program) -> None:
-    """The engines' refusal of an op they do not run (the C engine's own check says the same)."""
+def check_runs(program, stats=None) -> np.ndarray:
+    """The engines' refusal of an op they do not run (the C engine's own check says the same), and
+    ``stats`` (the batch normalization ops' running statistics) as a float64 vector of
+    stats_size(program) entries, empty when the program has none."""
     codes = np.asarray(program)[:, FIELD_CODE]
     if not np.isin(codes, ENGINE_RUNS).all():
-        raise ValueError(f"program has op code {int(codes[~np.isin(codes, ENGINE_RUNS)][0])}, which the engine does not "
-                         f"run (a batch normalization: train and predict on the layer path)")
+        raise ValueError(f"program has op code {int(codes[~np.isin(codes, ENGINE_RUNS)][0])}, which the engine does not run")
+    for op in np.asarray(program)[codes == BATCHNORM]:
+        momentum, eps, at = read_float(op, FIELD_MOMENTUM), read_float(op, FIELD_EPS), int(op[FIELD_STATS_AT])
+        if not (0 <= momentum <= 1 and 0 < eps < np.inf and 0 <= at <= stats_size(program) - 2 * int(op[FIELD_IN])):
+            raise ValueError(f"program has a batch normalization op with momentum {momentum}, eps {eps} or running "
+                             f"statistics at {at} out of range")
+    need = stats_size(program)
+    if stats is None and not need:
+        return np.empty(0)
+    if not (isinstance(stats, np.ndarray) and stats.dtype == np.float64 and stats.ndim == 1 and stats.size == need
+            and stats.flags.c_contiguous and stats.flags.writeable):
+        got = "none" if stats is None else f"{type(stats).__name__} {getattr(stats, 'dtype', '')} {np.shape(stats)}"
+        raise ValueError(f"program's batch normalization needs stats, a writable contiguous float64 vector of {need} "
+                         f"running means and variances (SequentialNet.stats()), got {got}")
+    return stats
+
+
+def float_field(value: float) -> int:
+    """A float64 kept in an op record, bit for bit (batch normalization's momentum and eps)."""
+    return int(np.float64(value).view(np.int64))
+
+
+def read_float(op, field: int) -> float:
+    return float(np.int64(op[field]).view(np.float64))
+
+
+def batchnorm_record(n: int, param_at: int, momentum: float, stats_at: int) -> np.ndarray:
+    record = op_record(BATCHNORM, n, n, param_at)
+    record[[FIELD_MOMENTUM, FIELD_EPS, FIELD_STATS_AT]] = float_field(momentum), float_field(BATCHNORM_EPS), stats_at
+    return record
+
+
+def stats_size(program) -> int:
+    """Entries of the stats buffer: a running mean and variance per feature of each batch normalization."""
+    program = np.asarray(program)
+    return int(2 * program[program[:, FIELD_CODE] == BATCHNORM, FIELD_IN].sum())
 
 
 def dropout_ratio(op) -> float:

@@ -377,7 +377,7 @@ class BatchNormalization(Layer):
     """
 
     param_names = ("gamma", "beta")
-    EPS = 10e-7  # the book's, inside the square root
+    EPS = engine.BATCHNORM_EPS  # the book's 10e-7, inside the square root
 
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None, backend: str | None = None):
         super().__init__(backend)

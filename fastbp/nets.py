@@ -47,7 +47,7 @@ class MultiLayerNet(SequentialNet):
     The book's options (its MultiLayerNet and MultiLayerNetExtend): ``weight_decay_lambda``
     (lambda/2 sum W^2 on the loss, lambda W on each dW), ``use_dropout`` with ``dropout_ration``
     (a Dropout after each hidden activation), ``use_batchnorm`` (a BatchNormalization before each
-    hidden activation: such a network trains and predicts on the layer path); ``weight_init_std``
+    hidden activation; the fused engine updates its running statistics as the layer does); ``weight_init_std``
     also takes the book's 'relu' and 'sigmoid' for 'he' and 'xavier'.
     """
 

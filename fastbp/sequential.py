@@ -150,6 +150,20 @@ class SequentialNet:
             layer.running_mean = np.array(buffers[f"running_mean{i}"], dtype=np.float64)
             layer.running_var = np.array(buffers[f"running_var{i}"], dtype=np.float64)
 
+    def running_stats(self) -> np.ndarray:
+        """The batch normalization layers' running statistics as the engine's stats buffer (a new
+        float64 vector: running_mean1, running_var1, running_mean2, ...; engine.stats_size)."""
+        parts = [part for part in self.buffers().values()]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def set_running_stats(self, stats: np.ndarray) -> None:
+        """The layers' running statistics from the engine's stats buffer (the inverse of running_stats)."""
+        at = 0
+        for layer in self.norm_layers:
+            d = np.size(layer.running_mean)
+            layer.running_mean, layer.running_var = stats[at:at + d].copy(), stats[at + d:at + 2 * d].copy()
+            at += 2 * d
+
     @property
     def engine_runs_it(self) -> bool:
         """Whether the backends' engines run every op of the network (else it predicts and trains layer by layer)."""
@@ -249,7 +263,7 @@ class SequentialNet:
         label; x may be prepared (:meth:`prepare`)."""
         if isinstance(x, Prepared):
             if self.engine_runs_it:
-                return x.ops.predict_labels(x.rows, self.flat_params, self.program)
+                return x.ops.predict_labels(x.rows, self.flat_params, self.program, self.running_stats())
             return self._layer_labels(x.rows)
         single = self._is_one_sample(x)
         x = self.as_input(x)
@@ -257,12 +271,12 @@ class SequentialNet:
         if not self.engine_runs_it:
             labels = self._layer_labels(x)
         elif x.dtype == self.dtype and x.flags.c_contiguous:
-            labels = ops.predict_labels(x, self.flat_params, self.program)
+            labels = ops.predict_labels(x, self.flat_params, self.program, self.running_stats())
         else:  # convert a slice at a time (float32 images into a float64 net, as in the seed), never the whole set
-            labels = np.empty(x.shape[0], dtype=np.int64)
+            labels, stats = np.empty(x.shape[0], dtype=np.int64), self.running_stats()
             for start in range(0, x.shape[0], engine.CONVERT_ROWS):
                 part = check.kernel_ready(x[start:start + engine.CONVERT_ROWS], self.dtype)
-                labels[start:start + part.shape[0]] = ops.predict_labels(part, self.flat_params, self.program)
+                labels[start:start + part.shape[0]] = ops.predict_labels(part, self.flat_params, self.program, stats)
         return labels[0] if single else labels
 
     def _layer_labels(self, x, batch_size: int = engine.CONVERT_ROWS) -> np.ndarray:

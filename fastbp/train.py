@@ -192,8 +192,8 @@ class Trainer:
         self.config.validate()
         c = self.config
         if c.path == "fused" and not net.engine_runs_it:
-            raise ValueError(f"{net.describe()} has an op the fused engine does not run: "
-                             f"train it with path='layers' (--path layers; batch normalization runs there only)")
+            raise ValueError(f"{net.describe()} has an op the fused engine does not run: train it with path='layers' "
+                             f"(--path layers)")
         extra = {"momentum": {"momentum": c.momentum}, "nesterov": {"momentum": c.momentum},
                  "rmsprop": {"decay_rate": c.decay_rate}, "adam": {"beta1": c.beta1, "beta2": c.beta2}}.get(c.optimizer, {})
         self.optimizer = optimizer or make_optimizer(c.optimizer, c.lr, backend=net.backend, **extra)
@@ -399,9 +399,12 @@ class Trainer:
         program = engine.seeded(net.program, self.config.seed)  # dropout's masks: step `done + s + 1` of this seed
 
         def run_fused(batches, done):
-            losses = np.empty(len(batches))
-            completed = train.rows.ops.train_steps(train.rows.rows, train.labels, batches, net.flat_params, grads,
-                                                   program, opt.code, self.hyper, self.state, done, losses)
+            losses, stats = np.empty(len(batches)), net.running_stats()  # batch normalization's, updated per step
+            try:
+                completed = train.rows.ops.train_steps(train.rows.rows, train.labels, batches, net.flat_params, grads,
+                                                       program, opt.code, self.hyper, self.state, done, losses, stats)
+            finally:  # (a Ctrl-C keeps the steps applied, and their statistics)
+                net.set_running_stats(stats)
             return losses[:completed]
         return run_fused
 

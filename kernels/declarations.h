@@ -75,11 +75,12 @@ void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REA
 void FN(count_nonzeros)(const REAL *x, int64_t n, int64_t k, int64_t *indptr);
 void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr, int32_t *indices, REAL *values);
 
-/* engine.c: `program` is n_ops records of FASTBP_OP_FIELDS; returns steps done (fewer when a
- * loss is not finite: that step not applied) or -1 when out of memory */
+/* engine.c: `program` is n_ops records of FASTBP_OP_FIELDS; `stats` the batch normalizations'
+ * running statistics (n_stats entries); returns steps done (fewer when a loss is not finite: that
+ * step not applied) or -1 when out of memory */
 ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps,
                           int batch, REAL *params, REAL *grads, ptrdiff_t n_params, const int64_t *program, int n_ops,
-                          int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses,
+                          int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses, double *stats,
                           ptrdiff_t parallel_min);
 int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *params, const int64_t *program, int n_ops,
-                       int chunk, int64_t *labels, ptrdiff_t parallel_min);
+                       const double *stats, ptrdiff_t n_stats, int chunk, int64_t *labels, ptrdiff_t parallel_min);

@@ -49,6 +49,48 @@ static int FN(dropout_op)(const int64_t *program, int i, int64_t step, const REA
     return 0;
 }
 
+/* Batch normalization's state in a pass. Training: the running statistics it updates (float64,
+ * the layout of fastbp.engine's stats buffer) and where op i keeps its xn (rows x D), std, mean
+ * and var for backward (saved + saved_at[i]). Prediction: the running statistics in REAL. */
+typedef struct {
+    double *running;
+    const REAL *infer;
+    REAL *saved;
+    const ptrdiff_t *saved_at;
+} FN(norm_state);
+
+static double FN(field_double)(const int64_t *op, int field)
+{
+    double value;
+    memcpy(&value, &op[field], sizeof value);
+    return value;
+}
+
+/* Batch normalization op i on `rows` rows: in training step `step` the batch's statistics, the
+ * running ones updated as the layer does (in double); in prediction (step 0) the running ones.
+ * -1 when out of memory. */
+static int FN(batchnorm_op)(const int64_t *program, int i, int64_t step, const REAL *params, const REAL *in, REAL *out,
+                            int rows, const FN(norm_state) *bn)
+{
+    const int64_t *op = &FIELD(program, i, 0);
+    const int d = (int)op[FASTBP_FIELD_IN];
+    const REAL *gamma = params + op[FASTBP_FIELD_PARAM_AT], *beta = gamma + d;
+    const double momentum = FN(field_double)(op, FASTBP_FIELD_MOMENTUM), eps = FN(field_double)(op, FASTBP_FIELD_EPS);
+    const ptrdiff_t at = op[FASTBP_FIELD_STATS_AT];
+    if (!step) {
+        FN(batchnorm_infer)(in, gamma, beta, bn->infer + at, bn->infer + at + d, out, rows, d, eps);
+        return 0;
+    }
+    REAL *xn = bn->saved + bn->saved_at[i], *std = xn + (ptrdiff_t)rows * d, *mean = std + d, *var = mean + d;
+    if (FN(batchnorm_forward)(in, gamma, beta, out, xn, mean, var, std, rows, d, eps) < 0) return -1;
+    double *running = bn->running + at;
+    for (int j = 0; j < d; ++j) {
+        running[j] = momentum * running[j] + (1 - momentum) * (double)mean[j];
+        running[d + j] = momentum * running[d + j] + (1 - momentum) * (double)var[j];
+    }
+    return 0;
+}
+
 /* Runs ops [first, last) on `rows` rows starting from `in`; op i writes outs + out_at[i] (a
  * ReLU's or dropout's mask at masks + out_at[i], a pooling's argmax at args + out_at[i]); `step`:
  * the training step whose dropout masks to draw, 0 to predict. Convolution and pooling thread
@@ -56,7 +98,7 @@ static int FN(dropout_op)(const int64_t *program, int i, int64_t step, const REA
  * when out of memory. */
 static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, const REAL *params, const REAL *in,
                                    int rows, REAL *outs, unsigned char *masks, int64_t *args, const ptrdiff_t *out_at,
-                                   ptrdiff_t parallel_min, int team, int64_t step)
+                                   ptrdiff_t parallel_min, int team, int64_t step, const FN(norm_state) *bn)
 {
     const ptrdiff_t elementwise_min = team ? parallel_min : FASTBP_SERIAL;
     for (int i = first; i < last; ++i) {
@@ -82,6 +124,9 @@ static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, 
             break;
         case FASTBP_OP_DROPOUT:
             if (FN(dropout_op)(program, i, step, in, out, masks + out_at[i], size, elementwise_min) < 0) return NULL;
+            break;
+        case FASTBP_OP_BATCHNORM:
+            if (FN(batchnorm_op)(program, i, step, params, in, out, rows, bn) < 0) return NULL;
             break;
         case FASTBP_OP_CONV: {
             const int64_t *f = op + FASTBP_FIELD_SHAPE;
@@ -138,12 +183,13 @@ typedef struct {
     REAL *y;                /* softmax output */
     REAL *scratch;          /* affine_backward's */
     int64_t *t_batch;       /* the batch's labels */
+    FN(norm_state) bn;      /* batch normalization's (its saved and saved_at allocated here) */
 } FN(net);
 
 static void FN(net_free)(FN(net) *net)
 {
     free(net->outs); free(net->masks); free(net->args); free(net->out_at); free(net->grad_a); free(net->grad_b); free(net->y);
-    free(net->scratch); free(net->t_batch);
+    free(net->scratch); free(net->t_batch); free(net->bn.saved); free((ptrdiff_t *)net->bn.saved_at);
 }
 
 /* Whether a network's products run on the engine's own OpenMP team (affine_forward_team) and its
@@ -159,18 +205,25 @@ static int FN(team_products)(const int64_t *program, int n_ops)
 
 /* Allocates the buffers; returns -1 when out of memory. */
 static int FN(net_init)(FN(net) *net, const int64_t *program, int n_ops, int batch, REAL *params, REAL *grads,
-                        ptrdiff_t n_params, ptrdiff_t parallel_min)
+                        ptrdiff_t n_params, double *stats, ptrdiff_t parallel_min)
 {
     *net = (FN(net)){.program = program, .n_ops = n_ops, .batch = batch, .params = params, .grads = grads,
                      .n_params = n_params, .classes = (int)FIELD(program, n_ops - 1, FASTBP_FIELD_OUT),
-                     .parallel_min = parallel_min, .team = FN(team_products)(program, n_ops)};
+                     .parallel_min = parallel_min, .team = FN(team_products)(program, n_ops), .bn = {.running = stats}};
     net->out_at = malloc(sizeof(ptrdiff_t) * (size_t)n_ops);
-    if (!net->out_at) return -1;
-    ptrdiff_t total = 0, widest = 0, scratch = 1;
+    ptrdiff_t *saved_at = malloc(sizeof(ptrdiff_t) * (size_t)n_ops);
+    net->bn.saved_at = saved_at;
+    if (!net->out_at || !saved_at) {
+        FN(net_free)(net);
+        return -1;
+    }
+    ptrdiff_t total = 0, widest = 0, scratch = 1, saved = 0;
     for (int i = 0; i < n_ops; ++i) {
         const int k = (int)FIELD(program, i, FASTBP_FIELD_IN), m = (int)FIELD(program, i, FASTBP_FIELD_OUT);
         net->out_at[i] = total;
         total += (ptrdiff_t)batch * m;
+        saved_at[i] = saved; /* a batch normalization's xn, std, mean, var */
+        saved += FIELD(program, i, FASTBP_FIELD_CODE) == FASTBP_OP_BATCHNORM ? ((ptrdiff_t)batch + 3) * k : 0;
         widest = k > widest ? k : widest;
         widest = m > widest ? m : widest;
         if (FIELD(program, i, FASTBP_FIELD_CODE) == FASTBP_OP_AFFINE && FN(affine_scratch)(batch, k, m) > scratch)
@@ -189,7 +242,9 @@ static int FN(net_init)(FN(net) *net, const int64_t *program, int n_ops, int bat
     net->y = malloc(sizeof(REAL) * (size_t)batch * net->classes);
     net->scratch = malloc(sizeof(REAL) * (size_t)scratch);
     net->t_batch = malloc(sizeof(int64_t) * (size_t)batch);
-    if (net->outs && net->masks && net->grad_a && net->grad_b && net->y && net->scratch && net->t_batch) return 0;
+    net->bn.saved = malloc(sizeof(REAL) * (size_t)(saved > 0 ? saved : 1));
+    if (net->outs && net->masks && net->grad_a && net->grad_b && net->y && net->scratch && net->t_batch && net->bn.saved)
+        return 0;
     FN(net_free)(net);
     return -1;
 }
@@ -218,7 +273,8 @@ static double FN(forward_loss)(FN(net) *net, int first)
 {
     const REAL *in = first > 0 ? net->outs + net->out_at[first - 1] : net->input;
     const REAL *logits = FN(forward_ops)(net->program, first, net->n_ops - 1, net->params, in, net->batch, net->outs,
-                                         net->masks, net->args, net->out_at, net->parallel_min, net->team, net->step);
+                                         net->masks, net->args, net->out_at, net->parallel_min, net->team, net->step,
+                                         &net->bn);
     if (!logits) return OUT_OF_MEMORY;
     const double started = fastbp_clock();
     double loss = FN(softmax_xent_forward)(logits, net->t_batch, net->y, net->batch, net->classes, FASTBP_SERIAL);
@@ -258,6 +314,14 @@ static int FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int 
         FN(dropout_backward)(dout, net->masks + net->out_at[i], dx, (ptrdiff_t)batch * m,
                              net->team ? net->parallel_min : FASTBP_SERIAL);
         break;
+    case FASTBP_OP_BATCHNORM: { /* (dx even for op 0: the buffer is there, and it costs one pass) */
+        const ptrdiff_t at = op[FASTBP_FIELD_PARAM_AT];
+        const REAL *xn = net->bn.saved + net->bn.saved_at[i];
+        if (FN(batchnorm_backward)(dout, xn, xn + (ptrdiff_t)batch * k, net->params + at, dx, net->grads + at,
+                                   net->grads + at + k, batch, k) < 0)
+            return -1;
+        break;
+    }
     case FASTBP_OP_CONV: {
         const int64_t *f = op + FASTBP_FIELD_SHAPE;
         const ptrdiff_t w_at = op[FASTBP_FIELD_PARAM_AT], weights = FN(op_weights)(net->program, i);
@@ -511,12 +575,12 @@ static int FN(engine_threads)(const fastbp_rows *x, const int64_t *program, int 
 
 ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int64_t *batches, ptrdiff_t n_steps,
                           int batch, REAL *params, REAL *grads, ptrdiff_t n_params, const int64_t *program, int n_ops,
-                          int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses,
+                          int optimizer, const REAL *hyper, REAL *state, int64_t step0, double *losses, double *stats,
                           ptrdiff_t parallel_min)
 {
     if (n_steps == 0) return 0;
     FN(net) net;
-    if (FN(net_init)(&net, program, n_ops, batch, params, grads, n_params, parallel_min) < 0) return -1;
+    if (FN(net_init)(&net, program, n_ops, batch, params, grads, n_params, stats, parallel_min) < 0) return -1;
     net.decay = hyper[FASTBP_HYPER_DECAY];
     const ptrdiff_t done =
         x->dense ? FN(train_dense)(x->dense, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses)
@@ -530,7 +594,7 @@ ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int
  * ops before the loss run on `chunk` rows at a time. Compact rows: chunks on all threads (the
  * first op as in train_compact, from the rows' own entries); dense rows: BLAS's threads. */
 int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *params, const int64_t *program, int n_ops,
-                       int chunk, int64_t *labels, ptrdiff_t parallel_min)
+                       const double *stats, ptrdiff_t n_stats, int chunk, int64_t *labels, ptrdiff_t parallel_min)
 {
     const int threads = FN(engine_threads)(x, program, n_ops, chunk), c = (int)FIELD(program, n_ops - 1, FASTBP_FIELD_OUT);
     const int team = threads == 1 && FN(team_products)(program, n_ops);
@@ -540,7 +604,10 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
         widest = FIELD(program, i, FASTBP_FIELD_OUT) > widest ? FIELD(program, i, FASTBP_FIELD_OUT) : widest;
     ptrdiff_t *out_at = malloc(sizeof(ptrdiff_t) * (size_t)n_ops); /* two buffers, taking turns */
     for (int i = 0; out_at && i < n_ops; ++i) out_at[i] = (ptrdiff_t)(i % 2) * chunk * widest;
-    int failed = !out_at;
+    REAL *infer = malloc(sizeof(REAL) * (size_t)(n_stats > 0 ? n_stats : 1)); /* rounded once, as the layer rounds them */
+    for (ptrdiff_t e = 0; infer && e < n_stats; ++e) infer[e] = (REAL)stats[e];
+    const FN(norm_state) bn = {.infer = infer};
+    int failed = !out_at || !infer;
     const int64_t *first = &FIELD(program, 0, 0);
     const int k0 = (int)first[FASTBP_FIELD_IN], m0 = (int)first[FASTBP_FIELD_OUT];
     const REAL *W0 = params + first[FASTBP_FIELD_PARAM_AT];
@@ -558,12 +625,12 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
             const REAL *logits;
             if (x->dense) /* every op in one pass: a first conv - relu - pool fused as in training */
                 logits = FN(forward_ops)(program, 0, n_ops - 1, params, (const REAL *)x->dense + start * k0, rows, buffers,
-                                         mask, args, out_at, parallel_min, team, 0);
+                                         mask, args, out_at, parallel_min, team, 0, &bn);
             else { /* op 0 on the compact rows, then the others */
                 FN(spans_times)(x->indptr + start, x->indptr + start + 1, rows, x->indices, x->values, W0,
                                 W0 + (ptrdiff_t)k0 * m0, buffers + out_at[0], m0);
                 logits = FN(forward_ops)(program, 1, n_ops - 1, params, buffers + out_at[0], rows, buffers, mask, args,
-                                         out_at, parallel_min, team, 0);
+                                         out_at, parallel_min, team, 0, &bn);
             }
             if (!logits) {
                 failed = 1;
@@ -581,6 +648,7 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
         free(args);
     }
     free(out_at);
+    free(infer);
     return failed ? -1 : 0;
 }
 

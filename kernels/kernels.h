@@ -105,13 +105,17 @@ enum { FASTBP_FIELD_CODE = 0, FASTBP_FIELD_PARAM_AT, FASTBP_FIELD_IN, FASTBP_FIE
        FASTBP_OP_FIELDS = 16 };
 /* a dropout op's fields: its ratio in units of 1 / FASTBP_RATIO_SCALE, its generator's seed */
 enum { FASTBP_FIELD_RATIO = 4, FASTBP_FIELD_SEED = 5, FASTBP_RATIO_SCALE = 1000000000 };
+/* a batch normalization's: momentum and eps (a double's bits), its running mean and variance at
+ * this offset of the engine's float64 stats buffer */
+enum { FASTBP_FIELD_MOMENTUM = 4, FASTBP_FIELD_EPS = 5, FASTBP_FIELD_STATS_AT = 6 };
 /* the engine's generator keys a step's op by (step << 16 | op): at most this many ops */
 #define FASTBP_MAX_OPS 65536
 /* a window op's fields from FASTBP_FIELD_SHAPE on */
 enum { FASTBP_C = 0, FASTBP_H, FASTBP_W, FASTBP_F, FASTBP_KH, FASTBP_KW, FASTBP_STRIDE, FASTBP_PAD, FASTBP_OH, FASTBP_OW };
 /* op codes: AFFINE (W at PARAM_AT, IN x OUT, then b), activations (IN = OUT), the loss (last),
  * CONV (W (F, C, KH, KW) at PARAM_AT, then b), POOL (max), DROPOUT (the book's: x * (draw > ratio) in
- * training, x * (1 - ratio) in prediction); BATCHNORM is reserved (refused: not run yet) */
+ * training, x * (1 - ratio) in prediction), BATCHNORM (gamma, beta (IN = OUT each) at PARAM_AT; the
+ * batch's statistics in training, updating the running ones; the running ones in prediction) */
 enum { FASTBP_OP_AFFINE = 0, FASTBP_OP_RELU = 1, FASTBP_OP_SIGMOID = 2, FASTBP_OP_SOFTMAX_LOSS = 3, FASTBP_OP_CONV = 4,
        FASTBP_OP_POOL = 5, FASTBP_OP_DROPOUT = 6, FASTBP_OP_BATCHNORM = 7, FASTBP_OP_COUNT };
 /* update rules, and the hyper-parameter vector they read */

@@ -559,10 +559,29 @@ static const char *window_op_problem(const int64_t *op, Py_ssize_t n_params)
     return NULL;
 }
 
+/* A batch normalization's record: in = out, gamma and beta inside the parameter buffer, its
+ * running statistics inside the n_stats of the stats buffer, a momentum in [0, 1] and an eps > 0. */
+static const char *batchnorm_op_problem(const int64_t *op, Py_ssize_t n_params, Py_ssize_t n_stats)
+{
+    double momentum, eps;
+    memcpy(&momentum, &op[FASTBP_FIELD_MOMENTUM], sizeof momentum);
+    memcpy(&eps, &op[FASTBP_FIELD_EPS], sizeof eps);
+    const int64_t d = op[FASTBP_FIELD_IN], at = op[FASTBP_FIELD_PARAM_AT], stats_at = op[FASTBP_FIELD_STATS_AT];
+    if (op[FASTBP_FIELD_OUT] != d) return "has an elementwise op whose sizes differ";
+    if (at < 0 || at > n_params - 2 * d) return "has parameters outside the parameter buffer";
+    if (stats_at < 0 || stats_at > n_stats - 2 * d)
+        return "has a batch normalization whose running statistics lie outside stats";
+    if (!(momentum >= 0 && momentum <= 1) || !(eps > 0 && eps < INFINITY))
+        return "has a batch normalization momentum outside [0, 1] or an eps that is not positive";
+    return NULL;
+}
+
 /* Checks a network's program (kernels.h): op records whose sizes chain, parameters inside the
- * n_params buffer, the loss last, and every buffer the engine sizes from them (`batch` rows of
- * every op's output) countable in bytes. Returns the number of ops, or -1 with a ValueError. */
-static int take_program(Args *a, PyObject *oprogram, Py_ssize_t n_params, Py_ssize_t batch, const int64_t **program)
+ * n_params buffer (running statistics inside n_stats), the loss last, and every buffer the engine
+ * sizes from them (`batch` rows of every op's output) countable in bytes. Returns the number of
+ * ops, or -1 with a ValueError. */
+static int take_program(Args *a, PyObject *oprogram, Py_ssize_t n_params, Py_ssize_t n_stats, Py_ssize_t batch,
+                        const int64_t **program)
 {
     const int64_t *ops = take(a, oprogram, K_I64, 0, "program", -1);
     if (!ops) return -1;
@@ -580,7 +599,7 @@ static int take_program(Args *a, PyObject *oprogram, Py_ssize_t n_params, Py_ssi
         if (code < 0 || code >= FASTBP_OP_COUNT || (code == FASTBP_OP_SOFTMAX_LOSS && i != n_ops - 1)) problem = "has an unknown op";
         else if (in < 1 || out < 1 || in > INT32_MAX || out > INT32_MAX) problem = "has a size outside [1, 2^31)";
         else if (i > 0 && in != FIELD(ops, i - 1, FASTBP_FIELD_OUT)) problem = "has an op whose input is not the previous output";
-        else if (code == FASTBP_OP_BATCHNORM) problem = "has a batch normalization op, which the engine does not run";
+        else if (code == FASTBP_OP_BATCHNORM) problem = batchnorm_op_problem(&FIELD(ops, i, 0), n_params, n_stats);
         else if (code == FASTBP_OP_DROPOUT && (FIELD(ops, i, FASTBP_FIELD_RATIO) < 0 ||
                                                FIELD(ops, i, FASTBP_FIELD_RATIO) >= FASTBP_RATIO_SCALE))
             problem = "has a dropout ratio outside [0, 1)";
@@ -601,13 +620,18 @@ static int take_program(Args *a, PyObject *oprogram, Py_ssize_t n_params, Py_ssi
     return (int)n_ops;
 }
 
-/* The engine's network and data: params (writable for training), a program checked against them
- * for `batch` rows a pass, and x. Returns the number of ops, or -1 with the error set. */
-static int take_network(Args *a, PyObject *op, int writable, PyObject *oprogram, Py_ssize_t batch, PyObject *ox,
-                        Py_ssize_t n_rows, void **params, const int64_t **program, fastbp_rows *x)
+/* The engine's network and data: params and the running statistics stats (both writable for
+ * training), a program checked against them for `batch` rows a pass, and x. Returns the number
+ * of ops, or -1 with the error set. */
+static int take_network(Args *a, PyObject *op, PyObject *ostats, int writable, PyObject *oprogram, Py_ssize_t batch,
+                        PyObject *ox, Py_ssize_t n_rows, void **params, double **stats, const int64_t **program,
+                        fastbp_rows *x)
 {
     if (!(*params = take(a, op, K_REAL, writable, "params", -1))) return -1;
-    const int n_ops = take_program(a, oprogram, items(a, a->count - 1), batch, program);
+    const Py_ssize_t n_params = items(a, a->count - 1);
+    *stats = take(a, ostats, K_F64, writable, "stats", -1);
+    if (!*stats && PyErr_Occurred()) return -1; /* (an empty array may have no data) */
+    const int n_ops = take_program(a, oprogram, n_params, items(a, a->count - 1), batch, program);
     if (n_ops < 0 || take_rows(a, ox, n_rows, FIELD(*program, 0, FASTBP_FIELD_IN), x) < 0) return -1;
     if (!x->dense && FIELD(*program, 0, FASTBP_FIELD_CODE) != FASTBP_OP_AFFINE) {
         PyErr_SetString(PyExc_ValueError, "compact rows feed only a first affine op");
@@ -650,13 +674,13 @@ static int release_sigint(void)
 static PyObject *train_steps(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *ox, *olab, *obat, *op, *og, *oprogram, *ohyper, *ostate, *olosses;
+    PyObject *ox, *olab, *obat, *op, *og, *oprogram, *ohyper, *ostate, *olosses, *ostats;
     int optimizer;
     long long step0;
     Py_ssize_t n_rows, n_steps;
     int catch_interrupt;
-    if (!PyArg_ParseTuple(args, "OnOOnOOOiOOLOp:train_steps", &ox, &n_rows, &olab, &obat, &n_steps, &op, &og, &oprogram,
-                          &optimizer, &ohyper, &ostate, &step0, &olosses, &catch_interrupt)) return NULL;
+    if (!PyArg_ParseTuple(args, "OnOOnOOOiOOLOOp:train_steps", &ox, &n_rows, &olab, &obat, &n_steps, &op, &og, &oprogram,
+                          &optimizer, &ohyper, &ostate, &step0, &olosses, &ostats, &catch_interrupt)) return NULL;
     if (optimizer < 0 || optimizer >= FASTBP_OPTIMIZER_COUNT)
         return PyErr_Format(PyExc_ValueError, "unknown update rule %d", optimizer);
     if (step0 < 0) return PyErr_Format(PyExc_ValueError, "step0 must be >= 0, got %lld", step0);
@@ -671,9 +695,10 @@ static PyObject *train_steps(PyObject *self, PyObject *args)
     }
     const int batch = n_steps > 0 ? (int)(n_batch_items / n_steps) : 1;
     void *params;
+    double *stats;
     const int64_t *program;
     fastbp_rows x;
-    const int n_ops = take_network(&a, op, 1, oprogram, batch, ox, n_rows, &params, &program, &x);
+    const int n_ops = take_network(&a, op, ostats, 1, oprogram, batch, ox, n_rows, &params, &stats, &program, &x);
     if (n_ops < 0) FAIL(a);
     const Py_ssize_t count = items(&a, 1);
     int64_t *labels = take(&a, olab, K_I64, 0, "labels", n_rows);
@@ -690,9 +715,9 @@ static PyObject *train_steps(PyObject *self, PyObject *args)
     const int catching = catch_interrupt && catch_sigint();
     Py_BEGIN_ALLOW_THREADS
     done = a.real == REAL_F32 ? fastbp_train_steps_f32(&x, labels, batches, n_steps, batch, params, grads, count, program,
-                                                       n_ops, optimizer, hyper, state, step0, losses, parallel_min)
+                                                       n_ops, optimizer, hyper, state, step0, losses, stats, parallel_min)
                               : fastbp_train_steps_f64(&x, labels, batches, n_steps, batch, params, grads, count, program,
-                                                       n_ops, optimizer, hyper, state, step0, losses, parallel_min);
+                                                       n_ops, optimizer, hyper, state, step0, losses, stats, parallel_min);
     Py_END_ALLOW_THREADS
     const int interrupted = catching && release_sigint();
     release(&a);
@@ -703,23 +728,28 @@ static PyObject *train_steps(PyObject *self, PyObject *args)
 static PyObject *predict_labels(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *ox, *op, *oprogram, *olabels;
+    PyObject *ox, *op, *oprogram, *ostats, *olabels;
     Py_ssize_t n_rows;
     int chunk;
-    if (!PyArg_ParseTuple(args, "OnOOiO:predict_labels", &ox, &n_rows, &op, &oprogram, &chunk, &olabels)) return NULL;
+    if (!PyArg_ParseTuple(args, "OnOOOiO:predict_labels", &ox, &n_rows, &op, &oprogram, &ostats, &chunk, &olabels))
+        return NULL;
     if (chunk < 1) return PyErr_Format(PyExc_ValueError, "chunk must be positive, got %d", chunk);
     Args a = {.count = 0, .real = REAL_NONE};
     void *params;
+    double *stats;
     const int64_t *program;
     fastbp_rows x;
-    const int n_ops = take_network(&a, op, 0, oprogram, 2 * (Py_ssize_t)chunk, ox, n_rows, &params, &program, &x);
+    const int n_ops = take_network(&a, op, ostats, 0, oprogram, 2 * (Py_ssize_t)chunk, ox, n_rows, &params, &stats, &program,
+                                   &x);
     if (n_ops < 0) FAIL(a);
+    const Py_ssize_t n_stats = items(&a, 1);
     int64_t *labels = take(&a, olabels, K_I64, 1, "labels", n_rows);
     if (!labels) FAIL(a);
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = a.real == REAL_F32 ? fastbp_predict_labels_f32(&x, n_rows, params, program, n_ops, chunk, labels, parallel_min)
-                                : fastbp_predict_labels_f64(&x, n_rows, params, program, n_ops, chunk, labels, parallel_min);
+    status = a.real == REAL_F32
+                 ? fastbp_predict_labels_f32(&x, n_rows, params, program, n_ops, stats, n_stats, chunk, labels, parallel_min)
+                 : fastbp_predict_labels_f64(&x, n_rows, params, program, n_ops, stats, n_stats, chunk, labels, parallel_min);
     Py_END_ALLOW_THREADS
     release(&a);
     if (status < 0) return PyErr_NoMemory();
@@ -786,10 +816,12 @@ static PyObject *constants(PyObject *self, PyObject *args)
     (void)self;
     (void)args;
     return Py_BuildValue(
-        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i}",
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i, "
+        "s:i,s:i,s:i,s:i,s:i}",
         "FIELD_CODE", FASTBP_FIELD_CODE, "FIELD_PARAM_AT", FASTBP_FIELD_PARAM_AT, "FIELD_IN", FASTBP_FIELD_IN,
         "FIELD_OUT", FASTBP_FIELD_OUT, "FIELD_SHAPE", FASTBP_FIELD_SHAPE, "OP_FIELDS", FASTBP_OP_FIELDS,
         "FIELD_RATIO", FASTBP_FIELD_RATIO, "FIELD_SEED", FASTBP_FIELD_SEED, "RATIO_SCALE", FASTBP_RATIO_SCALE,
+        "FIELD_MOMENTUM", FASTBP_FIELD_MOMENTUM, "FIELD_EPS", FASTBP_FIELD_EPS, "FIELD_STATS_AT", FASTBP_FIELD_STATS_AT,
         "AFFINE", FASTBP_OP_AFFINE, "RELU", FASTBP_OP_RELU, "SIGMOID", FASTBP_OP_SIGMOID, "SOFTMAX_LOSS", FASTBP_OP_SOFTMAX_LOSS,
         "CONV", FASTBP_OP_CONV, "POOL", FASTBP_OP_POOL, "DROPOUT", FASTBP_OP_DROPOUT, "BATCHNORM", FASTBP_OP_BATCHNORM,
         "SGD", FASTBP_SGD, "MOMENTUM", FASTBP_MOMENTUM, "ADAM", FASTBP_ADAM, "NESTEROV", FASTBP_NESTEROV,
@@ -843,10 +875,12 @@ static PyMethodDef native_methods[] = {
      "compact_rows(x, n, k, max_nnz) -> (rows, nnz): the nonzeros of the (n, k) matrix x, for train_steps and predict_labels."},
     {"train_steps", train_steps, METH_VARARGS,
      "train_steps(x or compact rows, n_rows, labels, batches, n_steps, params, grads, program, optimizer, hyper, state, "
-     "step0, losses, catch_interrupt) -> (steps done, interrupted): with catch_interrupt (call it from Python's "
-     "main thread), Ctrl-C stops the steps before the next one."},
+     "step0, losses, stats, catch_interrupt) -> (steps done, interrupted): stats, the batch normalizations' running "
+     "statistics (float64), updated; with catch_interrupt (call it from Python's main thread), Ctrl-C stops the steps "
+     "before the next one."},
     {"predict_labels", predict_labels, METH_VARARGS,
-     "predict_labels(x or compact rows, n_rows, params, program, chunk, labels): argmax of the network's output per row."},
+     "predict_labels(x or compact rows, n_rows, params, program, stats, chunk, labels): argmax of the network's output "
+     "per row (batch normalization with the running statistics stats)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,11 +32,16 @@ def test_info_lists_versions_and_backends():
         assert word in result.stdout
 
 
-def test_bad_flags_are_refused_with_the_reason(capsys):
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "-1"], "must be a positive number, got -1"),
+    (["--dropout", "1"], "--dropout: must lie in [0, 1), got 1"),
+    (["--weight-decay", "-0.1"], "--weight-decay: must be a non-negative number, got -0.1"),
+])
+def test_bad_flags_are_refused_with_the_reason(capsys, flags, message):
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--lr", "-1"])
+        main(["train", *flags])
     assert exc.value.code == 2
-    assert "must be a positive number, got -1" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
@@ -207,6 +212,8 @@ def test_the_deep_convnet_trains_on_either_path(tiny, tmp_path, capsys, path):
     (["--model", "deep-convnet", "--init", "0.1"], "does not take --init"),
     (["--model", "simple-convnet", "--init", "he"], "does not take --init he"),
     (["--model", "simple-convnet", "--hidden", "10", "20"], "does not take --hidden with more than one size"),
+    (["--model", "simple-convnet", "--batchnorm"], "does not take --batchnorm"),
+    (["--model", "deep-convnet", "--dropout", "0.2"], "does not take --dropout"),
 ])
 def test_flags_a_convnet_does_not_take_are_named(tiny, tmp_path, capsys, flags, message):
     assert train(tiny, *flags, "--iterations", "1", "--out", str(tmp_path / "run")) == 2
@@ -231,3 +238,26 @@ def test_ctrl_c_stops_a_long_run_soon_and_keeps_what_was_trained(tiny, tmp_path)
     assert "Interrupted at step" in stdout
     with np.load(out / "weights.npz") as saved:
         assert int(saved["step"]) > 0
+
+
+def test_the_books_chapter_6_options_train_in_the_fused_engine(tiny, tmp_path, capsys):
+    """--batchnorm, --dropout and --weight-decay: the book's MultiLayerNetExtend on the fused path;
+    the weights file keeps the architecture and the running statistics; a resumed run takes weight
+    decay again but its network from the file."""
+    run1, run2 = tmp_path / "run1", tmp_path / "run2"
+    assert train(tiny, "--hidden", "20", "20", "--batchnorm", "--dropout", "0.3", "--weight-decay", "0.1",
+                 "--iterations", "6", "--eval-every", "3", "--out", str(run1)) == 0
+    printed = capsys.readouterr().out
+    assert "a 784-20-20-10 batch-normalized network" in printed and "weight decay 0.1," in printed
+    assert "fused path" in printed
+
+    from fastbp.nets import MultiLayerNet
+
+    net = MultiLayerNet.load(run1 / "weights.npz")
+    assert net.use_batchnorm and net.use_dropout and net.architecture["layers"][3] == {"op": "dropout", "ratio": 0.3}
+    assert net.norm_layers[0].running_var.min() > 0  # the engine's running statistics were saved
+    assert train(tiny, "--resume", str(run1 / "weights.npz"), "--weight-decay", "0.2", "--iterations", "2",
+                 "--out", str(run2)) == 0
+    assert "weight decay 0.2," in capsys.readouterr().out
+    assert train(tiny, "--resume", str(run1 / "weights.npz"), "--batchnorm", "--out", str(run2)) == 2
+    assert "drop --batchnorm" in capsys.readouterr().err

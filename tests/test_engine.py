@@ -40,19 +40,24 @@ def run_both(backend, x, program, n_params, batches, optimizer="sgd", seed=0, de
         rows = ops.prepare_rows(x, program)
         params, grads = start.copy(), np.zeros_like(start)
         state, losses = np.zeros((2, n_params), x.dtype), np.zeros(len(batches))
+        stats = np.zeros(engine.stats_size(program))  # batch normalization's running statistics, when there is one
         done = ops.train_steps(rows, labels, batches, params, grads, program, engine.OPTIMIZERS[optimizer], hyper, state, 0,
-                               losses)
-        results[name] = (done, params, losses, ops.predict_labels(rows, params, program))
+                               losses, stats)
+        results[name] = (done, params, losses, ops.predict_labels(rows, params, program, stats), stats)
     return results["reference"], results[backend]
 
 
-def assert_same_training(expected, actual, n_steps, dtype):
-    (done_ref, p_ref, l_ref, y_ref), (done, p, losses, y) = expected, actual
+def assert_same_training(expected, actual, n_steps, dtype, param_atol=0.0):
+    """``param_atol``: an absolute bound of the parameters' difference derived for the case, when
+    larger than the general one below (the running statistics too: a running mean carries the
+    bias before its batch normalization)."""
+    (done_ref, p_ref, l_ref, y_ref, s_ref), (done, p, losses, y, stats) = expected, actual
     assert done == done_ref == n_steps
     # float32: 30 steps of rounding, amplified by Adam's division by sqrt(v)
     tol = 1e-12 if dtype == np.float64 else 1e-4
-    np.testing.assert_allclose(p, p_ref, rtol=tol, atol=tol * np.abs(p_ref).max())
+    np.testing.assert_allclose(p, p_ref, rtol=tol, atol=max(tol * np.abs(p_ref).max(), param_atol))
     np.testing.assert_allclose(losses, l_ref, rtol=tol)
+    np.testing.assert_allclose(stats, s_ref, rtol=tol, atol=max(tol * np.abs(s_ref).max(initial=0), param_atol))
     assert np.mean(y != y_ref) <= (0 if dtype == np.float64 else 0.01)  # float32: a near tie may flip
 
 
@@ -228,7 +233,7 @@ def test_the_native_engine_refuses_a_malformed_program():
     good = engine.mlp_program(sizes, "relu")
 
     def predict(program):
-        _native.predict_labels(np.zeros((2, 3)), 2, params, program, 16, np.zeros(2, np.int64))
+        _native.predict_labels(np.zeros((2, 3)), 2, params, program, np.empty(0), 16, np.zeros(2, np.int64))
 
     predict(good)
     for change, match in (((0, engine.FIELD_PARAM_AT, 20), "parameters outside"), ((1, engine.FIELD_IN, 5), "input is not"),

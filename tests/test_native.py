@@ -89,7 +89,7 @@ def test_native_train_steps_checks_indices_and_sizes():
         a = args | change
         return _native.train_steps(a["x"], a["x"].shape[0], a["labels"], a["batches"], a["batches"].shape[0],
                                    a["params"], a["grads"], a["program"], a["optimizer"], a["hyper"], a["state"], 0,
-                                   a["losses"], False)
+                                   a["losses"], np.empty(0), False)
 
     assert call() == (2, False)
     with pytest.raises(ValueError, match=r"batches\[3\] = 5 is outside \[0, 5\)"):
@@ -116,11 +116,11 @@ def test_native_compact_rows_are_checked_against_the_call():
     program = engine.mlp_program([3, 4, 2], "relu")
     params = np.zeros(3 * 4 + 4 + 4 * 2 + 2)
     labels = np.zeros(2, np.int64)
-    _native.predict_labels(rows, 2, params, program, 8, labels)
+    _native.predict_labels(rows, 2, params, program, np.empty(0), 8, labels)
     with pytest.raises(ValueError, match=r"compact rows of shape \(2, 3\), expected \(5, 3\)"):
-        _native.predict_labels(rows, 5, params, program, 8, np.zeros(5, np.int64))
+        _native.predict_labels(rows, 5, params, program, np.empty(0), 8, np.zeros(5, np.int64))
     with pytest.raises(TypeError, match="same dtype"):
-        _native.predict_labels(rows, 2, params.astype(np.float32), program, 8, labels)
+        _native.predict_labels(rows, 2, params.astype(np.float32), program, np.empty(0), 8, labels)
     with pytest.raises(ValueError, match=r"x has 6 elements, expected 9"):
         _native.compact_rows(np.zeros(6), 3, 3, 9)
 
@@ -145,9 +145,9 @@ def test_native_sizes_that_overflow_or_are_negative_are_refused():
     n_params = 3 * 4 + 4 + 4 * 2 + 2
     with pytest.raises(ValueError, match="program has parameters outside|program is too large"):
         huge = engine.mlp_program([2**31 - 1, 2**31 - 1, 2**31 - 1, 2], "relu")
-        _native.predict_labels(np.zeros(1), 1, np.zeros(n_params), huge, 8, np.zeros(1, np.int64))
+        _native.predict_labels(np.zeros(1), 1, np.zeros(n_params), huge, np.empty(0), 8, np.zeros(1, np.int64))
     with pytest.raises(ValueError, match=r"bad shape \(-1, 3\)"):
-        _native.predict_labels(np.zeros(3), -1, np.zeros(n_params), engine.mlp_program([3, 4, 2], "relu"), 8,
+        _native.predict_labels(np.zeros(3), -1, np.zeros(n_params), engine.mlp_program([3, 4, 2], "relu"), np.empty(0), 8,
                                np.zeros(1, np.int64))
 
 

@@ -282,24 +282,35 @@ def test_bad_book_options_are_refused():
         MultiLayerNet(4, [3], 2, use_dropout=True, dropout_ration=1.5)
 
 
-def test_a_batch_normalized_network_trains_and_predicts_on_the_layer_path(tmp_path, backend, rng):
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_a_batch_normalized_network_trains_the_same_on_both_paths(tmp_path, backend, optimizer, rng):
+    """The fused engine's batch normalization: the layer path's losses, weights and running
+    statistics (float64: the same sums in another order; plain rules, whose steps do not divide
+    by the gradients' size, see tests/test_engine_windows.py), on dense and mostly-zero rows."""
     from fastbp.sequential import SequentialNet
     from fastbp.train import TrainConfig, Trainer
 
     x, t = rng.standard_normal((200, 8)), rng.integers(0, 3, 200)
     x[t == 1, :3] += 2
-    net = MultiLayerNet(8, [16, 16], 3, use_batchnorm=True, dtype=np.float64, backend=backend, seed=0)
-    assert not net.engine_runs_it and "batch-normalized" in net.describe()
-    with pytest.raises(ValueError, match="does not run: train it with path='layers'"):
-        Trainer(net, TrainConfig(iterations=1, path="fused", progress=False))
-    history = Trainer(net, TrainConfig(iterations=60, batch_size=20, lr=0.1, path="layers", progress=False)).fit(x, t)
-    assert history.losses[-1] < history.losses[0]
-    assert net.norm_layers[0].running_var.min() > 0  # the training steps updated the running statistics
+    x[rng.random(x.shape) < 0.6] = 0  # mostly zeros: the native engine's compact rows
+    results = {}
+    for path in ("fused", "layers"):
+        net = MultiLayerNet(8, [16, 16], 3, use_batchnorm=True, dtype=np.float64,
+                            backend=backend, seed=0)
+        assert net.engine_runs_it and "batch-normalized" in net.describe()
+        config = TrainConfig(iterations=60, batch_size=20, lr=0.1, optimizer=optimizer, path=path, progress=False)
+        results[path] = net, Trainer(net, config).fit(x, t)
+    (net, fused), (net_l, layers) = results["fused"], results["layers"]
+    np.testing.assert_allclose(fused.losses, layers.losses, rtol=1e-10)
+    assert fused.losses[-1] < fused.losses[0]
+    np.testing.assert_allclose(net.flat_params, net_l.flat_params, rtol=1e-9, atol=1e-12)
+    assert net.norm_layers[0].running_var.min() > 0  # the engine updated the running statistics, as the layers did
+    np.testing.assert_allclose(net.running_stats(), net_l.running_stats(), rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(net.predict_labels(x), np.argmax(net.predict(x), axis=1))
     net.save(tmp_path / "bn.npz")
     again = SequentialNet.load(tmp_path / "bn.npz", backend=backend)  # the running statistics come back with the weights
     np.testing.assert_array_equal(again.predict(x), net.predict(x))
-    with pytest.raises(ValueError, match="engine does not run"):  # every engine refuses it by name
+    with pytest.raises(ValueError, match="needs stats"):  # every engine asks for them by name
         backends.get(backend).predict_labels(x, net.flat_params, net.program)
 
 

@@ -207,22 +207,23 @@ def _rows(x):
     return x.handle if isinstance(x, CompactRows) else x
 
 
-def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses):
+def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, stats=None):
     """Same contract as reference.train_steps: the whole block of steps in one C call. Ctrl-C
     (on Python's main thread) stops it before its next step: engine.StepsInterrupted."""
     batches = np.ascontiguousarray(batches, dtype=np.int64)
     done, interrupted = _native.train_steps(_rows(x), x.shape[0], np.ascontiguousarray(labels, dtype=np.int64), batches,
                                             batches.shape[0], params, grads, program, optimizer, hyper, state, step0,
-                                            losses, threading.current_thread() is threading.main_thread())
+                                            losses, engine.check_runs(program, stats),
+                                            threading.current_thread() is threading.main_thread())
     if interrupted:
         raise engine.StepsInterrupted(done, losses[:done])
     return done
 
 
-def predict_labels(x, params, program):
+def predict_labels(x, params, program, stats=None):
     labels = np.empty(x.shape[0], dtype=np.int64)
     chunk = engine.PREDICT_ROWS_COMPACT if isinstance(x, CompactRows) else engine.PREDICT_ROWS
-    _native.predict_labels(_rows(x), x.shape[0], params, program, chunk, labels)
+    _native.predict_labels(_rows(x), x.shape[0], params, program, engine.check_runs(program, stats), chunk, labels)
     return labels
 
 
@@ -232,7 +233,7 @@ def engine_seconds(reset: bool = False) -> dict:
     first layer is not in the account."""
     forward, backward = _native.engine_seconds(reset)
     names = {engine.AFFINE: "affine", engine.RELU: "relu", engine.SIGMOID: "sigmoid", engine.SOFTMAX_LOSS: "softmax loss",
-             engine.CONV: "conv", engine.POOL: "pool", engine.DROPOUT: "dropout"}
+             engine.CONV: "conv", engine.POOL: "pool", engine.DROPOUT: "dropout", engine.BATCHNORM: "batchnorm"}
     spent = {f"{name} {way}": seconds for code, name in names.items()
              for way, seconds in (("forward", forward[code]), ("backward", backward[code])) if seconds > 0}
     return spent | {"update": backward[-1]}

@@ -360,8 +360,20 @@ def batchnorm_forward(x, gamma, beta, eps):
     return out, xn, mean, var, std
 
 
+@_jit
+def _batchnorm_infer(x, gamma, beta, mean, var, eps, out):
+    """out = gamma (x - mean) / sqrt(var + eps) + beta, mean, var and eps rounded to x's dtype first."""
+    n, d = x.shape
+    for j in range(d):
+        m, root = x.dtype.type(mean[j]), np.sqrt(x.dtype.type(var[j]) + x.dtype.type(eps))
+        for i in range(n):
+            out[i, j] = gamma[j] * ((x[i, j] - m) / root) + beta[j]
+
+
 def batchnorm_infer(x, gamma, beta, mean, var, eps):
-    return (gamma * ((x - mean) / np.sqrt(var + x.dtype.type(eps))) + beta).astype(x.dtype, copy=False)
+    out = np.empty_like(x)
+    _batchnorm_infer(x, gamma, beta, mean, var, eps, out)
+    return out
 
 
 def batchnorm_backward(dout, xn, std, gamma):
@@ -556,10 +568,12 @@ def _matrix(flat, start, rows, cols):
 
 
 @_jit
-def _forward_ops(program, params, x, last, outs, masks, args, out_at, keys):
+def _forward_ops(program, params, x, last, outs, masks, args, out_at, keys, stats, floats, norms, norm_at):
     """Runs ops [0, last) on the rows of x; op i writes its output at outs[out_at[i]:] (a ReLU or
     dropout its mask, a pooling its argmax, at the same place of masks and args). ``keys``: each
-    op's generator key for this training step (engine.dropout_keys); empty to predict. Returns the
+    op's generator key for this training step (engine.dropout_keys); empty to predict. A batch
+    normalization reads its momentum and eps in ``floats[i]``, its running statistics in ``stats``
+    (updated in training), and keeps xn and std for backward at norms[norm_at[i]:]. Returns the
     last op's output."""
     rows = x.shape[0]
     out = x
@@ -583,6 +597,18 @@ def _forward_ops(program, params, x, last, outs, masks, args, out_at, keys):
                 scale = np.empty(1, dtype=z.dtype)
                 scale[0] = 1.0 - ratio  # rounded to the dtype first, as the layer's x * dtype(1 - ratio)
                 z[:, :] = out * scale[0]
+        elif code == engine.BATCHNORM:
+            gamma, beta = params[at:at + k], params[at + k:at + 2 * k]
+            momentum, eps, s0 = floats[i, 0], floats[i, 1], program[i, engine.FIELD_STATS_AT]
+            if keys.size:  # the batch's statistics; the running ones updated in float64, as the layer's
+                mean, var = np.empty(k, dtype=z.dtype), np.empty(k, dtype=z.dtype)
+                _batchnorm_forward(out, gamma, beta, eps, z, _matrix(norms, norm_at[i], rows, k), mean, var,
+                                   norms[norm_at[i] + rows * k:norm_at[i] + rows * k + k])
+                for j in range(k):
+                    stats[s0 + j] = momentum * stats[s0 + j] + (1 - momentum) * np.float64(mean[j])
+                    stats[s0 + k + j] = momentum * stats[s0 + k + j] + (1 - momentum) * np.float64(var[j])
+            else:  # the running statistics rounded to the dtype first, as the layer's
+                _batchnorm_infer(out, gamma, beta, stats[s0:s0 + k], stats[s0 + k:s0 + 2 * k], eps, z)
         else:
             f = program[i, engine.FIELD_SHAPE:engine.FIELD_SHAPE + 10]
             c, h, w, fn, kh, kw, stride, pad, oh, ow = f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
@@ -607,6 +633,16 @@ def _pools(program):
 
 
 @_jit
+def _norm_offsets(program, rows):
+    """Where each batch normalization keeps its xn (rows x features) and std (features); the total last."""
+    norm_at = np.zeros(program.shape[0] + 1, dtype=np.int64)
+    for i in range(program.shape[0]):
+        grow = (rows + 1) * program[i, engine.FIELD_IN] if program[i, engine.FIELD_CODE] == engine.BATCHNORM else 0
+        norm_at[i + 1] = norm_at[i] + grow
+    return norm_at
+
+
+@_jit
 def _output_offsets(program, rows):
     out_at = np.zeros(program.shape[0] + 1, dtype=np.int64)
     for i in range(program.shape[0]):
@@ -615,7 +651,8 @@ def _output_offsets(program, rows):
 
 
 @_jit
-def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, keys, spans):
+def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, keys, spans, stats,
+                 floats):
     n_steps, batch = batches.shape
     n_ops = program.shape[0]
     classes = program[n_ops - 1, engine.FIELD_OUT]
@@ -626,6 +663,8 @@ def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, s
     outs = np.empty(out_at[n_ops], dtype=x.dtype)
     masks = np.empty(out_at[n_ops], dtype=np.bool_)
     args = np.empty(out_at[n_ops] if _pools(program) else 0, dtype=np.int64)
+    norm_at = _norm_offsets(program, batch)
+    norms = np.empty(norm_at[n_ops], dtype=x.dtype)
     grad_buffers = np.empty((2, batch * widest), dtype=x.dtype)  # dout and dx take turns
     x_batch = np.empty((batch, program[0, engine.FIELD_IN]), dtype=x.dtype)
     t_batch = np.empty(batch, dtype=np.int64)
@@ -637,7 +676,8 @@ def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, s
         for r in range(batch):
             x_batch[r, :] = x[batches[s, r]].reshape(-1)
             t_batch[r] = labels[batches[s, r]]
-        logits = _forward_ops(program, params, x_batch, n_ops - 1, outs, masks, args, out_at, keys[s])
+        logits = _forward_ops(program, params, x_batch, n_ops - 1, outs, masks, args, out_at, keys[s], stats, floats, norms,
+                              norm_at)
         _softmax_xent_forward(logits, t_batch, y, row_loss)
         loss = np.sum(row_loss) / batch
         decay = hyper[engine.HYPER_DECAY]
@@ -668,6 +708,10 @@ def _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, s
                 _sigmoid_backward(dout.reshape(-1), outs[out_at[i]:out_at[i] + batch * m], dx.reshape(-1))
             elif code == engine.DROPOUT:
                 _dropout_backward(dout.reshape(-1), masks[out_at[i]:out_at[i] + batch * m], dx.reshape(-1))
+            elif code == engine.BATCHNORM:
+                _batchnorm_backward(dout, _matrix(norms, norm_at[i], batch, k),
+                                    norms[norm_at[i] + batch * k:norm_at[i] + batch * k + k], params[at:at + k], dx,
+                                    grads[at:at + k], grads[at + k:at + 2 * k])
             else:
                 f = program[i, engine.FIELD_SHAPE:engine.FIELD_SHAPE + 10]
                 c, h, w, fn, kh, kw, stride, pad, oh, ow = f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
@@ -696,16 +740,26 @@ def prepare_rows(x, program):
     return x
 
 
-def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses):
+def _norm_floats(program):
+    """Each batch normalization op's (momentum, eps), read from its record (zeros for other ops)."""
+    floats = np.zeros((len(program), 2))
+    for i, op in enumerate(program):
+        if op[engine.FIELD_CODE] == engine.BATCHNORM:
+            floats[i] = engine.read_float(op, engine.FIELD_MOMENTUM), engine.read_float(op, engine.FIELD_EPS)
+    return floats
+
+
+def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, stats=None):
     """Same contract as reference.train_steps: the whole block of steps in one compiled call."""
-    engine.check_runs(program)
+    stats = engine.check_runs(program, stats)
     keys = engine.dropout_keys(program, step0, len(batches))
     spans = np.array(engine.weight_spans(program), dtype=np.int64).reshape(-1, 2)
-    return _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, keys, spans)
+    return _train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, keys, spans,
+                        stats, _norm_floats(program))
 
 
 @_jit
-def _predict_labels(x, params, program, chunk, labels):
+def _predict_labels(x, params, program, chunk, labels, stats, floats):
     n_ops = program.shape[0]
     out_at = _output_offsets(program, chunk)
     outs = np.empty(out_at[n_ops], dtype=x.dtype)
@@ -714,7 +768,7 @@ def _predict_labels(x, params, program, chunk, labels):
     rows = x.reshape((x.shape[0], -1))
     for start in range(0, x.shape[0], chunk):
         logits = _forward_ops(program, params, rows[start:start + chunk], n_ops - 1, outs, masks, args, out_at,
-                              np.empty(0, dtype=np.uint64))
+                              np.empty(0, dtype=np.uint64), stats, floats, outs[:0], out_at)
         for r in range(logits.shape[0]):  # argmax, first maximum wins as in np.argmax
             best = 0
             for j in range(1, logits.shape[1]):
@@ -723,8 +777,8 @@ def _predict_labels(x, params, program, chunk, labels):
             labels[start + r] = best
 
 
-def predict_labels(x, params, program):
-    engine.check_runs(program)
+def predict_labels(x, params, program, stats=None):
+    stats = engine.check_runs(program, stats)
     labels = np.empty(x.shape[0], dtype=np.int64)
-    _predict_labels(x, params, program, engine.PREDICT_ROWS, labels)
+    _predict_labels(x, params, program, engine.PREDICT_ROWS, labels, stats, _norm_floats(program))
     return labels

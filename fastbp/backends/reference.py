@@ -238,9 +238,10 @@ def _conv_params(params, op):
     return params[at:at + f * c * kh * kw].reshape(f, c, kh, kw), params[at + f * c * kh * kw:at + f * c * kh * kw + f]
 
 
-def _forward_ops(program, params, x, last, step=0):
+def _forward_ops(program, params, x, last, stats, step=0):
     """Runs ops [0, last) on the rows of x; returns every op's output (rows flattened) and what its
-    backward needs. ``step``: the training step (1-based) whose dropout masks to draw; 0 predicts."""
+    backward needs. ``step``: the training step (1-based) whose dropout masks to draw and whose
+    batch statistics update the running ones in ``stats``; 0 predicts (with the running ones)."""
     outs, saved = [], []
     for i, op in enumerate(program[:last]):
         code, at, k, m = (int(op[f]) for f in (engine.FIELD_CODE, engine.FIELD_PARAM_AT, engine.FIELD_IN, engine.FIELD_OUT))
@@ -258,6 +259,18 @@ def _forward_ops(program, params, x, last, step=0):
                 x, keep = dropout_forward(x, draw, ratio)
             else:
                 x, keep = x * x.dtype.type(1.0 - ratio), None
+        elif code == engine.BATCHNORM:
+            gamma, beta = params[at:at + k], params[at + k:at + 2 * k]
+            momentum, eps = engine.read_float(op, engine.FIELD_MOMENTUM), engine.read_float(op, engine.FIELD_EPS)
+            s = int(op[engine.FIELD_STATS_AT])
+            mean, var = stats[s:s + k], stats[s + k:s + 2 * k]
+            if step:  # the layer's: the batch's statistics, and the running ones updated in float64
+                x, xn, mu, batch_var, std = batchnorm_forward(x, gamma, beta, eps)
+                mean[...] = momentum * mean + (1 - momentum) * mu
+                var[...] = momentum * var + (1 - momentum) * batch_var
+                keep = (xn, std)
+            else:
+                x, keep = batchnorm_infer(x, gamma, beta, mean.astype(x.dtype), var.astype(x.dtype), eps), None
         else:  # a window op, on the rows as images
             c, h, w, _, kh, kw, stride, pad, _, _ = _window_fields(op)
             images = x.reshape(x.shape[0], c, h, w)
@@ -288,6 +301,8 @@ def _backward_ops(program, params, grads, x, outs, saved, dout):
             dout = sigmoid_backward(dout, saved[i])
         elif code == engine.DROPOUT:
             dout = dropout_backward(dout, saved[i])
+        elif code == engine.BATCHNORM:
+            dout, grads[at:at + k], grads[at + k:at + 2 * k] = batchnorm_backward(dout, *saved[i], params[at:at + k])
         else:
             c, h, w, f, kh, kw, stride, pad, oh, ow = _window_fields(op)
             images, d4 = inp.reshape(inp.shape[0], c, h, w), dout.reshape(dout.shape[0], f, oh, ow)
@@ -310,21 +325,22 @@ def prepare_rows(x, program):
     return x
 
 
-def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses):
+def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, state, step0, losses, stats=None):
     """Mini-batch training: one step per row of ``batches`` (indices into x and labels).
 
     ``x`` is a data set as prepare_rows returned it; ``program`` the network (fastbp/engine.py).
     Each step runs forward, softmax-with-loss, backward (no gradient for the data) and update rule
     ``optimizer`` on the flat buffers ``params``/``grads``/``state``. ``losses[s]`` gets the loss
     of step s's forward pass. Returns the number of steps done: fewer than asked when a loss is
-    not finite, in which case that step's update is not applied.
+    not finite, in which case that step's update is not applied. ``stats``: the running statistics
+    of the program's batch normalization ops (engine.stats_size entries), updated every step.
     """
-    engine.check_runs(program)
+    stats = engine.check_runs(program, stats)
     decay, spans = hyper[engine.HYPER_DECAY], engine.weight_spans(program)
     with np.errstate(invalid="ignore", over="ignore"):  # a non-finite loss is detected and reported below
         for s, batch in enumerate(batches):
             x_batch, t_batch = x[batch].reshape(len(batch), -1), labels[batch]
-            outs, saved = _forward_ops(program, params, x_batch, len(program) - 1, step0 + s + 1)
+            outs, saved = _forward_ops(program, params, x_batch, len(program) - 1, stats, step0 + s + 1)
             loss, y = softmax_cross_entropy_forward(outs[-1], t_batch)
             if decay:  # the book's weight decay: lambda/2 sum W^2 on the loss, lambda W on dW
                 loss += 0.5 * float(decay) * sum(float(np.sum(params[a:b].astype(np.float64) ** 2)) for a, b in spans)
@@ -338,12 +354,13 @@ def train_steps(x, labels, batches, params, grads, program, optimizer, hyper, st
     return len(batches)
 
 
-def predict_labels(x, params, program):
-    """Predicted class (argmax of the ops before the loss) for every row of x."""
-    engine.check_runs(program)
+def predict_labels(x, params, program, stats=None):
+    """Predicted class (argmax of the ops before the loss) for every row of x; batch normalization
+    with the running statistics ``stats``."""
+    stats = engine.check_runs(program, stats)
     labels = np.empty(x.shape[0], dtype=np.int64)
     for start in range(0, x.shape[0], engine.PREDICT_ROWS):
         rows = x[start:start + engine.PREDICT_ROWS]
-        outs, _ = _forward_ops(program, params, rows.reshape(rows.shape[0], -1), len(program) - 1)
+        outs, _ = _forward_ops(program, params, rows.reshape(rows.shape[0], -1), len(program) - 1, stats)
         labels[start:start + engine.PREDICT_ROWS] = np.argmax(outs[-1], axis=1)
     return labels
