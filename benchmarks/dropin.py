@@ -38,6 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BOOK = HERE.parent.parent / "shared" / "dlfs"
 BATCHES = (1, 3, 100)
+SETTLE_S = 0.3  # seconds between the two variants' layer timings, in one process
 DEFAULT_SCRIPTS = ("ch05/gradient_check.py", "ch05/train_neuralnet.py")
 
 # Runs in the child: the book's TwoLayerNet from a copy of the book whose common/layers.py is
@@ -103,10 +104,17 @@ def book_copy(variant: str) -> Path:
     return work
 
 
+def child_env(variant: str) -> dict:
+    """The book's variant runs as the book does without fastbp: the child imports fastbp only to
+    read MNIST, so glibc's malloc keeps its own thresholds (fastbp/_malloc.py)."""
+    return os.environ | ({"FASTBP_MALLOC": "system"} if variant == "book" else {})
+
+
 def steps(variant: str) -> dict:
     work = book_copy(variant)
     try:
         out = subprocess.run([sys.executable, "-c", STEP_CHILD, json.dumps(list(BATCHES))], cwd=work, check=True,
+                             env=child_env(variant),
                              capture_output=True, text=True).stdout
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -153,6 +161,9 @@ def layer_ms(rounds: int) -> list[tuple[str, list[float], list[float]]]:
         times = {"book": [], "fastbp": []}
         for _ in range(rounds):
             for variant, call in (("book", book_call), ("fastbp", our_call)):
+                # the other variant's idle BLAS threads spin for about 2^28 cycles after its last
+                # product (OpenBLAS), on the cores this one needs: let them fall asleep first
+                time.sleep(SETTLE_S)
                 call()  # warm
                 samples = []
                 for _ in range(9):
@@ -168,6 +179,7 @@ def convnet_ms(variant: str, iterations: int) -> float:
     work = book_copy(variant)
     try:
         out = subprocess.run([sys.executable, "-c", CONVNET_CHILD, str(iterations)], cwd=work, check=True,
+                             env=child_env(variant),
                              capture_output=True, text=True).stdout
     finally:
         shutil.rmtree(work, ignore_errors=True)

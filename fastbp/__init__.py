@@ -7,9 +7,11 @@
     from fastbp.reference import Affine                    # pure NumPy, whatever the global choice
 """
 
+from ._malloc import configure_malloc
 from .threads import configure_openmp
 
 configure_openmp()  # before any compiled module loads the OpenMP runtime
+configure_malloc()  # large layer outputs reused without page faults (fastbp/_malloc.py)
 
 from .backends import BackendUnavailable, available as available_backends, current as get_backend  # noqa: E402
 from .backends import set_backend, use_backend  # noqa: E402

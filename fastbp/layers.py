@@ -338,6 +338,9 @@ class IdentityWithLoss(Layer):
 
 # ---- Chapter 6: Dropout and BatchNormalization --------------------------------------------------
 
+_NUMPY_RAND = np.random.rand
+
+
 class Dropout(Layer):
     """Training: each unit is kept when a uniform draw exceeds ``dropout_ratio`` (the book's
     ``np.random.rand(*x.shape) > dropout_ratio``: the same draw, so ``np.random.seed`` gives the
@@ -355,8 +358,11 @@ class Dropout(Layer):
         x = check.float_array("x", x, any_float=True)
         if not train_flg:
             return x * x.dtype.type(1.0 - self.dropout_ratio)
-        draw = np.random.rand(*x.shape)
-        out, mask = self.ops_for(x.dtype).dropout_forward(check.kernel_ready(x, x.dtype), draw, self.dropout_ratio)
+        ops, x = self.ops_for(x.dtype), check.kernel_ready(x, x.dtype)
+        if np.random.rand is _NUMPY_RAND:  # the book's draw, made by the backend from NumPy's generator
+            out, mask = ops.dropout_forward_numpy(x, self.dropout_ratio)
+        else:  # np.random.rand replaced (by a test, by the user): its numbers
+            out, mask = ops.dropout_forward(x, np.random.rand(*x.shape), self.dropout_ratio)
         self.mask = mask.reshape(x.shape)
         return out.reshape(x.shape)
 

@@ -134,3 +134,26 @@ void FN(affine_backward_team)(const REAL *dout, const REAL *x, const REAL *W, RE
     FN(affine_backward)(dout, x, W, dx, dW, db, n, k, m, NULL, 0); /* no scratch needed off the row loops */
 }
 #endif
+
+/* The layers' products (the engine decides per network, team_products): on the OpenMP team
+ * whenever they would go to a threaded BLAS, so that BLAS's own pool of threads never runs beside
+ * OpenMP's: after a call, each pool's idle threads keep spinning on the cores the other needs
+ * (OpenBLAS's for about 2^28 cycles, out of our reach once NumPy has loaded it). */
+static int FN(layer_on_team)(int n, int k, int m)
+{
+    return n > FASTBP_FEW_ROWS && !FN(own_weights)(k, m) && FASTBP_MAX_THREADS() > 1 && fastbp_blas_keeps_to_thread();
+}
+
+void FN(affine_forward_layer)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
+{
+    if (FN(layer_on_team)(n, k, m)) FN(affine_forward_team)(x, W, b, out, n, k, m);
+    else FN(affine_forward)(x, W, b, out, n, k, m, 0);
+}
+
+int FN(affine_backward_layer)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
+                              int m)
+{
+    if (!FN(layer_on_team)(n, k, m)) return FN(affine_backward)(dout, x, W, dx, dW, db, n, k, m, NULL, 0);
+    FN(affine_backward_team)(dout, x, W, dx, dW, db, n, k, m);
+    return 0;
+}

@@ -11,6 +11,8 @@ void FN(sigmoid_backward)(const REAL *dout, const REAL *out, REAL *dx, ptrdiff_t
 void FN(dropout_forward)(const REAL *x, const double *draw, double ratio, REAL *out, unsigned char *keep, ptrdiff_t n,
                         ptrdiff_t parallel_min);
 void FN(dropout_backward)(const REAL *dout, const unsigned char *keep, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);
+void FN(dropout_forward_mt)(const REAL *x, uint32_t *state, double ratio, REAL *out, unsigned char *keep, ptrdiff_t n,
+                            ptrdiff_t parallel_min);
 
 /* affine.c: out = x W + b; dx = dout W^T (dx NULL: skipped), dW = x^T dout, db = column sums.
  * `stay`: keep small products on the calling thread (kernels.h's rule). affine_backward's scratch
@@ -24,6 +26,10 @@ void FN(affine_forward_team)(const REAL *x, const REAL *W, const REAL *b, REAL *
 void FN(affine_backward_team)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
                               int m);
 ptrdiff_t FN(affine_scratch)(int n, int k, int m);
+/* the layers' (module.c): on the OpenMP team where BLAS would thread them, else as affine_forward / affine_backward */
+void FN(affine_forward_layer)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m);
+int FN(affine_backward_layer)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
+                              int m);
 void FN(column_sums)(const REAL *a, REAL *sums, int n, int m);
 
 /* loss.c */

@@ -1,5 +1,6 @@
 /* Elementwise activations: ReLU (value and mask in one pass; backward from the mask) and Sigmoid. */
 #include <math.h>
+#include <string.h>
 
 #include "kernels.h"
 

@@ -54,3 +54,17 @@ FASTBP_SIMD void FN(dropout_backward)(const REAL *dout, const unsigned char *kee
 {
     FASTBP_FOR(n >= parallel_min, ptrdiff_t, i, n, { dx[i] = dout[i] * (REAL)keep[i]; });
 }
+
+/* The same, the draws made here from NumPy's legacy generator (mt19937.c) instead of passed in:
+ * `state` is its key (FASTBP_MT19937_WORDS words) and then its position (an int), NumPy's own
+ * memory, advanced in place. */
+void FN(dropout_forward_mt)(const REAL *x, uint32_t *state, double ratio, REAL *out, unsigned char *keep, ptrdiff_t n,
+                            ptrdiff_t parallel_min)
+{
+    int pos;
+    memcpy(&pos, &state[FASTBP_MT19937_WORDS], sizeof pos);
+    pos = pos >= 0 && pos <= FASTBP_MT19937_WORDS ? pos : FASTBP_MT19937_WORDS; /* (never otherwise: a twist is safe) */
+    pos = fastbp_mt19937_above(state, pos, ratio, keep, n);
+    memcpy(&state[FASTBP_MT19937_WORDS], &pos, sizeof pos);
+    FN(dropout_backward)(x, keep, out, n, parallel_min); /* x * keep */
+}

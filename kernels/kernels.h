@@ -5,6 +5,7 @@
  *   loss.c         softmax + cross-entropy, MSE  optimizers.c  the update rules
  *   rows.c         row-by-row products, compact rows (AVX2 and baseline)
  *   engine.c       whole-network training and prediction: a network as a sequence of ops
+ *   mt19937.c      NumPy's legacy generator, for the book's Dropout mask
  *   blas.c         row-major products on SciPy's BLAS          module.c  the Python bindings
  *
  * Each family's code for float and double is one template (<family>_impl.h) compiled per type by
@@ -140,6 +141,9 @@ void fastbp_split_columns(const int64_t *counts, int k, int threads, int32_t *cu
 void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int32_t lo, int32_t hi, int k, int64_t *begin,
                       int64_t *end);
 double fastbp_adam_step_size(double lr, double beta1, double beta2, int64_t t);
+/* NumPy's legacy generator (mt19937.c): keep[e] = next double > ratio; returns the new position */
+#define FASTBP_MT19937_WORDS 624
+int fastbp_mt19937_above(uint32_t *key, int pos, double ratio, unsigned char *keep, ptrdiff_t n);
 /* the engine's generator (fastbp/engine.py: dropout_keys, dropout_draws) */
 uint64_t fastbp_dropout_key(int64_t seed, int64_t step, int op);
 void fastbp_dropout_draws(uint64_t key, ptrdiff_t n, double *draw);

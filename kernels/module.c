@@ -33,7 +33,7 @@ static Py_ssize_t parallel_min = PY_SSIZE_T_MAX;
 
 /* ---- arguments: buffers of a checked kind and length ---------------------------------------- */
 
-enum kind { K_REAL, K_I64, K_F64, K_BOOL };
+enum kind { K_REAL, K_I64, K_F64, K_BOOL, K_U32 };
 enum real_kind { REAL_NONE = 0, REAL_F32, REAL_F64 };
 
 #define MAX_ARGS 16 /* arrays per call */
@@ -77,6 +77,8 @@ static void *take(Args *a, PyObject *obj, enum kind kind, int writable, const ch
         if (!((strcmp(f, "q") == 0 || strcmp(f, "l") == 0) && v->itemsize == 8)) problem = "must be an int64 array";
     } else if (kind == K_F64) {
         if (!(strcmp(f, "d") == 0 && v->itemsize == 8)) problem = "must be a float64 array";
+    } else if (kind == K_U32) {
+        if (!((strcmp(f, "I") == 0 || strcmp(f, "L") == 0) && v->itemsize == 4)) problem = "must be a uint32 array";
     } else if (!(v->itemsize == 1 && (strcmp(f, "?") == 0 || strcmp(f, "B") == 0))) {
         problem = "must be a bool array";
     }
@@ -125,7 +127,7 @@ static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t
  * arrays' dtype when `rule` holds (else a ValueError).
  *   arrays: "name:kind:length" each; kind r (float, read), w (float, written), w? (written or
  *           None), b / B (bool, read / written), l / L (int64, read / written; l<X: labels in
- *           [0, X)), d (float64, read); length: a product of int letters, digits, H (the hyper
+ *           [0, X)), d (float64, read), U (uint32, written); length: a product of int letters, digits, H (the hyper
  *           vector's length, unless H is an int's letter) and * (the length of the first * array:
  *           elementwise kernels).
  *   ints:   lowercase >= 0, uppercase >= 1; o is an update rule's code; all but T fit an int.
@@ -148,12 +150,14 @@ static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t
       NOTHING(FN(sigmoid_backward)(P(0), P(1), P(2), n, pmin)))                                                         \
     X(dropout_forward, "x:r:* draw:d:* out:w:* mask:B:*", "", 1, NONE, 1,                                               \
       NOTHING(FN(dropout_forward)(P(0), P(1), D(0), P(2), P(3), n, pmin)))                                              \
+    X(dropout_forward_mt, "x:r:* state:U:K out:w:* mask:B:*", "K", 1, NONE, L(0) == FASTBP_MT19937_WORDS + 1,            \
+      NOTHING(FN(dropout_forward_mt)(P(0), P(1), D(0), P(2), P(3), n, pmin)))                                           \
     X(dropout_backward, "dout:r:* mask:b:* dx:w:*", "", 0, NONE, 1,                                                     \
       NOTHING(FN(dropout_backward)(P(0), P(1), P(2), n, pmin)))                                                         \
     X(affine_forward, "x:r:nk W:r:km b:r:m out:w:nm", "nkm", 0, NONE, 1,                                               \
-      NOTHING(FN(affine_forward)(P(0), P(1), P(2), P(3), I(0), I(1), I(2), 0)))                                         \
+      NOTHING(FN(affine_forward_layer)(P(0), P(1), P(2), P(3), I(0), I(1), I(2))))                                      \
     X(affine_backward, "dout:r:nm x:r:nk W:r:km dx:w?:nk dW:w:km db:w:m", "nkm", 0, STATUS, 1,                         \
-      FN(affine_backward)(P(0), P(1), P(2), P(3), P(4), P(5), I(0), I(1), I(2), NULL, 0))                               \
+      FN(affine_backward_layer)(P(0), P(1), P(2), P(3), P(4), P(5), I(0), I(1), I(2)))                                  \
     X(conv_forward, "x:r:NCHW W:r:FCKL b:r:F out:w:NFOQ", "NCHWFKLSpOQ", 0, STATUS, CONV_SIZES,                         \
       FN(conv_forward)(P(0), P(1), P(2), P(3), NULL, I(0), I(1), I(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9), I(10), pmin)) \
     X(conv_backward, "dout:r:NFOQ x:r:NCHW W:r:FCKL dx:w?:NCHW dW:w:FCKL db:w:F", "NCHWFKLSpOQ", 0, STATUS, CONV_SIZES,  \
@@ -247,8 +251,8 @@ static int parse_specs(void)
             at += used;
             if (*at == '<') { s->limit = at[1]; at += 2; }
             s->kind = (kind[0] == 'l' || kind[0] == 'L') ? K_I64 : (kind[0] == 'b' || kind[0] == 'B') ? K_BOOL
-                    : kind[0] == 'd' ? K_F64 : K_REAL;
-            s->writable = kind[0] == 'w' || kind[0] == 'B' || kind[0] == 'L';
+                    : kind[0] == 'd' ? K_F64 : kind[0] == 'U' ? K_U32 : K_REAL;
+            s->writable = kind[0] == 'w' || kind[0] == 'B' || kind[0] == 'L' || kind[0] == 'U';
             s->optional = kind[1] == '?';
             while (*at == ' ') ++at;
         }
@@ -907,6 +911,10 @@ PyMODINIT_FUNC PyInit__native(void)
             Py_DECREF(module);
             return NULL;
         }
+    }
+    if (PyModule_AddIntConstant(module, "MT19937_WORDS", FASTBP_MT19937_WORDS) < 0) { /* dropout_forward_mt's key */
+        Py_DECREF(module);
+        return NULL;
     }
     return module;
 }

@@ -10,8 +10,9 @@ import fastbp.threads
 from fastbp import reference
 from fastbp.testing import check_layer
 
-# (batch, in_features, out_features): batch 1, odd sizes, the seed's 784->50 and 50->10
-AFFINE_SHAPES = [(1, 3, 2), (7, 13, 5), (100, 784, 50), (100, 50, 10)]
+# (batch, in_features, out_features): batch 1, odd sizes, the seed's 784->50 and 50->10; odd sizes
+# just past FASTBP_OWN_PRODUCT (native: split between the OpenMP threads, affine_forward_layer)
+AFFINE_SHAPES = [(1, 3, 2), (7, 13, 5), (100, 784, 50), (100, 50, 10), (9, 331, 101)]
 # finite differences cost two forwards per parameter: run them where that stays cheap
 GRADCHECK_MAX_PARAMS = 2000
 

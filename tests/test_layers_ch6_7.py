@@ -119,6 +119,43 @@ def test_dropout_matches_reference_and_the_books_draw(backend, dtype, ratio, rng
     assert out.dtype == dtype and layer.forward(x, False).dtype == dtype
 
 
+@pytest.mark.parametrize("shape", [(1,), (311, 1), (312,), (313,), (5, 7, 9, 11)])
+def test_dropout_draws_the_books_masks_and_leaves_numpys_generator_where_the_book_does(backend, shape, rng, monkeypatch):
+    """The native backend draws in C from NumPy's generator state (kernels/mt19937.c): the same
+    masks as np.random.rand's for sizes across its 624-word blocks (312 draws), starting inside a
+    block, three calls in turn; after them NumPy's next numbers (and its cached Gaussian) are the
+    book's. With np.random.rand replaced, the layer draws through the replacement."""
+    x = rng.standard_normal(shape)
+    layer = Dropout(0.4, backend=backend)
+    if backend == "native":  # it reads NumPy's generator memory, as laid out here (else: np.random.rand)
+        from fastbp.backends import native
+        assert native._numpy_generator_state()[1] is not None
+
+    def start():
+        np.random.seed(11)
+        np.random.rand(3)  # a position inside a block
+        np.random.randn()  # a second Gaussian cached by NumPy's legacy generator
+
+    start()
+    masks = [(layer.forward(x), layer.mask.copy())[1] for _ in range(3)]
+    after = np.random.rand(5), np.random.randn(2)
+    start()
+    expected = [np.random.rand(*shape) > 0.4 for _ in range(3)]
+    for got, want in zip(masks, expected):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(after[0], np.random.rand(5))
+    np.testing.assert_array_equal(after[1], np.random.randn(2))
+
+    calls = []
+
+    def replaced(*size):
+        calls.append(size)
+        return np.full(size, 0.5)
+
+    monkeypatch.setattr(np.random, "rand", replaced)
+    assert layer.forward(x).tolist() == (x * (0.5 > 0.4)).tolist() and calls == [shape]
+
+
 @pytest.mark.parametrize("backend_name", fastbp.available_backends())
 def test_float16_runs_through_the_reference_with_numpys_semantics(backend_name, rng):
     x = rng.standard_normal((2, 1, 6, 6)).astype(np.float16)

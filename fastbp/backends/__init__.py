@@ -37,6 +37,7 @@ OPS = (
     "mse_forward",
     "mse_backward",
     "dropout_forward",
+    "dropout_forward_numpy",
     "dropout_backward",
     "batchnorm_forward",
     "batchnorm_infer",

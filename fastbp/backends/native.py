@@ -6,6 +6,7 @@ go through SciPy's BLAS (the one numba uses), which the extension takes from
 scipy.linalg.cython_blas when it loads.
 """
 
+import ctypes
 import threading
 
 import numpy as np
@@ -89,6 +90,48 @@ def dropout_forward(x, draw, ratio):
     out = np.empty_like(x)
     mask = np.empty(x.shape, dtype=np.bool_)
     _native.dropout_forward(x, draw, out, mask, ratio)
+    return out, mask
+
+
+_generator_views: dict = {}  # id of NumPy's generator -> (the generator, its state as a uint32 view)
+
+
+def _numpy_generator_state():
+    """(NumPy's global legacy generator, its MT19937 state as a uint32 array over NumPy's own
+    memory: 624 words of key, then the position), or None where that memory is not laid out as
+    kernels/mt19937.c reads it (checked once per generator against its ``state``)."""
+    generator = getattr(getattr(np.random.mtrand, "_rand", None), "_bit_generator", None)
+    if not isinstance(generator, np.random.MT19937):
+        return None
+    known = _generator_views.get(id(generator))
+    if known is not None and known[0] is generator:
+        return known
+    words = _native.MT19937_WORDS + 1
+    try:
+        view = np.ctypeslib.as_array((ctypes.c_uint32 * words).from_address(generator.ctypes.state_address))
+        with generator.lock:
+            state = generator.state["state"]
+            laid_out = np.array_equal(view[:-1], state["key"]) and int(view[-1]) == state["pos"]
+    except (AttributeError, TypeError, ValueError, KeyError):
+        laid_out = False
+    _generator_views.clear()  # one generator at a time: NumPy's global one
+    _generator_views[id(generator)] = (generator, view if laid_out else None)
+    return _generator_views[id(generator)]
+
+
+def dropout_forward_numpy(x, ratio):
+    """Same contract as reference.dropout_forward_numpy: the draws made in C from the generator's
+    own state (kernels/mt19937.c, NumPy's bits), advanced in place under the generator's lock as
+    NumPy's own draws are. No array of draws: the book's 100x30x24x24 dropout forward 4.7 ms
+    instead of np.random.rand's 8.7 ms alone."""
+    found = _numpy_generator_state()
+    if found is None or found[1] is None:
+        return dropout_forward(x, np.random.rand(*x.shape), ratio)
+    generator, state = found
+    out = np.empty_like(x)
+    mask = np.empty(x.shape, dtype=np.bool_)
+    with generator.lock:
+        _native.dropout_forward_mt(x, state, out, mask, state.size, ratio)
     return out, mask
 
 

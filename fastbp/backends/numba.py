@@ -308,6 +308,11 @@ def dropout_forward(x, draw, ratio):
     return out, mask
 
 
+def dropout_forward_numpy(x, ratio):
+    """Same contract as reference.dropout_forward_numpy (NumPy draws; this module's kernel)."""
+    return dropout_forward(x, np.random.rand(*x.shape), ratio)
+
+
 def dropout_backward(dout, mask):
     dx = np.empty_like(dout)
     _in_parallel(_dropout_backward, (dout.reshape(-1), np.ascontiguousarray(mask).reshape(-1), dx.reshape(-1)))

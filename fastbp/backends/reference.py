@@ -114,6 +114,12 @@ def dropout_forward(x, draw, ratio):
     return x * mask, mask
 
 
+def dropout_forward_numpy(x, ratio):
+    """dropout_forward with the book's own draw: np.random.rand(*x.shape) from NumPy's global
+    generator, which it advances as that call does (so the book's np.random.seed gives its masks)."""
+    return dropout_forward(x, np.random.rand(*x.shape), ratio)
+
+
 def dropout_backward(dout, mask):
     return dout * mask
 
