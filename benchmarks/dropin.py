@@ -9,8 +9,8 @@ Three kinds of measurement:
   convnet   the book's ch07 training loop: its SimpleConvNet (float64) gradient and its Adam update
             on shuffled batches of 100, as its Trainer runs them; median milliseconds per iteration
   layers    each layer of chapters 6-7 forward + backward at the SimpleConvNet shapes (batch 100,
-            float32 images into float64 weights, as the book feeds them), the book's and fastbp's
-            layer objects side by side in one process, in turn; median milliseconds
+            float32 images into float64 weights, as the book feeds them), in a process that
+            imports one or the other (the book's alone never imports fastbp); median milliseconds
   scripts   whole processes of the book's scripts through ../shared/dlfs/run_with_fastbp.sh
             (ch05 gradient_check.py, train_neuralnet.py, ...): wall seconds
 
@@ -38,7 +38,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BOOK = HERE.parent.parent / "shared" / "dlfs"
 BATCHES = (1, 3, 100)
-SETTLE_S = 0.3  # seconds between the two variants' layer timings, in one process
 DEFAULT_SCRIPTS = ("ch05/gradient_check.py", "ch05/train_neuralnet.py")
 
 # Runs in the child: the book's TwoLayerNet from a copy of the book whose common/layers.py is
@@ -105,8 +104,8 @@ def book_copy(variant: str) -> Path:
 
 
 def child_env(variant: str) -> dict:
-    """The book's variant runs as the book does without fastbp: the child imports fastbp only to
-    read MNIST, so glibc's malloc keeps its own thresholds (fastbp/_malloc.py)."""
+    """The book's variant runs as the book does without fastbp: where its child imports fastbp (only
+    to read MNIST), glibc's malloc keeps its own thresholds (fastbp/_malloc.py)."""
     return os.environ | ({"FASTBP_MALLOC": "system"} if variant == "book" else {})
 
 
@@ -121,58 +120,49 @@ def steps(variant: str) -> dict:
     return {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
 
 
-def layer_cases(book, ours, rng):
-    """(name, book's callable, fastbp's callable): forward + backward of each layer at SimpleConvNet's shapes."""
-    import numpy as np
+# Runs in the child: each layer of chapters 6-7 from the copy's common/layers.py (the book's or
+# fastbp's), forward + backward at SimpleConvNet's shapes; prints {name: median ms}.
+LAYER_CHILD = r"""
+import json, os, sys, time
+import numpy as np
+sys.path.insert(0, os.getcwd())
+from common import layers as m
+rng = np.random.default_rng(0)
+x = rng.random((100, 1, 28, 28), dtype=np.float32)
+W, b = rng.standard_normal((30, 1, 5, 5)) * 0.01, np.zeros(30)
+h = np.maximum(rng.standard_normal((100, 30, 24, 24)), 0)
+flat = rng.standard_normal((100, 100))
+dconv, dpool = rng.standard_normal((100, 30, 24, 24)), rng.standard_normal((100, 30, 12, 12))
+cases = [
+    ("Convolution 30x1x5x5", lambda: m.Convolution(W, b), x, dconv),
+    ("Pooling 2x2 stride 2", lambda: m.Pooling(2, 2, stride=2), h, dpool),
+    ("Relu 100x30x24x24", lambda: m.Relu(), h - 0.5, dconv),
+    ("BatchNormalization 100x100", lambda: m.BatchNormalization(np.ones(100), np.zeros(100)), flat, flat),
+    ("Dropout 0.5, 100x100", lambda: m.Dropout(0.5), flat, flat),
+    ("Dropout 0.5, 100x30x24x24", lambda: m.Dropout(0.5), h, dconv),
+]
+result = {}
+for name, make, inputs, dout in cases:
+    layer = make()
+    samples = []
+    for i in range(12):
+        start = time.perf_counter()
+        layer.forward(inputs)
+        layer.backward(dout)
+        samples.append(time.perf_counter() - start)
+    result[name] = sorted(samples[3:])[4] * 1e3  # the median of 9, after 3 that warm caches and pools
+print(json.dumps(result))
+"""
 
-    x = rng.random((100, 1, 28, 28), dtype=np.float32)
-    W, b = rng.standard_normal((30, 1, 5, 5)) * 0.01, np.zeros(30)
-    h = np.maximum(rng.standard_normal((100, 30, 24, 24)), 0)
-    flat = rng.standard_normal((100, 100))
-    douts = {"conv": rng.standard_normal((100, 30, 24, 24)), "pool": rng.standard_normal((100, 30, 12, 12))}
-    cases = []
-    for name, make, inputs, dout in (
-        ("Convolution 30x1x5x5", lambda m: m.Convolution(W, b), (x,), douts["conv"]),
-        ("Pooling 2x2 stride 2", lambda m: m.Pooling(2, 2, stride=2), (h,), douts["pool"]),
-        ("Relu 100x30x24x24", lambda m: m.Relu(), (h - 0.5,), douts["conv"]),
-        ("BatchNormalization 100x100", lambda m: m.BatchNormalization(np.ones(100), np.zeros(100)), (flat,), flat),
-        ("Dropout 0.5, 100x100", lambda m: m.Dropout(0.5), (flat,), flat),
-        ("Dropout 0.5, 100x30x24x24", lambda m: m.Dropout(0.5), (h,), douts["conv"]),
-    ):
-        pair = []
-        for module in (book, ours):
-            layer = make(module)
-            pair.append(lambda layer=layer, inputs=inputs, dout=dout: (layer.forward(*inputs), layer.backward(dout)))
-        cases.append((name, *pair))
-    return cases
 
-
-def layer_ms(rounds: int) -> list[tuple[str, list[float], list[float]]]:
-    import numpy as np
-
-    import fastbp.layers
-
-    if str(BOOK) not in sys.path:
-        sys.path.insert(0, str(BOOK))
-    from common import layers as book
-
-    rows = []
-    for name, book_call, our_call in layer_cases(book, fastbp.layers, np.random.default_rng(0)):
-        times = {"book": [], "fastbp": []}
-        for _ in range(rounds):
-            for variant, call in (("book", book_call), ("fastbp", our_call)):
-                # the other variant's idle BLAS threads spin for about 2^28 cycles after its last
-                # product (OpenBLAS), on the cores this one needs: let them fall asleep first
-                time.sleep(SETTLE_S)
-                call()  # warm
-                samples = []
-                for _ in range(9):
-                    start = time.perf_counter()
-                    call()
-                    samples.append(time.perf_counter() - start)
-                times[variant].append(statistics.median(samples) * 1e3)
-        rows.append((name, times["book"], times["fastbp"]))
-    return rows
+def layer_ms(variant: str) -> dict:
+    work = book_copy(variant)
+    try:
+        out = subprocess.run([sys.executable, "-c", LAYER_CHILD], cwd=work, check=True, env=child_env(variant),
+                             capture_output=True, text=True).stdout
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def convnet_ms(variant: str, iterations: int) -> float:
@@ -233,9 +223,15 @@ def main() -> int:
                   f"{ratio_summary(book, fast)} |")
         print()
     if args.only in (None, "layers"):
+        runs = {"book": [], "fastbp": []}
+        for r in range(args.rounds):
+            for variant in runs:
+                print(f"layers: {variant} (round {r + 1} of {args.rounds}) ...", file=sys.stderr)
+                runs[variant].append(layer_ms(variant))
         print("| layer, forward + backward (batch 100) | book's, ms | fastbp's (native), ms | speed-up |")
         print("|---|---:|---:|---:|")
-        for name, book, fast in layer_ms(args.rounds):
+        for name in runs["book"][0]:
+            book, fast = [run[name] for run in runs["book"]], [run[name] for run in runs["fastbp"]]
             print(f"| {name} | {statistics.median(book):.2f} | {statistics.median(fast):.2f} | {ratio_summary(book, fast)} |")
         print()
     if args.only in (None, "convnet"):
