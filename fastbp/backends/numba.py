@@ -42,8 +42,9 @@ def _in_parallel(worker, arrays, *rest, size=None):
     """worker(*arrays, *rest), with the arrays split along their first axis across numba's thread
     count when they hold at least PARALLEL_MIN_ELEMENTS elements (``size``: default the first's)."""
     global _pool
-    threads = numba.get_num_threads() if (arrays[0].size if size is None else size) >= PARALLEL_MIN_ELEMENTS else 1
-    rows = arrays[0].shape[0]
+    if (arrays[0].size if size is None else size) < PARALLEL_MIN_ELEMENTS:
+        return worker(*arrays, *rest)  # (numba.get_num_threads() alone costs about 1 us a call)
+    threads, rows = numba.get_num_threads(), arrays[0].shape[0]
     if threads == 1 or rows < threads:
         return worker(*arrays, *rest)
     if _pool is None or _pool._max_workers < threads:
