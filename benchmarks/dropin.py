@@ -141,16 +141,20 @@ cases = [
     ("Dropout 0.5, 100x100", lambda: m.Dropout(0.5), flat, flat),
     ("Dropout 0.5, 100x30x24x24", lambda: m.Dropout(0.5), h, dconv),
 ]
+def per_call(layer, inputs, dout, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        layer.forward(inputs)
+        layer.backward(dout)
+    return (time.perf_counter() - start) / calls
+
 result = {}
 for name, make, inputs, dout in cases:
     layer = make()
-    samples = []
-    for i in range(12):
-        start = time.perf_counter()
-        layer.forward(inputs)
-        layer.backward(dout)
-        samples.append(time.perf_counter() - start)
-    result[name] = sorted(samples[3:])[4] * 1e3  # the median of 9, after 3 that warm caches and pools
+    first = min(per_call(layer, inputs, dout, 1) for _ in range(3))  # warms caches and thread pools
+    calls = max(1, int(0.01 / first))  # samples of at least 10 ms: small layers' calls are microseconds
+    samples = sorted(per_call(layer, inputs, dout, calls) for _ in range(9))
+    result[name] = samples[4] * 1e3  # the median sample's time per call
 print(json.dumps(result))
 """
 

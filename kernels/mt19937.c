@@ -39,10 +39,15 @@ static inline uint32_t temper(uint32_t y)
 }
 
 /* NumPy's double ((a >> 5) 2^26 + (b >> 6)) / 2^53 exceeds ratio exactly when its 53-bit
- * numerator exceeds floor(ratio 2^53) (`threshold`: an integer compare, which vectorizes). */
-static inline unsigned char above(uint32_t a, uint32_t b, int64_t threshold)
+ * numerator exceeds T = floor(ratio 2^53); as b >> 6 < 2^26, that is when a >> 5 exceeds T's
+ * top bits `high`, or equals them and b >> 6 exceeds T's low 26 bits `low`: 32-bit integer
+ * compares, which vectorize 8 to a register (measured: 0.43 ns a word, 0.56-0.70 with one
+ * 64-bit compare, NumPy's own draw 2.5). */
+static inline unsigned char above(uint32_t a, uint32_t b, uint32_t high, uint32_t low)
 {
-    return (int64_t)((uint64_t)(a >> 5) << 26 | (b >> 6)) > threshold;
+    a >>= 5;
+    b >>= 6;
+    return (unsigned char)((a > high) | ((a == high) & (b > low)));
 }
 
 /* keep[e] = (the generator's next double > ratio) for n draws from the state (key, pos) (pos:
@@ -50,6 +55,7 @@ static inline unsigned char above(uint32_t a, uint32_t b, int64_t threshold)
 FASTBP_SIMD int fastbp_mt19937_above(uint32_t *key, int pos, double ratio, unsigned char *keep, ptrdiff_t n)
 {
     const int64_t threshold = (int64_t)(ratio * 0x1p53); /* exact: ratio in [0, 1), scaled by a power of two */
+    const uint32_t high = (uint32_t)(threshold >> 26), low = (uint32_t)(threshold & ((1 << 26) - 1));
     uint32_t words[MT_N], first = 0; /* first: a draw's first word, left at the end of a block */
     int pending = 0;
     ptrdiff_t e = 0;
@@ -62,13 +68,13 @@ FASTBP_SIMD int fastbp_mt19937_above(uint32_t *key, int pos, double ratio, unsig
         for (int i = 0; i < ready; ++i) words[i] = temper(key[pos + i]);
         int used = 0;
         if (pending) {
-            keep[e++] = above(first, words[0], threshold);
+            keep[e++] = above(first, words[0], high, low);
             pending = 0;
             used = 1;
         }
         ptrdiff_t pairs = (ready - used) / 2;
         pairs = pairs < n - e ? pairs : n - e;
-        for (ptrdiff_t p = 0; p < pairs; ++p) keep[e + p] = above(words[used + 2 * p], words[used + 2 * p + 1], threshold);
+        for (ptrdiff_t p = 0; p < pairs; ++p) keep[e + p] = above(words[used + 2 * p], words[used + 2 * p + 1], high, low);
         e += pairs;
         used += 2 * (int)pairs;
         if (e < n && used < ready) { /* one word left: the next draw's first */

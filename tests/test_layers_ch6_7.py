@@ -156,6 +156,20 @@ def test_dropout_draws_the_books_masks_and_leaves_numpys_generator_where_the_boo
     assert layer.forward(x).tolist() == (x * (0.5 > 0.4)).tolist() and calls == [shape]
 
 
+def test_dropout_keeps_a_unit_exactly_when_the_books_draw_exceeds_the_ratio(backend):
+    """At the boundary: ratios equal to a draw, one 2^-53 below it and one above (the native
+    backend compares the draw's 53-bit numerator in two 32-bit parts, kernels/mt19937.c)."""
+    np.random.seed(7)
+    draws = np.random.rand(8)
+    x = np.ones(8)
+    for i, draw in enumerate(draws):
+        for ratio in (draw, draw - 2.0**-53, draw + 2.0**-53):
+            np.random.seed(7)
+            mask = Dropout(ratio, backend=backend).forward(x) != 0
+            np.testing.assert_array_equal(mask, draws > ratio, err_msg=f"draw {i}, ratio {ratio!r}")
+            assert mask[i] == (draw > ratio)
+
+
 @pytest.mark.parametrize("backend_name", fastbp.available_backends())
 def test_float16_runs_through_the_reference_with_numpys_semantics(backend_name, rng):
     x = rng.standard_normal((2, 1, 6, 6)).astype(np.float16)
