@@ -100,7 +100,7 @@ static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, 
                                    int rows, REAL *outs, unsigned char *masks, int64_t *args, const ptrdiff_t *out_at,
                                    ptrdiff_t parallel_min, int team, int64_t step, const FN(norm_state) *bn)
 {
-    const ptrdiff_t elementwise_min = team ? parallel_min : FASTBP_SERIAL;
+    const ptrdiff_t elementwise_min = team == FASTBP_PRODUCTS_TEAM ? parallel_min : FASTBP_SERIAL;
     for (int i = first; i < last; ++i) {
         const int64_t *op = &FIELD(program, i, 0);
         const int k = (int)op[FASTBP_FIELD_IN], m = (int)op[FASTBP_FIELD_OUT];
@@ -110,10 +110,10 @@ static const REAL *FN(forward_ops)(const int64_t *program, int first, int last, 
         switch (op[FASTBP_FIELD_CODE]) {
         case FASTBP_OP_AFFINE: {
             const REAL *W = params + op[FASTBP_FIELD_PARAM_AT];
-            if (team && !FN(affine_on_calling_thread)(rows, k, m))
+            if (team == FASTBP_PRODUCTS_TEAM && !FN(affine_on_calling_thread)(rows, k, m))
                 FN(affine_forward_team)(in, W, W + (ptrdiff_t)k * m, out, rows, k, m);
             else
-                FN(affine_forward)(in, W, W + (ptrdiff_t)k * m, out, rows, k, m, 1);
+                FN(affine_forward)(in, W, W + (ptrdiff_t)k * m, out, rows, k, m, team != FASTBP_PRODUCTS_BLAS);
             break;
         }
         case FASTBP_OP_RELU: /* threaded only with a team: else BLAS's threads may be spinning (fastbp/threads.py) */
@@ -293,26 +293,26 @@ static int FN(backward_op)(FN(net) *net, int i, const REAL *dout, REAL *dx, int 
     switch (op[FASTBP_FIELD_CODE]) {
     case FASTBP_OP_AFFINE: {
         const ptrdiff_t w_at = op[FASTBP_FIELD_PARAM_AT], b_at = w_at + (ptrdiff_t)k * m;
-        if (net->team && !FN(affine_on_calling_thread)(batch, k, m))
+        if (net->team == FASTBP_PRODUCTS_TEAM && !FN(affine_on_calling_thread)(batch, k, m))
             FN(affine_backward_team)(dout, in, net->params + w_at, need_dx ? dx : NULL, net->grads + w_at,
                                      net->grads + b_at, batch, k, m);
         else
             FN(affine_backward)(dout, in, net->params + w_at, need_dx ? dx : NULL, net->grads + w_at, net->grads + b_at,
-                                batch, k, m, net->scratch, 1); /* the scratch is there: cannot fail */
+                                batch, k, m, net->scratch, net->team != FASTBP_PRODUCTS_BLAS); /* the scratch is there: cannot fail */
         FN(decay_gradient)(net, w_at, (ptrdiff_t)k * m);
         break;
     }
     case FASTBP_OP_RELU:
         FN(relu_backward)(dout, net->masks + net->out_at[i], dx, (ptrdiff_t)batch * m,
-                          net->team ? net->parallel_min : FASTBP_SERIAL);
+                          net->team == FASTBP_PRODUCTS_TEAM ? net->parallel_min : FASTBP_SERIAL);
         break;
     case FASTBP_OP_SIGMOID:
         FN(sigmoid_backward)(dout, net->outs + net->out_at[i], dx, (ptrdiff_t)batch * m,
-                             net->team ? net->parallel_min : FASTBP_SERIAL);
+                             net->team == FASTBP_PRODUCTS_TEAM ? net->parallel_min : FASTBP_SERIAL);
         break;
     case FASTBP_OP_DROPOUT:
         FN(dropout_backward)(dout, net->masks + net->out_at[i], dx, (ptrdiff_t)batch * m,
-                             net->team ? net->parallel_min : FASTBP_SERIAL);
+                             net->team == FASTBP_PRODUCTS_TEAM ? net->parallel_min : FASTBP_SERIAL);
         break;
     case FASTBP_OP_BATCHNORM: { /* (dx even for op 0: the buffer is there, and it costs one pass) */
         const ptrdiff_t at = op[FASTBP_FIELD_PARAM_AT];
@@ -382,7 +382,7 @@ static void FN(update)(FN(net) *net, int optimizer, const REAL *hyper, REAL *sta
 {
     const double started = fastbp_clock();
     FN(optimizer_step)(optimizer, net->params + from, net->grads + from, state + from, state + net->n_params + from,
-                       to - from, hyper, t, net->team ? net->parallel_min : FASTBP_SERIAL);
+                       to - from, hyper, t, net->team == FASTBP_PRODUCTS_TEAM ? net->parallel_min : FASTBP_SERIAL);
     fastbp_engine_time(1, FASTBP_OP_COUNT, started);
 }
 
@@ -561,6 +561,17 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
     return ready ? done : -1;
 }
 
+/* The weights of the affine ops after the first: how much product work a compact step leaves
+ * to its calling thread. */
+static ptrdiff_t FN(later_products)(const int64_t *program, int n_ops)
+{
+    ptrdiff_t weights = 0;
+    for (int i = 1; i < n_ops; ++i)
+        if (FIELD(program, i, FASTBP_FIELD_CODE) == FASTBP_OP_AFFINE)
+            weights += (ptrdiff_t)FIELD(program, i, FASTBP_FIELD_IN) * FIELD(program, i, FASTBP_FIELD_OUT);
+    return weights;
+}
+
 /* Threads for the compact paths: all of OpenMP's when every op after the first stays on the
  * calling thread (a large affine op goes to BLAS, whose threads would fight ours), else one. */
 static int FN(engine_threads)(const fastbp_rows *x, const int64_t *program, int n_ops, int rows)
@@ -582,10 +593,14 @@ ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int
     FN(net) net;
     if (FN(net_init)(&net, program, n_ops, batch, params, grads, n_params, stats, parallel_min) < 0) return -1;
     net.decay = hyper[FASTBP_HYPER_DECAY];
+    int threads = FN(engine_threads)(x, program, n_ops, batch);
+    if (!x->dense && net.team == FASTBP_PRODUCTS_HERE && FN(later_products)(program, n_ops) >= FASTBP_LATER_ON_BLAS) {
+        threads = 1; /* a deep MLP: its later products on BLAS's threads, not on one of ours */
+        net.team = FASTBP_PRODUCTS_BLAS;
+    }
     const ptrdiff_t done =
         x->dense ? FN(train_dense)(x->dense, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses)
-                 : FN(train_compact)(x, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses,
-                                     FN(engine_threads)(x, program, n_ops, batch));
+                 : FN(train_compact)(x, labels, batches, n_steps, &net, optimizer, hyper, state, step0, losses, threads);
     FN(net_free)(&net);
     return done;
 }

@@ -116,6 +116,20 @@ def test_native_training_with_a_large_later_layer(native_threads, inputs, rng):
         assert_same_training(expected, actual, 10, np.float64)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_compact_training_of_a_deep_mlp(native_threads, threads, rng):
+    """Later layers of 17420 weights in all (130 x 130 and 130 x 4), each small enough for the row
+    loops: at least FASTBP_LATER_ON_BLAS, so the compact step runs on one thread and those
+    products on BLAS's threads."""
+    native_threads(threads)
+    sizes = np.array([30, 130, 130, 4])
+    x = mostly_zeros(rng, (120, 30), np.float64)
+    batches = rng.integers(0, 120, (8, 16))
+    for optimizer in ("sgd", "adam"):
+        expected, actual = train_both("native", x, sizes, batches, "relu", optimizer)
+        assert_same_training(expected, actual, 8, np.float64)
+
+
 def test_native_compact_training_on_very_wide_rows(native_threads, rng):
     """Column ranges times the batch above FASTBP_BUCKET_ENTRIES (4M): the step counts each
     column's entries and packs them instead of giving every column a bucket of batch places."""
