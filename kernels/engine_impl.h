@@ -594,7 +594,7 @@ ptrdiff_t FN(train_steps)(const fastbp_rows *x, const int64_t *labels, const int
     if (FN(net_init)(&net, program, n_ops, batch, params, grads, n_params, stats, parallel_min) < 0) return -1;
     net.decay = hyper[FASTBP_HYPER_DECAY];
     int threads = FN(engine_threads)(x, program, n_ops, batch);
-    if (!x->dense && net.team == FASTBP_PRODUCTS_HERE && FN(later_products)(program, n_ops) >= FASTBP_LATER_ON_BLAS) {
+    if (net.team == FASTBP_PRODUCTS_HERE && FN(later_products)(program, n_ops) >= FASTBP_LATER_ON_BLAS) {
         threads = 1; /* a deep MLP: its later products on BLAS's threads, not on one of ours */
         net.team = FASTBP_PRODUCTS_BLAS;
     }

@@ -98,12 +98,14 @@
  * row while all the buckets hold at most this many places (else it counts them first). */
 #define FASTBP_BUCKET_ENTRIES (1 << 22)
 /* Where the engine's products run: on the calling thread, split on its OpenMP team, or on BLAS's
- * threads (a compact step whose later affine ops hold at least FASTBP_LATER_ON_BLAS weights: a
- * deep MLP, whose later products would otherwise run on one thread while the others wait; the
- * compact first layer then runs on one thread). Measured on the 2-core machine, ms a step at
- * batch 100: 784-100x5-10 with batch normalization 1.78-1.84 -> 1.15-1.21 (float64), 0.80-0.82
- * -> 0.60 (float32); 784-100-100-100-10 0.47-0.49 -> 0.43-0.44; but 784-100-100-10 (11000 later
- * weights) 0.305 -> 0.354-0.361 and 784-50-50-10 0.118 -> 0.178 on BLAS: it pays from about 2^14. */
+ * threads (an MLP step whose later affine ops hold at least FASTBP_LATER_ON_BLAS weights: a deep
+ * MLP, whose later products would otherwise run on one thread, while the others wait in a compact
+ * step; its compact first layer then runs on one thread). Measured on the 2-core machine, ms a
+ * step at batch 100, MNIST as compact rows: 784-100x5-10 with batch normalization 1.78-1.84 ->
+ * 1.15-1.21 (float64), 0.80-0.82 -> 0.60 (float32); 784-100-100-100-10 0.47-0.49 -> 0.43-0.44; but
+ * 784-100-100-10 (11000 later weights) 0.305 -> 0.354-0.361 and 784-50-50-10 0.118 -> 0.178 on
+ * BLAS: it pays from about 2^14. Dense rows, float64 with batch normalization: 784-100x5-10
+ * 2.74-2.98 -> 1.46-2.15, 784-100x3-10 1.73-1.78 -> 1.05-1.44. */
 enum { FASTBP_PRODUCTS_HERE = 0, FASTBP_PRODUCTS_TEAM = 1, FASTBP_PRODUCTS_BLAS = 2 };
 #define FASTBP_LATER_ON_BLAS (1 << 14)
 

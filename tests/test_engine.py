@@ -116,14 +116,15 @@ def test_native_training_with_a_large_later_layer(native_threads, inputs, rng):
         assert_same_training(expected, actual, 10, np.float64)
 
 
+@pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_native_compact_training_of_a_deep_mlp(native_threads, threads, rng):
+def test_native_training_of_a_deep_mlp(native_threads, threads, inputs, rng):
     """Later layers of 17420 weights in all (130 x 130 and 130 x 4), each small enough for the row
-    loops: at least FASTBP_LATER_ON_BLAS, so the compact step runs on one thread and those
-    products on BLAS's threads."""
+    loops: at least FASTBP_LATER_ON_BLAS, so those products run on BLAS's threads (and a compact
+    step on one thread)."""
     native_threads(threads)
     sizes = np.array([30, 130, 130, 4])
-    x = mostly_zeros(rng, (120, 30), np.float64)
+    x = rng.standard_normal((120, 30)) if inputs == "dense" else mostly_zeros(rng, (120, 30), np.float64)
     batches = rng.integers(0, 120, (8, 16))
     for optimizer in ("sgd", "adam"):
         expected, actual = train_both("native", x, sizes, batches, "relu", optimizer)
