@@ -35,8 +35,12 @@ def wanted(environ=os.environ) -> bool:
     return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
+configured = False  # whether configure_malloc set the thresholds (fastbp info says so)
+
+
 def configure_malloc() -> bool:
     """Raise glibc's mmap and trim thresholds (see above); True when they were set."""
+    global configured
     if not wanted():
         return False
     try:
@@ -46,4 +50,5 @@ def configure_malloc() -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # mmap first: setting either turns glibc's dynamic thresholds off, and a trim threshold above
     # the default mmap threshold alone would send every large array to mmap
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    configured = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return configured

@@ -450,6 +450,13 @@ def cmd_info(args) -> int:
         omp = _native.openmp()
         print(f"native      OpenMP {'with ' + str(omp) + ' threads' if omp else 'not available: single-threaded'}; "
               f"BLAS: {_native.blas()}")
+    from fastbp import _malloc
+
+    spin = os.environ.get("GOMP_SPINCOUNT", os.environ.get("OMP_WAIT_POLICY", "OpenMP's default"))
+    heap = (f"large arrays kept for reuse (mmap threshold {_malloc.MMAP_THRESHOLD >> 20} MiB, trim "
+            f"{_malloc.TRIM_THRESHOLD >> 20} MiB; FASTBP_MALLOC=system keeps glibc's)" if _malloc.configured
+            else "the C library's own thresholds")
+    print(f"settings    OpenMP idle spin {spin}; malloc: {heap}")
     print(f"numba cache {os.environ.get('NUMBA_CACHE_DIR') or '__pycache__ beside the package'}")
     print(f"MNIST       {os.environ.get('FASTBP_DATA') or 'FASTBP_DATA not set (user cache or download)'}")
     return 0

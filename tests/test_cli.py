@@ -28,7 +28,7 @@ def test_help_explains_every_train_flag():
 def test_info_lists_versions_and_backends():
     result = run("info")
     assert result.returncode == 0, result.stderr
-    for word in ("numpy", "numba", "scipy", "backends", "native", "reference", "cpu", "threads"):
+    for word in ("numpy", "numba", "scipy", "backends", "native", "reference", "cpu", "threads", "settings"):
         assert word in result.stdout
 
 
