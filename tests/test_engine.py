@@ -103,31 +103,21 @@ def test_native_compact_training_on_any_thread_count(native_threads, threads, op
         assert_same_training(expected, actual, 30, np.float64)
 
 
-@pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
-def test_native_training_with_a_large_later_layer(native_threads, inputs, rng):
-    """A later layer above FASTBP_OWN_PRODUCT weights (40 x 900) goes to BLAS, and the compact
-    step then stays on one thread, where BLAS's own threads cannot fight it."""
-    native_threads(2)
-    sizes = np.array([12, 40, 900, 3])
-    x = rng.standard_normal((100, 12)) if inputs == "dense" else mostly_zeros(rng, (100, 12), np.float64)
-    batches = rng.integers(0, 100, (10, 16))
-    for optimizer in ("sgd", "adam"):
-        expected, actual = train_both("native", x, sizes, batches, "sigmoid", optimizer)
-        assert_same_training(expected, actual, 10, np.float64)
-
-
+# A later layer above FASTBP_OWN_PRODUCT weights (40 x 900) goes to BLAS; later layers each small
+# enough for the row loops but of 17420 weights in all (130 x 130, 130 x 4: at least
+# FASTBP_LATER_ON_BLAS, a deep MLP) go to BLAS's threads too. Either way a compact step then stays on
+# one thread, where BLAS's own threads cannot fight it.
+@pytest.mark.parametrize("sizes, activation", [([12, 40, 900, 3], "sigmoid"), ([30, 130, 130, 4], "relu")],
+                         ids=["large-later-layer", "deep-mlp"])
 @pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_native_training_of_a_deep_mlp(native_threads, threads, inputs, rng):
-    """Later layers of 17420 weights in all (130 x 130 and 130 x 4), each small enough for the row
-    loops: at least FASTBP_LATER_ON_BLAS, so those products run on BLAS's threads (and a compact
-    step on one thread)."""
+def test_native_training_with_later_products_on_blas(native_threads, threads, inputs, sizes, activation, rng):
     native_threads(threads)
-    sizes = np.array([30, 130, 130, 4])
-    x = rng.standard_normal((120, 30)) if inputs == "dense" else mostly_zeros(rng, (120, 30), np.float64)
+    k = sizes[0]
+    x = rng.standard_normal((120, k)) if inputs == "dense" else mostly_zeros(rng, (120, k), np.float64)
     batches = rng.integers(0, 120, (8, 16))
     for optimizer in ("sgd", "adam"):
-        expected, actual = train_both("native", x, sizes, batches, "relu", optimizer)
+        expected, actual = train_both("native", x, np.array(sizes), batches, activation, optimizer)
         assert_same_training(expected, actual, 8, np.float64)
 
 
