@@ -282,3 +282,35 @@ def test_affine_holds_parameters_by_reference(backend, rng):
     params["b1"] -= 1.0
     np.testing.assert_allclose(layer.forward(x), x @ W + b, rtol=1e-13)
     assert layer.W is W
+
+
+def test_affine_remembers_its_weight_checks_only_while_they_hold(backend, rng):
+    """Affine skips its weight checks while the same W and b, unconverted, meet the same kind of
+    input (fastbp/layers.py): updates in place are still read, a rebound or reshaped W is checked
+    again, and weights converted for the product (float32 W, float64 x) are never remembered."""
+    x = rng.standard_normal((3, 4))
+    W, b = rng.standard_normal((4, 2)), np.zeros(2)
+    layer = fastbp.Affine(W, b, backend=backend)
+    layer.forward(x)
+    W[...] = 0.5  # the book's update, in place
+    np.testing.assert_allclose(layer.forward(x), x @ W, rtol=1e-13)
+    layer.backward(np.ones((3, 2)))
+    np.testing.assert_allclose(layer.dW, x.T @ np.ones((3, 2)), rtol=1e-13)
+    layer.W = np.ones((4, 2))  # rebound
+    np.testing.assert_allclose(layer.forward(x), x @ np.ones((4, 2)), rtol=1e-13)
+    layer.W = np.ones((5, 2))
+    with pytest.raises(ValueError, match=r"W of shape \(5, 2\) expects 5"):
+        layer.forward(x)
+    layer.W.shape = (2, 5)  # reshaped in place: W.shape[0] no longer fits x
+    with pytest.raises(ValueError, match=r"expects 2"):
+        layer.forward(x)
+
+    W32 = np.ones((4, 2), np.float32)
+    layer = fastbp.Affine(W32, np.zeros(2, np.float32), backend=backend)
+    layer.forward(x)  # float64: the product runs on a float64 copy of W32
+    W32[...] = 2
+    np.testing.assert_allclose(layer.forward(x), x @ np.full((4, 2), 2.0), rtol=1e-13)
+    layer.backward(np.ones((3, 2)))  # a backward whose W was rebound since forward is checked again
+    layer.W = np.ones((4, 3))  # b is still (2,): the check that runs again says so
+    with pytest.raises(ValueError, match=r"b has shape \(2,\), expected \(3,\)"):
+        layer.backward(np.ones((3, 2)))
