@@ -133,6 +133,11 @@ def affine_operands(x: np.ndarray, W, b) -> tuple[np.ndarray, np.ndarray]:
     return affine_weights(W, b, width)
 
 
+# One-hot t of at most this many entries is checked as Python lists: 1, 3 and 6 rows of 10 classes
+# in 2.1, 3.7 and 6.5 us instead of 7.6-8.3 us of NumPy calls; at 10 rows NumPy's (8.3 us) win.
+SMALL_ONE_HOT = 64
+
+
 def class_labels(t, n: int, classes: int) -> np.ndarray:
     """Integer labels (N,) or one-hot rows (N, classes) as int64 class indices.
 
@@ -161,6 +166,14 @@ def class_labels(t, n: int, classes: int) -> np.ndarray:
             raise ValueError(f"one-hot t has shape {t.shape}, expected ({n}, {classes}) to match x")
         if t.dtype.kind not in "biuf":
             raise TypeError(f"one-hot t must be numeric, got dtype {t.dtype}")
+        if t.size <= SMALL_ONE_HOT:  # a few rows (the book's gradient checks): list methods in C beat six NumPy calls
+            labels = []
+            for row in t.tolist():
+                if row.count(0) != classes - 1 or row.count(1) != 1:  # (NaN counts as neither)
+                    break
+                labels.append(row.index(1))
+            else:
+                return np.array(labels, dtype=np.int64)
         labels = np.argmax(t, axis=1)
         # one-hot exactly when each row's largest entry is 1 and there are n nonzeros in all: then
         # every row holds that 1 and nothing else (three passes, where a full check takes six)

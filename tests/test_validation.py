@@ -81,6 +81,33 @@ def test_soft_labels_are_refused_not_rounded(backend):
         softmax(backend).forward(np.zeros((2, 3)), t)
 
 
+@pytest.mark.parametrize("rows", [1, 3, 6, 40])  # checked as lists up to SMALL_ONE_HOT entries, by NumPy above
+def test_one_hot_rows_give_their_labels_and_anything_else_is_refused(rows):
+    """Both ways of checking one-hot t accept exactly the rows with one 1 and zeros (any numeric
+    dtype, -0.0 a zero) and give the 1's column; anything else is refused, naming the row."""
+    from fastbp import _validate as check
+
+    rng = np.random.default_rng(rows)
+    labels = rng.integers(0, 10, rows)
+    for dtype in (np.float64, np.float32, np.int8, np.bool_):
+        t = np.eye(10, dtype=dtype)[labels]
+        np.testing.assert_array_equal(check.class_labels(t, rows, 10), labels)
+    t = -0.0 * np.ones((rows, 10))
+    t[np.arange(rows), labels] = 1
+    np.testing.assert_array_equal(check.class_labels(t, rows, 10), labels)
+    for bad in (0.5, 2.0, -1.0, np.nan, np.inf):
+        for where in ("the one", "another"):
+            t = np.eye(10)[labels]
+            column = labels[-1] if where == "the one" else (labels[-1] + 1) % 10
+            t[rows - 1, column] = bad
+            with pytest.raises(ValueError, match=f"not one-hot: row {rows - 1} "):
+                check.class_labels(t, rows, 10)
+    t = np.eye(10)[labels]
+    t[0] = 0  # a row of zeros
+    with pytest.raises(ValueError, match="not one-hot: row 0 "):
+        check.class_labels(t, rows, 10)
+
+
 def test_float_labels_are_a_type_error(backend):
     with pytest.raises(TypeError, match=r"integer class labels.*astype\(np.int64\)"):
         softmax(backend).forward(np.zeros((2, 3)), np.array([0.0, 1.0]))
