@@ -118,12 +118,12 @@ def check_runs(program, stats=None) -> np.ndarray:
     codes = np.asarray(program)[:, FIELD_CODE]
     if not np.isin(codes, ENGINE_RUNS).all():
         raise ValueError(f"program has op code {int(codes[~np.isin(codes, ENGINE_RUNS)][0])}, which the engine does not run")
+    need = stats_size(program)
     for op in np.asarray(program)[codes == BATCHNORM]:
         momentum, eps, at = read_float(op, FIELD_MOMENTUM), read_float(op, FIELD_EPS), int(op[FIELD_STATS_AT])
-        if not (0 <= momentum <= 1 and 0 < eps < np.inf and 0 <= at <= stats_size(program) - 2 * int(op[FIELD_IN])):
+        if not (0 <= momentum <= 1 and 0 < eps < np.inf and 0 <= at <= need - 2 * int(op[FIELD_IN])):
             raise ValueError(f"program has a batch normalization op with momentum {momentum}, eps {eps} or running "
                              f"statistics at {at} out of range")
-    need = stats_size(program)
     if stats is None and not need:
         return np.empty(0)
     if not (isinstance(stats, np.ndarray) and stats.dtype == np.float64 and stats.ndim == 1 and stats.size == need
