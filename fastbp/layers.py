@@ -15,13 +15,21 @@ float16) runs on the reference backend, with NumPy's own semantics.
 
 from __future__ import annotations
 
-import numpy as np
-
+import contextlib
+import math
 import warnings
+
+import numpy as np
 
 from . import _validate as check
 from . import backends, engine
 from .util import col2im, im2col  # noqa: F401  (the book's layers module hands them on)
+
+
+# The one backend whose arithmetic raises NumPy's floating-point warnings (np.errstate governs
+# them); the compiled kernels raise none, and entering np.errstate costs 1.3 us a call.
+_NUMPY_OPS = backends.get("reference")
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -114,7 +122,10 @@ class Layer:
 
     def ops_for(self, dtype: np.dtype):
         """The backend for arrays of ``dtype``: this layer's, or NumPy's own for other floats (float16)."""
-        return self.ops if check.kernel_dtype(dtype) else backends.get("reference")
+        if not check.kernel_dtype(dtype):
+            return _NUMPY_OPS
+        backend, generation, module = self._ops  # (the ops property, inline: every layer call asks)
+        return module if backend == self.backend and generation == backends.generation else self.ops
 
     def _require_forward(self, attr: str) -> None:
         if getattr(self, attr) is None:
@@ -132,22 +143,27 @@ class Relu(Layer):
     def __init__(self, backend: str | None = None):
         super().__init__(backend)
         self.mask = None
+        self._made = None  # the mask forward made: kernel-ready as it is (one set in its place is checked)
 
     def forward(self, x):
         x = check.float_array("x", x, any_float=True)
         out, mask = self.ops_for(x.dtype).relu_forward(check.kernel_ready(x, x.dtype))
         if out.shape != x.shape:  # (the backends keep x's shape; a reshape is 0.3 us a call at batch 1)
             out, mask = out.reshape(x.shape), mask.reshape(x.shape)
-        self.mask = mask
+        self.mask = self._made = mask
         return out
 
     def backward(self, dout):
-        self._require_forward("mask")
+        mask = self.mask
+        if mask is None:
+            raise RuntimeError("Relu.backward called before forward")
         dout = check.float_array("dout", dout, any_float=True)
-        check.same_shape("dout", dout, "the ReLU output", self.mask.shape)
-        dx = self.ops_for(dout.dtype).relu_backward(check.kernel_ready(dout, dout.dtype),
-                                                    check.kernel_ready(self.mask, np.bool_))
-        return dx.reshape(dout.shape)
+        if dout.shape != mask.shape:
+            check.same_shape("dout", dout, "the ReLU output", mask.shape)
+        if mask is not self._made:
+            mask = check.kernel_ready(mask, np.bool_)
+        dx = self.ops_for(dout.dtype).relu_backward(check.kernel_ready(dout, dout.dtype), mask)
+        return dx if dx.shape == dout.shape else dx.reshape(dout.shape)
 
 
 class Sigmoid(Layer):
@@ -287,13 +303,19 @@ class SoftmaxWithLoss(Layer):
             raise ValueError(f"SoftmaxWithLoss needs at least one sample and one class, got x of shape {x.shape}")
         labels = self._labels_of(t2, x2.shape)
         ops = self.ops_for(x2.dtype)
-        problem = check.non_finite("x (the logits)", x2)
+        x2 = check.kernel_ready(x2, x2.dtype)
+        with np.errstate(invalid="ignore", over="ignore") if ops is _NUMPY_OPS else _NO_CONTEXT:
+            self.loss, y = ops.softmax_cross_entropy_forward(x2, labels)
+        # A NaN or +inf logit makes its row's loss NaN, and -inf at the label makes it inf (at another
+        # class it is a probability of exactly 0, the loss finite and exact): the logits are searched
+        # only when the loss is not finite (a check of every call cost more than the kernel at batch 1).
+        problem = None if math.isfinite(self.loss) else check.non_finite("x (the logits)", x2)
         if problem:  # the book's networks diverge on purpose (ch06 batch_norm_test.py): NumPy's NaN, said aloud
             warnings.warn(f"SoftmaxWithLoss: {problem}; the loss and its gradient are NaN or inf, as NumPy computes them",
                           NonFiniteWarning, stacklevel=2)
-            ops = backends.get("reference")
-        with np.errstate(invalid="ignore", over="ignore"):
-            self.loss, y = ops.softmax_cross_entropy_forward(check.kernel_ready(x2, x2.dtype), labels)
+            ops = _NUMPY_OPS
+            with np.errstate(invalid="ignore", over="ignore"):
+                self.loss, y = ops.softmax_cross_entropy_forward(x2, labels)
         self._forward_ops = ops  # backward runs where forward ran
         self.y = y.reshape(x.shape)
         self.t = t
@@ -301,14 +323,15 @@ class SoftmaxWithLoss(Layer):
         return self.loss
 
     # t of at most this many bytes is remembered with its labels: a numerical gradient calls forward
-    # thousands of times with one t (the book's ch05 gradient check: one-hot (3, 10)), and its
-    # check costs 8 us of a 19 us call; comparing the bytes costs well under 1 us
+    # thousands of times with one t (the book's ch07 gradient check: labels (3, 1)), and its check
+    # costs several us; comparing the bytes costs well under 1 us. Float one-hot rows (the book's
+    # ch05) are not: the native module's pass over them costs what the comparison would.
     REMEMBERED_T_BYTES = 1 << 16
 
     def _labels_of(self, t, shape) -> np.ndarray:
         """check.class_labels(t, *shape), reused while t holds the same values (compared as bytes)."""
         key = None
-        if isinstance(t, np.ndarray) and t.nbytes <= self.REMEMBERED_T_BYTES:
+        if isinstance(t, np.ndarray) and t.nbytes <= self.REMEMBERED_T_BYTES and t.dtype.char not in "fd":
             key = (t.dtype, t.shape, shape, t.tobytes())
             if key == self._remembered[0]:
                 return self._remembered[1]
@@ -319,9 +342,11 @@ class SoftmaxWithLoss(Layer):
     def backward(self, dout=1):
         self._require_forward("y")
         dout = check.scalar("dout", dout)
-        y2 = self.y.reshape(self._labels.shape[0], -1)
-        with np.errstate(invalid="ignore"):  # NaN from NaN logits: warned about in forward
-            return self._forward_ops.softmax_cross_entropy_backward(y2, self._labels, dout).reshape(self.y.shape)
+        y, ops = self.y, self._forward_ops
+        y2 = y if y.ndim == 2 else y.reshape(self._labels.shape[0], -1)
+        with np.errstate(invalid="ignore") if ops is _NUMPY_OPS else _NO_CONTEXT:  # NaN logits: warned about in forward
+            dx = ops.softmax_cross_entropy_backward(y2, self._labels, dout)
+        return dx if y.ndim == 2 else dx.reshape(y.shape)
 
 
 class IdentityWithLoss(Layer):

@@ -55,7 +55,8 @@ int FN(affine_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx
     } else {
         if (dx && n <= FASTBP_FEW_ROWS_DX) FN(times_transposed)(dout, n, m, W, k, dx); /* each W row read once */
         else if (dx) GEMM(0, 1, n, k, m, (REAL)1, dout, W, (REAL)0, dx);
-        GEMM(1, 0, k, m, n, (REAL)1, x, dout, (REAL)0, dW);
+        if (n <= FASTBP_FEW_ROWS) FN(transposed_times)(x, n, k, dout, m, dW);
+        else GEMM(1, 0, k, m, n, (REAL)1, x, dout, (REAL)0, dW);
     }
     FN(column_sums)(dout, db, n, m);
     return 0;

@@ -36,6 +36,7 @@ void FN(column_sums)(const REAL *a, REAL *sums, int n, int m);
 double FN(softmax_xent_forward)(const REAL *x, const int64_t *labels, REAL *y, int n, int c, ptrdiff_t parallel_min);
 void FN(softmax_xent_backward)(const REAL *y, const int64_t *labels, REAL scale, REAL *dx, int n, int c,
                                ptrdiff_t parallel_min);
+double FN(one_hot_labels)(const REAL *t, int64_t *labels, int n, int c);
 double FN(half_squared_error)(const REAL *y, const REAL *t, ptrdiff_t n);
 void FN(scaled_difference)(const REAL *y, const REAL *t, REAL scale, REAL *dx, ptrdiff_t n, ptrdiff_t parallel_min);
 
@@ -78,6 +79,8 @@ void FN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *sta
 void FN(tiles_times)(const REAL *a, int n, int k, const REAL *B, int m, const REAL *row_start, REAL *out);
 /* out = a B^T (a (n, m), B (k, m)), for a few rows */
 void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out);
+/* out = a^T B (a (n, k), B (n, m)), for at most FASTBP_FEW_ROWS rows */
+void FN(transposed_times)(const REAL *a, int n, int k, const REAL *B, int m, REAL *out);
 void FN(count_nonzeros)(const REAL *x, int64_t n, int64_t k, int64_t *indptr);
 void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr, int32_t *indices, REAL *values);
 

@@ -74,7 +74,9 @@
  *   - a few rows: the forward product for at most FASTBP_FEW_ROWS rows, and dx = dout W^T for at
  *     most FASTBP_FEW_ROWS_DX, where BLAS's call overhead and its few-row kernels lose (measured,
  *     784x50 float64 on the 2-core machine: forward 1 row 6.7 us by the loop, 7.6 by NumPy's
- *     BLAS; 3 rows 16.6 vs 31.4; 6 rows 31.6 vs 40.8; 8 rows 44.1 vs 29.9; dW stays with BLAS);
+ *     BLAS; 3 rows 16.6 vs 31.4; 6 rows 31.6 vs 40.8; 8 rows 44.1 vs 29.9), and dW = x^T dout
+ *     for at most FASTBP_FEW_ROWS (784x50 dW alone: float64 1 row 10.6-11.8 us by the loop, 17.9-18.8
+ *     by BLAS; 3 rows 15.0 vs 21.5; 6 rows 23.0 vs 29.2; float32 1 row 7.5 vs 9.8, 6 rows level);
  *   - weights of at most FASTBP_OWN_PRODUCT entries (the later layers of an MLP, 50x10) when the
  *     caller asks to stay on its thread: the engine, whose OpenMP threads BLAS's own would fight.
  *     Asked from Python, one such call is faster by BLAS (100x50x10 float32 forward + backward:

@@ -55,6 +55,25 @@ FASTBP_SIMD void FN(softmax_xent_backward)(const REAL *y, const int64_t *labels,
     });
 }
 
+/* labels[i] = the column of the 1 in one-hot row i of t (n, c); the first row that is not one
+ * 0/1 entry of 1 among c - 1 zeros (NaN is neither) stops it: returns that row, else -1. A
+ * layer's check of a few one-hot rows (the book's TwoLayerNet passes them) in one pass. */
+double FN(one_hot_labels)(const REAL *t, int64_t *labels, int n, int c)
+{
+    for (int i = 0; i < n; ++i) {
+        const REAL *row = t + (ptrdiff_t)i * c;
+        int ones = 0, zeros = 0, at = 0;
+        for (int j = 0; j < c; ++j) {
+            ones += row[j] == 1;
+            zeros += row[j] == 0;
+            at = row[j] == 1 ? j : at;
+        }
+        if (ones != 1 || zeros != c - 1) return i;
+        labels[i] = at;
+    }
+    return -1;
+}
+
 FASTBP_SIMD double FN(half_squared_error)(const REAL *y, const REAL *t, ptrdiff_t n)
 {
     double total = 0;

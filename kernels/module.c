@@ -177,6 +177,7 @@ static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t
       FN(softmax_xent_forward)(P(0), P(1), P(2), I(0), I(1), pmin))                                                     \
     X(softmax_xent_backward, "y:r:NC labels:l:N<C dx:w:NC", "NC", 1, NONE, 1,                                           \
       NOTHING(FN(softmax_xent_backward)(P(0), P(1), (REAL)D(0), P(2), I(0), I(1), pmin)))                               \
+    X(one_hot_labels, "t:r:NC labels:L:N", "NC", 0, FLOAT, 1, FN(one_hot_labels)(P(0), P(1), I(0), I(1)))            \
     X(half_squared_error, "y:r:* t:r:*", "", 0, FLOAT, 1, FN(half_squared_error)(P(0), P(1), n))                       \
     X(scaled_difference, "y:r:* t:r:* dx:w:*", "", 1, NONE, 1,                                                          \
       NOTHING(FN(scaled_difference)(P(0), P(1), (REAL)D(0), P(2), n, pmin)))                                           \

@@ -29,6 +29,11 @@ void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REA
     ON_BEST_ISA(times_transposed, (a, n, m, B, k, out));
 }
 
+void FN(transposed_times)(const REAL *a, int n, int k, const REAL *B, int m, REAL *out)
+{
+    ON_BEST_ISA(transposed_times, (a, n, k, B, m, out));
+}
+
 #undef ON_BEST_ISA
 
 /* indptr[i + 1] - indptr[i] = the number of nonzeros of row i (NaN counts as nonzero), row by row

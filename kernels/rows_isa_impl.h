@@ -96,6 +96,19 @@ TARGET static void CFN(dense_times)(const REAL *x, int n, int k, const REAL *M, 
         CFN(row_times)(indices, x + (ptrdiff_t)r * k, k, M, start, out + (ptrdiff_t)r * m, m);
 }
 
+/* out (k, m) = a^T B for a (n, k) and B (n, m), n at most FASTBP_FEW_ROWS: out row i is B's n
+ * rows weighted by column i of a, summed in registers and written once (an affine layer's dW for
+ * a few rows, where BLAS's product of inner size n spends most of its time around the sums). */
+TARGET static void CFN(transposed_times)(const REAL *a, int n, int k, const REAL *B, int m, REAL *out)
+{
+    const int32_t *indices = NULL; /* B's rows in order: column p of the gathered row is row p of B */
+    REAL column[FASTBP_FEW_ROWS];
+    for (int i = 0; i < k; ++i) {
+        for (int r = 0; r < n; ++r) column[r] = a[(ptrdiff_t)r * k + i];
+        CFN(row_times)(indices, column, n, B, NULL, out + (ptrdiff_t)i * m, m);
+    }
+}
+
 /* The sum of a vector's lanes. */
 TARGET static inline __attribute__((always_inline)) REAL CFN(lanes_sum)(VEC v)
 {

@@ -11,8 +11,11 @@ from fastbp import reference
 from fastbp.testing import check_layer
 
 # (batch, in_features, out_features): batch 1, odd sizes, the seed's 784->50 and 50->10; odd sizes
-# just past FASTBP_OWN_PRODUCT (native: split between the OpenMP threads, affine_forward_layer)
-AFFINE_SHAPES = [(1, 3, 2), (7, 13, 5), (100, 784, 50), (100, 50, 10), (9, 331, 101)]
+# just past FASTBP_OWN_PRODUCT (native: split between the OpenMP threads, affine_forward_layer);
+# at most FASTBP_FEW_ROWS rows (native's own row loops for x W and x^T dout), widths a whole
+# number of vectors and not: the book's layers at batch 1 and 3, and 6 x 37 x 11
+AFFINE_SHAPES = [(1, 3, 2), (7, 13, 5), (100, 784, 50), (100, 50, 10), (9, 331, 101), (1, 50, 10), (3, 784, 50),
+                 (6, 37, 11)]
 # finite differences cost two forwards per parameter: run them where that stays cheap
 GRADCHECK_MAX_PARAMS = 2000
 
@@ -207,6 +210,10 @@ def test_labels_checked_once_are_checked_again_when_t_changes(rng):
     t[1, 5] = 0.5  # now not one-hot: refused, as on a first call
     with pytest.raises(ValueError, match="not one-hot"):
         layer.forward(x, t)
+    t8 = np.eye(10, dtype=np.int8)[[1, 2, 3]]  # integer one-hot rows: remembered too
+    assert layer.forward(x, t8) == fresh.forward(x, t8)
+    t8[2] = np.eye(10, dtype=np.int8)[9]
+    assert layer.forward(x, t8) == fastbp.SoftmaxWithLoss().forward(x, np.eye(10)[[1, 2, 9]])
     labels = np.array([1, 2, 3])
     layer.forward(x, labels)
     labels[2] = 10  # integer labels changed in place to one out of range

@@ -82,10 +82,15 @@ def test_soft_labels_are_refused_not_rounded(backend):
 
 
 @pytest.mark.parametrize("rows", [1, 3, 6, 40])  # checked as lists up to SMALL_ONE_HOT entries, by NumPy above
-def test_one_hot_rows_give_their_labels_and_anything_else_is_refused(rows):
-    """Both ways of checking one-hot t accept exactly the rows with one 1 and zeros (any numeric
-    dtype, -0.0 a zero) and give the 1's column; anything else is refused, naming the row."""
+@pytest.mark.parametrize("native", [True, False], ids=["native-first", "python-only"])
+def test_one_hot_rows_give_their_labels_and_anything_else_is_refused(rows, native, monkeypatch):
+    """Every way of checking one-hot t (float rows: the native module's pass first; Python lists for
+    a few entries, NumPy above) accepts exactly the rows with one 1 and zeros (any numeric dtype,
+    -0.0 a zero) and gives the 1's column; anything else is refused, naming the row."""
     from fastbp import _validate as check
+
+    if not native:
+        monkeypatch.setattr(check, "_native", None)
 
     rng = np.random.default_rng(rows)
     labels = rng.integers(0, 10, rows)
@@ -113,8 +118,8 @@ def test_float_labels_are_a_type_error(backend):
         softmax(backend).forward(np.zeros((2, 3)), np.array([0.0, 1.0]))
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_logits_are_said_aloud_and_give_numpys_loss(backend, bad):
+@pytest.mark.parametrize("bad, label", [(np.nan, 1), (np.inf, 1), (-np.inf, 2)], ids=["nan", "inf", "-inf-at-label"])
+def test_non_finite_logits_are_said_aloud_and_give_numpys_loss(backend, bad, label):
     """The book's code lets networks diverge and carries on (ch06 batch_norm_test.py): no exception,
     a warning that counts and locates the bad values, and the loss NumPy computes (NaN or inf)."""
     from fastbp.layers import NonFiniteWarning
@@ -123,14 +128,36 @@ def test_non_finite_logits_are_said_aloud_and_give_numpys_loss(backend, bad):
     x[1, 2] = bad
     layer = softmax(backend)
     with pytest.warns(NonFiniteWarning, match=r"1 non-finite value.*index \(1, 2\)"):
-        loss = layer.forward(x, np.array([0, 1, 2]))
+        loss = layer.forward(x, np.array([0, label, 2]))
     from fastbp import reference
 
     expected = reference.SoftmaxWithLoss()
     with pytest.warns(NonFiniteWarning):
-        np.testing.assert_array_equal(loss, expected.forward(x, np.array([0, 1, 2])))
-    assert not np.isfinite(loss) or bad == -np.inf  # -inf at a wrong class: probability 0, a finite loss
+        np.testing.assert_array_equal(loss, expected.forward(x, np.array([0, label, 2])))
+    assert not np.isfinite(loss)
     np.testing.assert_array_equal(layer.backward(), expected.backward())
+
+
+def test_minus_inf_at_another_class_is_probability_zero_without_a_warning(backend):
+    """-inf at a class other than the label: softmax gives it probability exactly 0, the loss and
+    gradient are finite and exactly NumPy's, so nothing is said (the logits are searched only when
+    the loss is not finite)."""
+    import warnings
+
+    from fastbp import reference
+
+    x = np.zeros((3, 4))
+    x[1, 2] = -np.inf
+    labels = np.array([0, 1, 2])
+    layer = softmax(backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = layer.forward(x, labels)
+        dx = layer.backward()
+    expected = reference.SoftmaxWithLoss()
+    np.testing.assert_allclose(loss, expected.forward(x, labels), rtol=4 * np.finfo(np.float64).eps)  # log-sum-exp of 4 terms
+    np.testing.assert_allclose(dx, expected.backward(), rtol=4 * np.finfo(np.float64).eps, atol=0)
+    assert dx[1, 2] == 0
 
 
 @pytest.mark.parametrize("rows", [2, 7000], ids=["small", "checked-by-sum"])
