@@ -298,6 +298,7 @@ def _network_and_trainer(args, x_train):
 def cmd_train(args) -> int:
     import fastbp
     from fastbp.data import load_mnist
+    from fastbp.train import tqdm_class
 
     out = _output_folder(args.out)
     try:
@@ -315,11 +316,11 @@ def cmd_train(args) -> int:
           f"{f' from step {trainer.step}' if trainer.step else ''}, "
           f"backend {net.backend or fastbp.get_backend()}, {config.path} path", flush=True)
 
-    from tqdm.auto import tqdm
+    write = tqdm_class().write if trainer.config.progress else print  # (around a bar, if one is drawn)
 
     def report(e):
         val = f"\t Val acc: {e.val_acc:.5f}" if e.val_acc is not None else ""
-        tqdm.write(f"Step: {e.step:5d} \t Loss: {e.loss:.4f} \t Train acc: {e.train_acc:.5f} \t Test acc: {e.test_acc:.5f}{val}")
+        write(f"Step: {e.step:5d} \t Loss: {e.loss:.4f} \t Train acc: {e.train_acc:.5f} \t Test acc: {e.test_acc:.5f}{val}")
 
     start = time.perf_counter()
     history = trainer.fit(x_train, t_train, x_test, t_test, on_evaluation=report)

@@ -17,8 +17,6 @@ import gzip
 import hashlib
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -187,6 +185,9 @@ def download_mnist(
         raise DataError(f"cannot write the MNIST cache {directory} ({exc.strerror or exc}); put the four files "
                         f"in a folder of your own and set FASTBP_DATA to it (or pass --data DIR)") from exc
     for name in _missing(directory, checksums):
+        import urllib.error  # (only here: importing it costs a run that has the files 20 ms)
+        import urllib.request
+
         errors = []
         for mirror in mirrors:
             url = f"{mirror.rstrip('/')}/{name}.gz"

@@ -1,5 +1,8 @@
 """The trainer: the seed's schedule, both paths agreeing, divergence, early stopping, history."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -289,4 +292,17 @@ def test_the_progress_bar_lets_tqdm_decide_about_terminals(monkeypatch):
     bar = train._progress_bar(10, True)
     assert bar.disable  # pytest's stderr is no terminal: tqdm decided not to draw
     bar.close()
-    assert train._progress_bar(10, False).disable
+    quiet = train._progress_bar(10, False)
+    quiet.update(3), quiet.set_postfix(loss="1.0"), quiet.close()  # the bar's interface, drawing nothing
+
+
+def test_a_run_without_progress_imports_neither_tqdm_nor_urllib():
+    """What a run does not use, it does not import (a short run's start is felt): no tqdm without
+    a progress bar, no urllib.request (http, email, ssl) without a download."""
+    code = ("import sys, numpy as np; from fastbp.nets import MultiLayerNet; from fastbp.train import TrainConfig, Trainer; "
+            "import fastbp.data, fastbp.cli; "
+            "x = np.random.default_rng(0).random((50, 8), np.float32); t = np.arange(50) % 3; "
+            "Trainer(MultiLayerNet(8, [4], 3), TrainConfig(iterations=3, batch_size=10, progress=False)).fit(x, t, x, t); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tqdm' or m == 'urllib.request'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
