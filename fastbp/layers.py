@@ -313,9 +313,10 @@ class SoftmaxWithLoss(Layer):
         if problem:  # the book's networks diverge on purpose (ch06 batch_norm_test.py): NumPy's NaN, said aloud
             warnings.warn(f"SoftmaxWithLoss: {problem}; the loss and its gradient are NaN or inf, as NumPy computes them",
                           NonFiniteWarning, stacklevel=2)
-            ops = _NUMPY_OPS
-            with np.errstate(invalid="ignore", over="ignore"):
-                self.loss, y = ops.softmax_cross_entropy_forward(x2, labels)
+            if ops is not _NUMPY_OPS:  # NumPy's NaN and inf, entry for entry
+                ops = _NUMPY_OPS
+                with np.errstate(invalid="ignore", over="ignore"):
+                    self.loss, y = ops.softmax_cross_entropy_forward(x2, labels)
         self._forward_ops = ops  # backward runs where forward ran
         self.y = y.reshape(x.shape)
         self.t = t
