@@ -117,61 +117,62 @@ TARGET static inline __attribute__((always_inline)) REAL CFN(lanes_sum)(VEC v)
     return sum;
 }
 
-/* R rows of a (from ai, m apart) times the four B rows b (m apart): out[r, 0..3] (k apart), each
- * sum in its own register (R x 4 independent chains: enough to keep both FMA units busy at R 3). */
-TARGET static inline __attribute__((always_inline)) void CFN(dots_4)(const int R, const REAL *ai, int m, int whole,
-                                                                    const REAL *b, REAL *out, int k)
+/* R rows of a (from ai, m apart) times the Q B rows b (m apart): out[r, 0..Q-1] (k apart), each
+ * sum in its own register (R x Q independent chains: enough to keep both FMA units busy at 3 x 4). */
+TARGET static inline __attribute__((always_inline)) void CFN(dots)(const int R, const int Q, const REAL *ai, int m,
+                                                                  int whole, const REAL *b, REAL *out, int k)
 {
     VEC s[3][4];
 #pragma GCC unroll 3
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) s[r][q] = (VEC){0};
+        for (int q = 0; q < Q; ++q) s[r][q] = (VEC){0};
     for (int j = 0; j < whole; j += LANES) {
         VEC w[4];
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) w[q] = CFN(load)(b + (ptrdiff_t)q * m + j);
+        for (int q = 0; q < Q; ++q) w[q] = CFN(load)(b + (ptrdiff_t)q * m + j);
 #pragma GCC unroll 3
         for (int r = 0; r < R; ++r) {
             const VEC v = CFN(load)(ai + (ptrdiff_t)r * m + j);
 #pragma GCC unroll 4
-            for (int q = 0; q < 4; ++q) s[r][q] += v * w[q];
+            for (int q = 0; q < Q; ++q) s[r][q] += v * w[q];
         }
     }
 #pragma GCC unroll 3
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) {
+        for (int q = 0; q < Q; ++q) {
             REAL sum = CFN(lanes_sum)(s[r][q]);
             for (int j = whole; j < m; ++j) sum += ai[(ptrdiff_t)r * m + j] * b[(ptrdiff_t)q * m + j];
             out[(ptrdiff_t)r * k + q] = sum;
         }
 }
 
+/* Q B rows (from b) against every row of a: tiles of 3 a rows, then the 1 or 2 left. */
+TARGET static inline __attribute__((always_inline)) void CFN(dots_column)(const int Q, const REAL *a, int n, int m,
+                                                                         int whole, const REAL *b, REAL *out, int k)
+{
+    int i = 0;
+    for (; i + 3 <= n; i += 3) CFN(dots)(3, Q, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k, k);
+    if (n - i == 2) CFN(dots)(2, Q, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k, k);
+    if (n - i == 1) CFN(dots)(1, Q, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k, k);
+}
+
 /* out[i, c] = sum_j a[i, j] B[c, j] for a (n, m) and B (k, m): a times B^T without a transposed
  * copy of B (an affine layer's dx for a few rows; a convolution's dW, its output gradient times
- * its windows). Tiles of 3 a rows x 4 B rows, each loaded vector serving 3 or 4 sums. */
+ * its windows). Tiles of 3 a rows x 4 B rows, each loaded vector serving 3 or 4 sums; the 1-3 B
+ * rows left over (a 5 x 5 filter's 25 windows: one) in tiles of 3 x 1-3, not sum by sum (one
+ * chain of dependent additions: the one row took a quarter of SimpleConvNet's dW time). */
 TARGET static void CFN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out)
 {
     const int whole = m - m % LANES;
     int c = 0;
-    for (; c + 4 <= k; c += 4) {
-        const REAL *b = B + (ptrdiff_t)c * m;
-        int i = 0;
-        for (; i + 3 <= n; i += 3) CFN(dots_4)(3, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k + c, k);
-        if (n - i == 2) CFN(dots_4)(2, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k + c, k);
-        if (n - i == 1) CFN(dots_4)(1, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k + c, k);
-    }
-    for (; c < k; ++c) { /* the last rows of B, one at a time */
-        const REAL *b = B + (ptrdiff_t)c * m;
-        for (int i = 0; i < n; ++i) {
-            const REAL *ai = a + (ptrdiff_t)i * m;
-            VEC s = {0};
-            for (int j = 0; j < whole; j += LANES) s += CFN(load)(ai + j) * CFN(load)(b + j);
-            REAL r = CFN(lanes_sum)(s);
-            for (int j = whole; j < m; ++j) r += ai[j] * b[j];
-            out[(ptrdiff_t)i * k + c] = r;
-        }
+    for (; c + 4 <= k; c += 4) CFN(dots_column)(4, a, n, m, whole, B + (ptrdiff_t)c * m, out + c, k);
+    switch (k - c) {
+    case 3: CFN(dots_column)(3, a, n, m, whole, B + (ptrdiff_t)c * m, out + c, k); break;
+    case 2: CFN(dots_column)(2, a, n, m, whole, B + (ptrdiff_t)c * m, out + c, k); break;
+    case 1: CFN(dots_column)(1, a, n, m, whole, B + (ptrdiff_t)c * m, out + c, k); break;
+    default: break;
     }
 }
 
