@@ -90,6 +90,20 @@ void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int32_t 
     }
 }
 
+void fastbp_prefetch_rows(const fastbp_rows *x, const int64_t *rows, int n, size_t item)
+{
+    const char *values = x->values;
+    for (int r = 0; r < n; ++r) {
+        const int64_t first = x->indptr[rows[r]], last = x->indptr[rows[r] + 1];
+        if (last == first) continue;
+        /* a cache line at a time, and the last entry's (the row need not start on a line) */
+        for (int64_t p = first; p < last; p += 64 / (int64_t)sizeof(int32_t)) __builtin_prefetch(x->indices + p);
+        __builtin_prefetch(x->indices + last - 1);
+        for (int64_t p = first; p < last; p += 64 / (int64_t)item) __builtin_prefetch(values + p * (int64_t)item);
+        __builtin_prefetch(values + (last - 1) * (int64_t)item);
+    }
+}
+
 /* The compact step's barrier: two a step, microseconds apart, while thread 0 runs the small later
  * layers. OpenMP's own barrier sleeps after GOMP_SPINCOUNT spins, and fastbp keeps that count low
  * (fastbp/threads.py: so that idle threads leave the cores to BLAS between the layers' loops);

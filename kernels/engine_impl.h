@@ -483,7 +483,8 @@ static void FN(group_by_column)(FN(columns) *g, const fastbp_rows *x, int n)
  * gradient. Each thread's share of W stays in its own core's cache, and no two threads write
  * the same rows. For the gradient, each range's batch entries are grouped by column, so that
  * each gradient row is summed in registers and written once. Per step:
- *   1. all: partial first-op products of own columns                          | barrier
+ *   1. all: partial first-op products of own columns, and a prefetch of the
+ *      next step's rows (random rows of a set larger than the caches)         | barrier
  *   2. thread 0: sum of partials, later ops, loss, backward, their update;
  *      meanwhile the other threads group every range's entries by column     | barrier
  *   3. all: own rows of dW, their update (the next step's forward reads only those rows).
@@ -524,6 +525,7 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
         for (ptrdiff_t s = 0; ready && s < n_steps; ++s) {
             const int64_t *rows = batches + s * batch;
             fastbp_own_spans(x, rows, batch, own->lo, own->hi, n_in, own->begin, own->end);
+            if (s + 1 < n_steps) fastbp_prefetch_rows(x, rows + batch, batch, sizeof(REAL));
             FN(spans_times)(own->begin, own->end, batch, x->indices, x->values, W, t ? NULL : W + (ptrdiff_t)n_in * m, out,
                             m);
             fastbp_barrier_wait(&barrier, &sense);

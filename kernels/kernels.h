@@ -153,6 +153,9 @@ void fastbp_column_counts(const int32_t *indices, int64_t nnz, int64_t *counts, 
 void fastbp_split_columns(const int64_t *counts, int k, int threads, int32_t *cuts);
 void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int32_t lo, int32_t hi, int k, int64_t *begin,
                       int64_t *end);
+/* Asks the caches for the next step's rows (their column indices and `item`-byte values) while
+ * this step computes: a batch's rows are random rows of a data set larger than the caches. */
+void fastbp_prefetch_rows(const fastbp_rows *x, const int64_t *rows, int n, size_t item);
 double fastbp_adam_step_size(double lr, double beta1, double beta2, int64_t t);
 /* NumPy's legacy generator (mt19937.c): keep[e] = next double > ratio; returns the new position */
 #define FASTBP_MT19937_WORDS 624
