@@ -17,6 +17,8 @@ i % 600 == 0 (17 evaluations). Each variant runs in its own process (no shared t
     python benchmarks/end_to_end.py                      # all variants, table to stdout
     python benchmarks/end_to_end.py --markdown out.md    # also write the table
     python benchmarks/end_to_end.py --rounds 3           # every variant three times, in turn: medians
+    python benchmarks/end_to_end.py --whole-process 5    # `fastbp train` against the PyTorch script, whole
+                                                         # processes (imports, MNIST's load), five pairs in turn
 
 Also reported: numba compile time of the fused path on a fresh cache and on a warm one, and the
 achieved GFLOP/s (dense-equivalent FLOPs / seconds) against NumPy's float32 matmul peak.
@@ -232,6 +234,27 @@ def first_use_times() -> dict:
         return {"numba_first_use_s": run("numba", env), "numba_cached_s": run("numba", env), "native_s": run("native", env)}
 
 
+def whole_process_pairs(pairs: int) -> list[str]:
+    """`fastbp train` (the seed's experiment, the CLI as a user runs it) against the torch-eager
+    variant's process, each timed whole, in turn: the table's lines."""
+    rows, ratios = [], []
+    with tempfile.TemporaryDirectory() as out:
+        commands = {"fastbp train": [sys.executable, "-m", "fastbp", "train", "--no-plot", "--no-progress", "--out", out],
+                    "torch eager": [sys.executable, __file__, "--variant", "torch-eager"]}
+        for pair in range(pairs):
+            seconds = {}
+            for name, command in commands.items():
+                print(f"whole process: {name} (pair {pair + 1} of {pairs}) ...", file=sys.stderr, flush=True)
+                start = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True)
+                seconds[name] = time.perf_counter() - start
+            ratios.append(seconds["fastbp train"] / seconds["torch eager"])
+            rows.append(f"| {pair + 1} | {seconds['fastbp train']:.2f} | {seconds['torch eager']:.2f} | {ratios[-1]:.3f} |")
+    return ["| pair | fastbp train, s | torch eager, s | ratio |", "|---|---:|---:|---:|", *rows, "",
+            f"fastbp train / torch eager, whole processes: {statistics.median(ratios):.3f} "
+            f"({min(ratios):.3f}-{max(ratios):.3f}) over {pairs} pairs"]
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run of median total time among those that finished (the lower median for an even
     count), else the last error."""
@@ -252,6 +275,9 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=ITERATIONS)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--whole-process", type=int, metavar="PAIRS",
+                        help="instead: time `fastbp train` and the torch-eager variant as whole processes (imports and "
+                             "MNIST's load included), PAIRS pairs in turn, and report the ratios")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every variant this many times, in turn (a noisy machine drifts between runs): "
                              "each row is the variant's median run, each ratio the median of the rounds' ratios")
@@ -263,6 +289,11 @@ def main() -> int:
     sys.path.insert(0, os.path.dirname(__file__))
     from machine import describe
 
+    if args.whole_process is not None:
+        if args.whole_process < 1:
+            parser.error(f"--whole-process must be at least 1, got {args.whole_process}")
+        emit([f"Machine: {describe()}", "", *whole_process_pairs(args.whole_process)], {}, args.markdown)
+        return 0
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     rounds, results = run_rounds(args.variants, args.rounds, lambda name: in_subprocess(
