@@ -71,11 +71,32 @@ def test_native_rejects_bad_buffers_instead_of_reading_out_of_bounds():
     with pytest.raises(TypeError, match=r"optimizer_step takes 7 arguments"):
         _native.optimizer_step(p, p, p, p, SGD_01, 0)
     with pytest.raises(TypeError, match="mask must be a bool array"):
-        _native.relu_forward(np.zeros(4), np.zeros(4), np.zeros(4))
+        _native.relu_backward(np.zeros(4), np.zeros(4))
+    with pytest.raises(ValueError, match="mask has 3 elements, expected 4"):
+        _native.relu_backward(np.zeros(4), np.zeros(3, bool))
+    with pytest.raises(TypeError, match=r"relu_forward takes 1 arguments"):  # its outputs are made, not passed
+        _native.relu_forward(np.zeros(4), np.zeros(4), np.zeros(4, bool))
+    with pytest.raises(TypeError, match="x must be float32 or float64"):
+        _native.relu_forward(np.zeros(4, np.int64))
     with pytest.raises(ValueError, match="W has 6 elements, expected 8"):
         _native.affine_forward(np.zeros((2, 4)), np.zeros((3, 2)), np.zeros(2), np.zeros((2, 2)), 2, 4, 2)
     with pytest.raises(ValueError, match=r"labels\[1\] = 7 is outside \[0, 3\)"):
         _native.softmax_xent_forward(np.zeros((2, 3)), np.array([0, 7]), np.zeros((2, 3)), 2, 3)
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3), (2, 3, 4, 5)], ids=str)
+def test_outputs_made_in_c_have_the_inputs_shape_and_dtype(dtype, shape, rng):
+    """relu_forward and relu_backward make their outputs in C (NumPy's C API): C-contiguous arrays
+    of the input's shape, the float ones of its dtype, each call new ones (never a shared buffer)."""
+    x = rng.standard_normal(shape).astype(dtype)
+    out, mask = _native.relu_forward(x)
+    again, _ = _native.relu_forward(x)
+    dx = _native.relu_backward(x, mask)
+    for a, kind in ((out, dtype), (mask, np.bool_), (dx, dtype)):
+        assert a.shape == x.shape and a.dtype == kind and a.flags.c_contiguous and a.flags.owndata and a.flags.writeable
+    assert out is not again and not np.shares_memory(out, again)
+    np.testing.assert_array_equal(out, np.where(x <= 0, 0, x))
+    np.testing.assert_array_equal(dx, np.where(x <= 0, 0, x))
 
 
 def test_native_train_steps_checks_indices_and_sizes():
