@@ -151,9 +151,9 @@ static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t
     X(relu_forward, "x:r:* out:n:* mask:N:*", "", 0, NONE, 1, NOTHING(FN(relu_forward)(P(0), P(1), P(2), n, pmin)))    \
     X(relu_backward, "dout:r:* mask:b:* dx:n:*", "", 0, NONE, 1,                                                        \
       NOTHING(FN(relu_backward)(P(0), P(1), P(2), n, pmin)))                                                            \
-    X(exp, "x:r:* out:w:*", "", 0, NONE, 1, NOTHING(FN(exp)(P(0), P(1), n, pmin)))                                     \
-    X(sigmoid_forward, "x:r:* out:w:*", "", 0, NONE, 1, NOTHING(FN(sigmoid_forward)(P(0), P(1), n, pmin)))             \
-    X(sigmoid_backward, "dout:r:* out:r:* dx:w:*", "", 0, NONE, 1,                                                      \
+    X(exp, "x:r:* out:n:*", "", 0, NONE, 1, NOTHING(FN(exp)(P(0), P(1), n, pmin)))                                     \
+    X(sigmoid_forward, "x:r:* out:n:*", "", 0, NONE, 1, NOTHING(FN(sigmoid_forward)(P(0), P(1), n, pmin)))             \
+    X(sigmoid_backward, "dout:r:* out:r:* dx:n:*", "", 0, NONE, 1,                                                      \
       NOTHING(FN(sigmoid_backward)(P(0), P(1), P(2), n, pmin)))                                                         \
     X(dropout_forward, "x:r:* draw:d:* out:w:* mask:B:*", "", 1, NONE, 1,                                               \
       NOTHING(FN(dropout_forward)(P(0), P(1), D(0), P(2), P(3), n, pmin)))                                              \
