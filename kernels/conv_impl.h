@@ -67,6 +67,92 @@ static void FN(row2im)(const REAL *rows, ptrdiff_t ld, int C, int H, int W, int 
             }
 }
 
+/* ---- One sample's convolution, the forward's and the flipped dx's (conv_backward_group). At
+ * stride 1 it reads its windows in place: with the input padded into rows Wp = W + 2 pad wide
+ * (Hp = H + 2 pad of them a channel), tap (c, fy, fx) of output (oy, ox) reads entry
+ * offsets[tap] + j, offsets[tap] = (c Hp + fy) Wp + fx, j = oy Wp + ox: output j on a grid of
+ * rows Wp wide. So the filters times the windows runs on the padded input itself (tiles_times
+ * with offsets), each tap's row a shifted run of it; the Wp - OW places past each output row's
+ * end (reading into the next row) are computed too and dropped. No window is copied: im2row
+ * writes C FH FW x OH OW entries a sample (9x the input at 3 x 3), this C Hp Wp and the output's
+ * F OH OW, computing F C FH FW (Wp - OW) OH more products. So the windows are read in place when
+ * there are at least as many taps as filters (DeepConvNet's 3 x 3 layers over 16-64 channels),
+ * copied (im2row) and multiplied otherwise (SimpleConvNet's 30 filters over 25 taps), and at
+ * other strides. */
+typedef struct {
+    int C, H, W, F, FH, FW, stride, pad, OH, OW;
+    const ptrdiff_t *offsets; /* in place: each tap's offset (window_offsets), shared by the threads */
+    REAL *padded;             /* in place: the padded input, its border zeroed once; NULL: x read where it is */
+    REAL *grid;               /* in place: the output on the grid; NULL: the grid is the output (Wp = OW) */
+    REAL *rows;               /* otherwise: the windows (C FH FW, OH OW) */
+} FN(sample_conv);
+
+/* Whether sample_conv reads this shape's windows in place (the rule above). */
+static int FN(in_place)(int C, int F, int FH, int FW, int stride) { return stride == 1 && F <= C * FH * FW; }
+
+/* The taps' offsets for a sample_conv in place (NULL when out of memory), freed by the caller. */
+static ptrdiff_t *FN(window_offsets)(int C, int H, int W, int FH, int FW, int pad)
+{
+    const ptrdiff_t Hp = H + 2 * pad, Wp = W + 2 * pad;
+    ptrdiff_t *offsets = malloc(sizeof(ptrdiff_t) * (size_t)C * FH * FW), *o = offsets;
+    for (int c = 0; o && c < C; ++c)
+        for (int fy = 0; fy < FH; ++fy)
+            for (int fx = 0; fx < FW; ++fx) *o++ = (c * Hp + fy) * Wp + fx;
+    return offsets;
+}
+
+/* A thread's buffers for one shape's sample convolutions, in place when offsets is not NULL
+ * (`contiguous`: inputs will have their channels H W apart, and without padding are read where
+ * they are); -1 when out of memory. sample_conv_end frees them, also after a failure. */
+static int FN(sample_conv_start)(FN(sample_conv) *c, const ptrdiff_t *offsets, int contiguous, int C, int H, int W,
+                                 int F, int FH, int FW, int stride, int pad)
+{
+    const int Hp = H + 2 * pad, Wp = W + 2 * pad, copy = pad > 0 || !contiguous;
+    *c = (FN(sample_conv)){C, H, W, F, FH, FW, stride, pad, (Hp - FH) / stride + 1, (Wp - FW) / stride + 1, offsets,
+                           NULL, NULL, NULL};
+    if (!offsets) {
+        c->rows = malloc(sizeof(REAL) * (size_t)C * FH * FW * c->OH * c->OW);
+        return c->rows ? 0 : -1;
+    }
+    if (copy) c->padded = calloc((size_t)C * Hp * Wp, sizeof(REAL));
+    if (Wp != c->OW) c->grid = malloc(sizeof(REAL) * (size_t)F * ((c->OH - 1) * Wp + c->OW));
+    return (copy && !c->padded) || (Wp != c->OW && !c->grid) ? -1 : 0;
+}
+
+static void FN(sample_conv_end)(FN(sample_conv) *c)
+{
+    free(c->padded);
+    free(c->grid);
+    free(c->rows);
+}
+
+/* out (F, OH, OW) = filters (F, C FH FW) over the sample x (its channels `plane` apart), plus b
+ * (NULL: none). */
+static void FN(sample_conv_run)(const FN(sample_conv) *c, const REAL *x, ptrdiff_t plane, const REAL *filters,
+                                const REAL *b, REAL *out)
+{
+    const int k = c->C * c->FH * c->FW;
+    if (!c->offsets) {
+        FN(im2row)(x, plane, c->C, c->H, c->W, c->FH, c->FW, c->stride, c->pad, c->OH, c->OW, c->rows, c->OH * c->OW);
+        FN(tiles_times)(filters, c->F, k, c->rows, NULL, c->OH * c->OW, b, out);
+        return;
+    }
+    const int Wp = c->W + 2 * c->pad, m = (c->OH - 1) * Wp + c->OW;
+    const REAL *in = x;
+    if (c->padded) { /* only the inside: the border stays zero */
+        for (int ch = 0; ch < c->C; ++ch)
+            for (int y = 0; y < c->H; ++y)
+                memcpy(c->padded + ((ptrdiff_t)ch * (c->H + 2 * c->pad) + y + c->pad) * Wp + c->pad,
+                       x + ch * plane + (ptrdiff_t)y * c->W, sizeof(REAL) * (size_t)c->W);
+        in = c->padded;
+    }
+    FN(tiles_times)(filters, c->F, k, in, c->offsets, m, b, c->grid ? c->grid : out);
+    for (int f = 0; c->grid && f < c->F; ++f)
+        for (int oy = 0; oy < c->OH; ++oy)
+            memcpy(out + ((ptrdiff_t)f * c->OH + oy) * c->OW, c->grid + (ptrdiff_t)f * m + (ptrdiff_t)oy * Wp,
+                   sizeof(REAL) * (size_t)c->OW);
+}
+
 /* The sum of a[0, n) in 8 interleaved partial sums (one vector's lanes: no chain of dependent
  * additions), added at the end. */
 FASTBP_SIMD static REAL FN(lane_sum)(const REAL *a, ptrdiff_t n)
@@ -89,31 +175,32 @@ static void FN(transposed)(const REAL *a, int rows, int cols, REAL *b)
 }
 
 /* out (N, F, OH, OW) = the filters W (F, C, FH, FW) over x (N, C, H, W), plus b: per sample,
- * out_n (F, OH OW) = W (F, C FH FW) rows_n, rows_n the sample's windows (im2row), in register
- * tiles (tiles_times). With relu_mask (the engine's conv - relu), out is the ReLU of that, taken
- * while the sample is in cache, and relu_mask its ReLU's mask (relu_forward's). Returns -1 when
- * out of memory. */
+ * out_n (F, OH OW) = W (F, C FH FW) rows_n, rows_n the sample's windows (sample_conv). With
+ * relu_mask (the engine's conv - relu), out is the ReLU of that, taken while the sample is in
+ * cache, and relu_mask its ReLU's mask (relu_forward's). Returns -1 when out of memory. */
 int FN(conv_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, unsigned char *relu_mask, int N, int C,
                      int H, int W, int F, int FH, int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min)
 {
-    const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, area = (ptrdiff_t)OH * OW;
-    int failed = 0;
-#pragma omp parallel if ((ptrdiff_t)N * F * area * ck >= parallel_min)
+    const ptrdiff_t area = (ptrdiff_t)OH * OW;
+    const int in_place = FN(in_place)(C, F, FH, FW, stride);
+    ptrdiff_t *offsets = in_place ? FN(window_offsets)(C, H, W, FH, FW, pad) : NULL;
+    int failed = in_place && !offsets;
+#pragma omp parallel if ((ptrdiff_t)N * F * area * C * FH * FW >= parallel_min && !failed)
     {
-        REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * area));
+        FN(sample_conv) conv;
         REAL *z = relu_mask ? malloc(sizeof(REAL) * (size_t)(F * area)) : NULL; /* the convolution before its ReLU */
-        if (!rows || (relu_mask && !z)) failed = 1;
+        if (FN(sample_conv_start)(&conv, offsets, 1, C, H, W, F, FH, FW, stride, pad) || (relu_mask && !z)) failed = 1;
 #pragma omp for schedule(static)
         for (int n = 0; n < N; ++n) {
             if (failed) continue;
             REAL *o = out + (ptrdiff_t)n * F * area;
-            FN(im2row)(x + (ptrdiff_t)n * C * H * W, (ptrdiff_t)H * W, C, H, W, FH, FW, stride, pad, OH, OW, rows, area);
-            FN(tiles_times)(Wt, F, (int)ck, rows, (int)area, b, relu_mask ? z : o);
+            FN(sample_conv_run)(&conv, x + (ptrdiff_t)n * C * H * W, (ptrdiff_t)H * W, Wt, b, relu_mask ? z : o);
             if (relu_mask) FN(relu_forward)(z, o, relu_mask + (ptrdiff_t)n * F * area, F * area, FASTBP_SERIAL);
         }
-        free(rows);
+        FN(sample_conv_end)(&conv);
         free(z);
     }
+    free(offsets);
     return failed ? -1 : 0;
 }
 
@@ -127,13 +214,10 @@ static int FN(conv_group)(int N, ptrdiff_t area)
 
 /* How a convolution's backward computes dx. At stride 1 with square filters and pad < FH, dx is
  * itself a convolution: of dout, padded by FH - 1 - pad, with the filters flipped and their C and
- * F swapped (`flipped`, (C, F FH FW)), so it runs as the forward does (windows of dout, then
- * register tiles writing dx in place). Otherwise W^T (C FH FW, F) times dout gives each window's
- * share, added into dx by row2im (a pass of scattered adds). The first writes dout's windows,
- * F FH FW x H W entries a sample, the second C FH FW x OH OW twice: the flipped form only when
- * F <= 2 C (DeepConvNet's layers: dx 1.2-2x faster; SimpleConvNet's 30 filters over one channel
- * would write 15 times more, measured 1.7x slower for the book's loop). Returns the matrix to
- * use, or NULL when out of memory; *flip says which. */
+ * F swapped (`flipped`, (C, F FH FW)), so it runs as the forward does (in place, in register
+ * tiles writing dx) when F <= 2 C: its product has C rows, and SimpleConvNet's 30 filters over
+ * one channel ran 1.7x slower so (one-row tiles). Otherwise W^T (C FH FW, F) times dout gives each
+ * window's share, added into dx by row2im (a pass of scattered adds). Returns the matrix to use, or NULL when out of memory; *flip says which. */
 static REAL *FN(dx_filters)(const REAL *Wt, int C, int F, int FH, int FW, int stride, int pad, int *flip)
 {
     const ptrdiff_t ck = (ptrdiff_t)C * FH * FW;
@@ -153,11 +237,11 @@ static REAL *FN(dx_filters)(const REAL *Wt, int C, int F, int FH, int FW, int st
 
 /* G samples' share of a convolution's backward, their output gradients side by side in d
  * (F, G OH OW): dW += d rows^T, db += the sums of d per filter, and (dx not NULL) dx from
- * dx_filters' matrix M; x and dx are the first sample's, rows (C FH FW, G OH OW), part
- * (F, C FH FW) and back (F FH FW, H W; flipped only) the thread's buffers. */
+ * dx_filters' matrix M; x and dx are the first sample's, rows (C FH FW, G OH OW) and part
+ * (F, C FH FW) the thread's buffers, back the flipped convolution's (flip only). */
 static void FN(conv_backward_group)(const REAL *d, int G, const REAL *x, const REAL *M, int flip, REAL *dx, REAL *my_dW,
-                                    REAL *my_db, REAL *rows, REAL *part, REAL *back, int C, int H, int W, int F, int FH,
-                                    int FW, int stride, int pad, int OH, int OW)
+                                    REAL *my_db, REAL *rows, REAL *part, const FN(sample_conv) *back, int C, int H, int W,
+                                    int F, int FH, int FW, int stride, int pad, int OH, int OW)
 {
     const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, area = (ptrdiff_t)OH * OW, ld = G * area, image = (ptrdiff_t)C * H * W;
     for (int g = 0; g < G; ++g)
@@ -165,13 +249,10 @@ static void FN(conv_backward_group)(const REAL *d, int G, const REAL *x, const R
     FN(times_transposed)(d, F, (int)ld, rows, (int)ck, part); /* d rows^T */
     for (ptrdiff_t e = 0; e < F * ck; ++e) my_dW[e] += part[e];
     for (int f = 0; f < F; ++f) my_db[f] += FN(lane_sum)(d + f * ld, ld);
-    if (dx && flip) { /* sample g's dout: channels ld apart from d + g OH OW */
-        for (int g = 0; g < G; ++g) {
-            FN(im2row)(d + g * area, ld, F, OH, OW, FH, FW, 1, FH - 1 - pad, H, W, back, (ptrdiff_t)H * W);
-            FN(tiles_times)(M, C, F * FH * FW, back, H * W, NULL, dx + g * image);
-        }
+    if (dx && flip) {
+        for (int g = 0; g < G; ++g) FN(sample_conv_run)(back, d + g * area, ld, M, NULL, dx + g * image);
     } else if (dx) {
-        FN(tiles_times)(M, (int)ck, F, d, (int)ld, NULL, rows); /* W^T d, in the rows' layout */
+        FN(tiles_times)(M, (int)ck, F, d, NULL, (int)ld, NULL, rows); /* W^T d, in the rows' layout */
         for (int g = 0; g < G; ++g)
             FN(row2im)(rows + g * area, ld, C, H, W, FH, FW, stride, pad, OH, OW, dx + g * image);
     }
@@ -366,15 +447,20 @@ static int FN(conv_backward_from)(const REAL *dout, const FN(unpooling) *from, c
     REAL *sums = calloc((size_t)threads * (size_t)(F * ck + F), sizeof(REAL)); /* each thread's dW, then db */
     int flip = 0;
     REAL *M = dx ? FN(dx_filters)(Wt, C, F, FH, FW, stride, pad, &flip) : NULL;
-    int failed = !sums || (dx && !M);
+    /* the flipped convolution: C filters over F FH FW taps, in place whenever that holds */
+    const int back_in_place = dx && flip && FN(in_place)(F, C, FH, FW, 1);
+    ptrdiff_t *offsets = back_in_place ? FN(window_offsets)(F, OH, OW, FH, FW, FH - 1 - pad) : NULL;
+    int failed = !sums || (dx && !M) || (back_in_place && !offsets);
 #pragma omp parallel num_threads(threads) if (!failed)
     {
         const int t = FASTBP_THREAD_NUM();
         REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * G * area)), *part = malloc(sizeof(REAL) * (size_t)(F * ck));
         REAL *d = gather ? malloc(sizeof(REAL) * (size_t)(F * G * area)) : NULL; /* the group's gradients, side by side */
-        REAL *back = flip ? malloc(sizeof(REAL) * (size_t)F * FH * FW * H * W) : NULL;
+        FN(sample_conv) back = {0}; /* dx as the flipped filters over a sample's dout, padded by FH - 1 - pad */
         REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL;
-        if (!rows || !part || (gather && !d) || (flip && !back)) failed = 1;
+        if (!rows || !part || (gather && !d) ||
+            (dx && flip && FN(sample_conv_start)(&back, offsets, !gather, F, OH, OW, C, FH, FW, 1, FH - 1 - pad)))
+            failed = 1;
 #pragma omp for schedule(static)
         for (int q = 0; q < groups; ++q) {
             if (failed) continue;
@@ -390,17 +476,18 @@ static int FN(conv_backward_from)(const REAL *dout, const FN(unpooling) *from, c
                     FN(unpool_plane)(dout + plane, from->arg_max + plane, from->pooled_out + plane, to, POOL_SHAPE(from->pool));
                 }
             FN(conv_backward_group)(gather ? d : dout + (ptrdiff_t)n0 * F * area, g_n, x + n0 * image, M, flip,
-                                    dx ? dx + n0 * image : NULL, my_dW, my_dW + F * ck, rows, part, back, C, H, W, F, FH,
+                                    dx ? dx + n0 * image : NULL, my_dW, my_dW + F * ck, rows, part, &back, C, H, W, F, FH,
                                     FW, stride, pad, OH, OW);
         }
         free(rows);
         free(part);
         free(d);
-        free(back);
+        FN(sample_conv_end)(&back);
     }
     if (!failed) FN(add_thread_sums)(sums, threads, F * ck, F, dW, db);
     free(sums);
     free(M);
+    free(offsets);
     return failed ? -1 : 0;
 }
 
@@ -415,20 +502,21 @@ int FN(conv_relu_pool_forward)(const REAL *x, const REAL *Wt, const REAL *b, REA
                                const int64_t *conv, const int64_t *pool, ptrdiff_t parallel_min)
 {
     const int C = (int)conv[FASTBP_C], H = (int)conv[FASTBP_H], W = (int)conv[FASTBP_W], F = (int)conv[FASTBP_F];
-    const ptrdiff_t ck = (ptrdiff_t)C * conv[FASTBP_KH] * conv[FASTBP_KW], area = conv[FASTBP_OH] * conv[FASTBP_OW];
-    const ptrdiff_t pooled = pool[FASTBP_OH] * pool[FASTBP_OW];
-    int failed = 0;
-#pragma omp parallel if ((ptrdiff_t)N * F * area * ck >= parallel_min)
+    const int FH = (int)conv[FASTBP_KH], FW = (int)conv[FASTBP_KW], stride = (int)conv[FASTBP_STRIDE];
+    const int pad = (int)conv[FASTBP_PAD];
+    const ptrdiff_t area = conv[FASTBP_OH] * conv[FASTBP_OW], pooled = pool[FASTBP_OH] * pool[FASTBP_OW];
+    const int in_place = FN(in_place)(C, F, FH, FW, stride);
+    ptrdiff_t *offsets = in_place ? FN(window_offsets)(C, H, W, FH, FW, pad) : NULL;
+    int failed = in_place && !offsets;
+#pragma omp parallel if ((ptrdiff_t)N * F * area * C * FH * FW >= parallel_min && !failed)
     {
-        REAL *rows = malloc(sizeof(REAL) * (size_t)(ck * area)), *z = malloc(sizeof(REAL) * (size_t)(F * area));
-        if (!rows || !z) failed = 1;
+        FN(sample_conv) work;
+        REAL *z = malloc(sizeof(REAL) * (size_t)(F * area));
+        if (FN(sample_conv_start)(&work, offsets, 1, C, H, W, F, FH, FW, stride, pad) || !z) failed = 1;
 #pragma omp for schedule(static)
         for (int n = 0; n < N; ++n) {
-            if (!rows || !z) continue;
-            FN(im2row)(x + (ptrdiff_t)n * C * H * W, (ptrdiff_t)H * W, C, H, W, (int)conv[FASTBP_KH], (int)conv[FASTBP_KW],
-                       (int)conv[FASTBP_STRIDE], (int)conv[FASTBP_PAD], (int)conv[FASTBP_OH], (int)conv[FASTBP_OW], rows,
-                       area);
-            FN(tiles_times)(Wt, F, (int)ck, rows, (int)area, b, z);
+            if (failed) continue;
+            FN(sample_conv_run)(&work, x + (ptrdiff_t)n * C * H * W, (ptrdiff_t)H * W, Wt, b, z);
             for (int f = 0; f < F; ++f) {
                 REAL *o = out + ((ptrdiff_t)n * F + f) * pooled;
                 int64_t *arg = arg_max + ((ptrdiff_t)n * F + f) * pooled;
@@ -437,9 +525,10 @@ int FN(conv_relu_pool_forward)(const REAL *x, const REAL *Wt, const REAL *b, REA
                     if (o[q] <= 0) o[q] = 0, arg[q] = 0; /* the ReLU: all tie at 0 (NaN stays) */
             }
         }
-        free(rows);
+        FN(sample_conv_end)(&work);
         free(z);
     }
+    free(offsets);
     return failed ? -1 : 0;
 }
 

@@ -19,9 +19,10 @@ void FN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *sta
     ON_BEST_ISA(dense_times, (x, n, k, M, start, out, m));
 }
 
-void FN(tiles_times)(const REAL *a, int n, int k, const REAL *B, int m, const REAL *row_start, REAL *out)
+void FN(tiles_times)(const REAL *a, int n, int k, const REAL *B, const ptrdiff_t *offsets, int m,
+                     const REAL *row_start, REAL *out)
 {
-    ON_BEST_ISA(tiles_times, (a, n, k, B, m, row_start, out));
+    ON_BEST_ISA(tiles_times, (a, n, k, B, offsets, m, row_start, out));
 }
 
 void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out)

@@ -30,6 +30,12 @@ TARGET static inline __attribute__((always_inline)) VEC CFN(load)(const REAL *p)
 
 TARGET static inline __attribute__((always_inline)) void CFN(store)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
 
+/* x in every lane: one broadcast. x - 0 is x for every x (-0 included), so the subtraction folds
+ * away; `(VEC){0} + x` does not (0 + -0 is +0): it costs a scalar addition and a register held at
+ * zero, which in tiles_times' 4 x 3 tile spilled an accumulator to the stack (a store and a reload
+ * on that sum's chain every step). */
+TARGET static inline __attribute__((always_inline)) VEC CFN(splat)(REAL x) { return x - (VEC){0}; }
+
 /* o[0, width) = start + sum_p values[p] * M[column p, 0, width) (start NULL: zeros), for
  * width > LANES * (nv - 1): nv vectors held in registers, the last one at offset `last` (it may
  * overlap the one before it: both hold the same sums, computed by the same operations, so the
@@ -42,7 +48,7 @@ TARGET static inline __attribute__((always_inline)) void CFN(sum_rows)(const int
 #pragma GCC unroll 8
     for (int q = 0; q < nv; ++q) acc[q] = start ? CFN(load)(start + (q == nv - 1 ? last : q * LANES)) : (VEC){0};
     for (int64_t p = 0; p < nnz; ++p) {
-        const VEC v = (VEC){0} + values[p];
+        const VEC v = CFN(splat)(values[p]);
         const REAL *w = M + COLUMN(p) * m;
 #pragma GCC unroll 8
         for (int q = 0; q < nv; ++q) acc[q] += v * CFN(load)(w + (q == nv - 1 ? last : q * LANES));
@@ -178,23 +184,24 @@ TARGET static void CFN(times_transposed)(const REAL *a, int n, int m, const REAL
 
 /* One tile of tiles_times: R rows x NV vectors of out, summed in registers over k; the last
  * vector at offset `last` (overlapping the one before it when the width is not whole vectors:
- * equal sums, written twice). */
+ * equal sums, written twice). B's row p starts at B + offsets[p] (offsets NULL: p m). */
 TARGET static inline __attribute__((always_inline)) void CFN(tile)(const int R, const int NV, int last, const REAL *a,
-                                                                  int k, const REAL *B, int m, const REAL *row_start,
-                                                                  REAL *o)
+                                                                  int k, const REAL *B, const ptrdiff_t *offsets,
+                                                                  int m, const REAL *row_start, REAL *o)
 {
     VEC acc[4][3];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 3
-        for (int q = 0; q < NV; ++q) acc[r][q] = (VEC){0} + (row_start ? row_start[r] : (REAL)0);
+        for (int q = 0; q < NV; ++q) acc[r][q] = CFN(splat)(row_start ? row_start[r] : (REAL)0);
     for (int p = 0; p < k; ++p) {
+        const REAL *row = B + (offsets ? offsets[p] : (ptrdiff_t)p * m);
         VEC w[3];
 #pragma GCC unroll 3
-        for (int q = 0; q < NV; ++q) w[q] = CFN(load)(B + (ptrdiff_t)p * m + (q == NV - 1 ? last : q * LANES));
+        for (int q = 0; q < NV; ++q) w[q] = CFN(load)(row + (q == NV - 1 ? last : q * LANES));
 #pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
-            const VEC v = (VEC){0} + a[(ptrdiff_t)r * k + p];
+            const VEC v = CFN(splat)(a[(ptrdiff_t)r * k + p]);
 #pragma GCC unroll 3
             for (int q = 0; q < NV; ++q) acc[r][q] += v * w[q];
         }
@@ -205,17 +212,18 @@ TARGET static inline __attribute__((always_inline)) void CFN(tile)(const int R, 
         for (int q = 0; q < NV; ++q) CFN(store)(o + (ptrdiff_t)r * m + (q == NV - 1 ? last : q * LANES), acc[r][q]);
 }
 
-/* out (n, m) = a (n, k) B (k, m), plus row_start[i] on every entry of row i (NULL: none): tiles
- * of 4 rows x 3 vectors in registers, each B load serving 4 rows and each a entry 3 vectors
- * (a convolution's filters times its windows, a sample at a time). Column blocks outside, so
- * that a block of B stays in the first-level cache while every row block passes it. */
-TARGET static void CFN(tiles_times)(const REAL *a, int n, int k, const REAL *B, int m, const REAL *row_start, REAL *out)
+/* tiles_times' loops, inlined twice: with offsets, and with NULL (B's rows m apart) known to the
+ * compiler, so that a plain product pays no offset loads. */
+TARGET static inline __attribute__((always_inline)) void CFN(tiles)(const REAL *a, int n, int k, const REAL *B,
+                                                                   const ptrdiff_t *offsets, int m,
+                                                                   const REAL *row_start, REAL *out)
 {
     if (m < LANES) { /* narrower than one vector */
         for (int i = 0; i < n; ++i)
             for (int j = 0; j < m; ++j) {
                 REAL sum = row_start ? row_start[i] : 0;
-                for (int p = 0; p < k; ++p) sum += a[(ptrdiff_t)i * k + p] * B[(ptrdiff_t)p * m + j];
+                for (int p = 0; p < k; ++p)
+                    sum += a[(ptrdiff_t)i * k + p] * B[(offsets ? offsets[p] : (ptrdiff_t)p * m) + j];
                 out[(ptrdiff_t)i * m + j] = sum;
             }
         return;
@@ -229,9 +237,9 @@ TARGET static void CFN(tiles_times)(const REAL *a, int n, int k, const REAL *B, 
             REAL *o = out + (ptrdiff_t)i0 * m + j0;
 #define TILE(R) \
     switch (nv) { \
-    case 1: CFN(tile)(R, 1, last, ai, k, B + j0, m, start, o); break; \
-    case 2: CFN(tile)(R, 2, last, ai, k, B + j0, m, start, o); break; \
-    default: CFN(tile)(R, 3, last, ai, k, B + j0, m, start, o); break; \
+    case 1: CFN(tile)(R, 1, last, ai, k, B + j0, offsets, m, start, o); break; \
+    case 2: CFN(tile)(R, 2, last, ai, k, B + j0, offsets, m, start, o); break; \
+    default: CFN(tile)(R, 3, last, ai, k, B + j0, offsets, m, start, o); break; \
     }
             switch (rows) {
             case 1: TILE(1) break;
@@ -242,6 +250,19 @@ TARGET static void CFN(tiles_times)(const REAL *a, int n, int k, const REAL *B, 
 #undef TILE
         }
     }
+}
+
+/* out (n, m) = a (n, k) B (k, m), plus row_start[i] on every entry of row i (NULL: none), B's
+ * row p at B + offsets[p] (NULL: p m; a convolution's windows read in place from its padded
+ * input, each row a shifted run of it): tiles of 4 rows x 3 vectors in registers, each B load
+ * serving 4 rows and each a entry 3 vectors (a convolution's filters times its windows, a sample
+ * at a time). Column blocks outside, so that a block of B stays in the first-level cache while
+ * every row block passes it. */
+TARGET static void CFN(tiles_times)(const REAL *a, int n, int k, const REAL *B, const ptrdiff_t *offsets, int m,
+                                    const REAL *row_start, REAL *out)
+{
+    if (offsets) CFN(tiles)(a, n, k, B, offsets, m, row_start, out);
+    else CFN(tiles)(a, n, k, B, NULL, m, row_start, out);
 }
 
 #undef CASES_1_TO_8

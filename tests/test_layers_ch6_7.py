@@ -28,6 +28,11 @@ CONV_CASES = {
     "grouped-8x8": ((10, 4, 8, 8), (5, 3, 3), 1, 1),
     # dx as a convolution with flipped filters needs pad < filter size: here the other way
     "pad-beyond-filter": ((2, 2, 5, 5), (3, 2, 2), 1, 2),
+    # stride 1 reads the windows in place: 1 x 1 filters need no grid (the output is one); a
+    # 24 x 24 output is a backward group of one, whose flipped dx (pad 2 = FH - 1: none) reads
+    # dout where it is
+    "1x1-filter": ((2, 3, 5, 4), (4, 1, 1), 1, 0),
+    "pad2-one-group": ((1, 2, 22, 22), (3, 3, 3), 1, 2),
 }
 POOL_CASES = {"2x2-stride2": ((2, 3, 8, 8), 2, 2, 2, 0), "3x2-stride1-pad1": ((1, 2, 5, 6), 3, 2, 1, 1),
               "simple-convnet": ((3, 30, 24, 24), 2, 2, 2, 0), "batch1-odd": ((1, 1, 7, 5), 3, 1, 2, 0)}
