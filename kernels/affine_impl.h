@@ -19,7 +19,7 @@ void FN(affine_forward)(const REAL *x, const REAL *W, const REAL *b, REAL *out, 
         FN(dense_times)(x, n, k, W, b, out, m); /* bias added in the registers */
         return;
     }
-    if (n <= FASTBP_FEW_ROWS) FN(tiles_times)(x, n, k, W, NULL, m, NULL, out); /* each W row read once for all the rows */
+    if (n <= FASTBP_FEW_ROWS) FN(tiles_times)(x, n, k, W, NULL, m, NULL, out, m); /* each W row read once for all the rows */
     else GEMM(0, 0, n, m, k, (REAL)1, x, W, (REAL)0, out);
     for (int i = 0; i < n; ++i)
         for (int j = 0; j < m; ++j) out[(ptrdiff_t)i * m + j] += b[j];

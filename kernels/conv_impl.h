@@ -70,25 +70,34 @@ static void FN(row2im)(const REAL *rows, ptrdiff_t ld, int C, int H, int W, int 
 /* ---- One sample's convolution, the forward's and the flipped dx's (conv_backward_group). At
  * stride 1 it reads its windows in place: with the input padded into rows Wp = W + 2 pad wide
  * (Hp = H + 2 pad of them a channel), tap (c, fy, fx) of output (oy, ox) reads entry
- * offsets[tap] + j, offsets[tap] = (c Hp + fy) Wp + fx, j = oy Wp + ox: output j on a grid of
- * rows Wp wide. So the filters times the windows runs on the padded input itself (tiles_times
- * with offsets), each tap's row a shifted run of it; the Wp - OW places past each output row's
- * end (reading into the next row) are computed too and dropped. No window is copied: im2row
- * writes C FH FW x OH OW entries a sample (9x the input at 3 x 3), this C Hp Wp and the output's
- * F OH OW, computing F C FH FW (Wp - OW) OH more products. So the windows are read in place when
- * there are at least as many taps as filters (DeepConvNet's 3 x 3 layers over 16-64 channels),
- * copied (im2row) and multiplied otherwise (SimpleConvNet's 30 filters over 25 taps), and at
- * other strides. */
+ * offsets[tap] + oy Wp + ox, offsets[tap] = (c Hp + fy) Wp + fx. So the filters times the windows
+ * runs on the padded input itself (tiles_times with offsets), each tap's row a shifted run of it,
+ * in one of two forms:
+ *   - ROWS_OF_TILES: output row by output row, when a row is whole tiles (SimpleConvNet's 24
+ *     places: 3 vectors of float, 6 of double): nothing wasted, nothing copied but the padding;
+ *   - GRID: the outputs as one run j = oy Wp + ox, the Wp - OW places past each row's end
+ *     (reading into the next row) computed too and dropped when the output is copied out.
+ * Either way no window is copied: im2row writes C FH FW x OH OW entries a sample (9x the input at
+ * 3 x 3); GRID writes C Hp Wp and F OH OW and computes F C FH FW (Wp - OW) OH more products, so it
+ * is taken when there are at least as many taps as filters (DeepConvNet's 3 x 3 layers over 16-64
+ * channels). Otherwise, and at other strides, WINDOWS: im2row, then the product (kernels.h names
+ * the forms). */
 typedef struct {
-    int C, H, W, F, FH, FW, stride, pad, OH, OW;
+    int C, H, W, F, FH, FW, stride, pad, OH, OW, form;
     const ptrdiff_t *offsets; /* in place: each tap's offset (window_offsets), shared by the threads */
     REAL *padded;             /* in place: the padded input, its border zeroed once; NULL: x read where it is */
-    REAL *grid;               /* in place: the output on the grid; NULL: the grid is the output (Wp = OW) */
-    REAL *rows;               /* otherwise: the windows (C FH FW, OH OW) */
+    REAL *grid;               /* GRID: the output on the grid; NULL: the grid is the output (Wp = OW) */
+    REAL *rows;               /* WINDOWS: the windows (C FH FW, OH OW) */
 } FN(sample_conv);
 
-/* Whether sample_conv reads this shape's windows in place (the rule above). */
-static int FN(in_place)(int C, int F, int FH, int FW, int stride) { return stride == 1 && F <= C * FH * FW; }
+/* The form sample_conv takes for this shape (the rules above). */
+static int FN(conv_form)(int C, int W, int F, int FH, int FW, int stride, int pad)
+{
+    const int OW = W + 2 * pad - FW + 1;
+    if (stride != 1) return FASTBP_CONV_WINDOWS;
+    if (OW % FN(tile_columns)() == 0) return FASTBP_CONV_ROWS_OF_TILES;
+    return F <= C * FH * FW ? FASTBP_CONV_GRID : FASTBP_CONV_WINDOWS;
+}
 
 /* The taps' offsets for a sample_conv in place (NULL when out of memory), freed by the caller. */
 static ptrdiff_t *FN(window_offsets)(int C, int H, int W, int FH, int FW, int pad)
@@ -101,22 +110,24 @@ static ptrdiff_t *FN(window_offsets)(int C, int H, int W, int FH, int FW, int pa
     return offsets;
 }
 
-/* A thread's buffers for one shape's sample convolutions, in place when offsets is not NULL
- * (`contiguous`: inputs will have their channels H W apart, and without padding are read where
- * they are); -1 when out of memory. sample_conv_end frees them, also after a failure. */
-static int FN(sample_conv_start)(FN(sample_conv) *c, const ptrdiff_t *offsets, int contiguous, int C, int H, int W,
-                                 int F, int FH, int FW, int stride, int pad)
+/* A thread's buffers for one shape's sample convolutions in the given form, offsets its taps'
+ * unless the form is WINDOWS (`contiguous`: inputs will have their channels H W apart, and
+ * without padding are read where they are); -1 when out of memory. sample_conv_end frees them,
+ * also after a failure. */
+static int FN(sample_conv_start)(FN(sample_conv) *c, int form, const ptrdiff_t *offsets, int contiguous, int C, int H,
+                                 int W, int F, int FH, int FW, int stride, int pad)
 {
     const int Hp = H + 2 * pad, Wp = W + 2 * pad, copy = pad > 0 || !contiguous;
-    *c = (FN(sample_conv)){C, H, W, F, FH, FW, stride, pad, (Hp - FH) / stride + 1, (Wp - FW) / stride + 1, offsets,
-                           NULL, NULL, NULL};
-    if (!offsets) {
+    *c = (FN(sample_conv)){C, H, W, F, FH, FW, stride, pad, (Hp - FH) / stride + 1, (Wp - FW) / stride + 1, form,
+                           offsets, NULL, NULL, NULL};
+    if (form == FASTBP_CONV_WINDOWS) {
         c->rows = malloc(sizeof(REAL) * (size_t)C * FH * FW * c->OH * c->OW);
         return c->rows ? 0 : -1;
     }
+    const int grid = form == FASTBP_CONV_GRID && Wp != c->OW;
     if (copy) c->padded = calloc((size_t)C * Hp * Wp, sizeof(REAL));
-    if (Wp != c->OW) c->grid = malloc(sizeof(REAL) * (size_t)F * ((c->OH - 1) * Wp + c->OW));
-    return (copy && !c->padded) || (Wp != c->OW && !c->grid) ? -1 : 0;
+    if (grid) c->grid = malloc(sizeof(REAL) * (size_t)F * ((c->OH - 1) * Wp + c->OW));
+    return (copy && !c->padded) || (grid && !c->grid) ? -1 : 0;
 }
 
 static void FN(sample_conv_end)(FN(sample_conv) *c)
@@ -131,10 +142,10 @@ static void FN(sample_conv_end)(FN(sample_conv) *c)
 static void FN(sample_conv_run)(const FN(sample_conv) *c, const REAL *x, ptrdiff_t plane, const REAL *filters,
                                 const REAL *b, REAL *out)
 {
-    const int k = c->C * c->FH * c->FW;
-    if (!c->offsets) {
-        FN(im2row)(x, plane, c->C, c->H, c->W, c->FH, c->FW, c->stride, c->pad, c->OH, c->OW, c->rows, c->OH * c->OW);
-        FN(tiles_times)(filters, c->F, k, c->rows, NULL, c->OH * c->OW, b, out);
+    const int k = c->C * c->FH * c->FW, area = c->OH * c->OW;
+    if (c->form == FASTBP_CONV_WINDOWS) {
+        FN(im2row)(x, plane, c->C, c->H, c->W, c->FH, c->FW, c->stride, c->pad, c->OH, c->OW, c->rows, area);
+        FN(tiles_times)(filters, c->F, k, c->rows, NULL, area, b, out, area);
         return;
     }
     const int Wp = c->W + 2 * c->pad, m = (c->OH - 1) * Wp + c->OW;
@@ -146,10 +157,15 @@ static void FN(sample_conv_run)(const FN(sample_conv) *c, const REAL *x, ptrdiff
                        x + ch * plane + (ptrdiff_t)y * c->W, sizeof(REAL) * (size_t)c->W);
         in = c->padded;
     }
-    FN(tiles_times)(filters, c->F, k, in, c->offsets, m, b, c->grid ? c->grid : out);
+    if (c->form == FASTBP_CONV_ROWS_OF_TILES) {
+        for (int oy = 0; oy < c->OH; ++oy)
+            FN(tiles_times)(filters, c->F, k, in + (ptrdiff_t)oy * Wp, c->offsets, c->OW, b, out + oy * c->OW, area);
+        return;
+    }
+    FN(tiles_times)(filters, c->F, k, in, c->offsets, m, b, c->grid ? c->grid : out, m);
     for (int f = 0; c->grid && f < c->F; ++f)
         for (int oy = 0; oy < c->OH; ++oy)
-            memcpy(out + ((ptrdiff_t)f * c->OH + oy) * c->OW, c->grid + (ptrdiff_t)f * m + (ptrdiff_t)oy * Wp,
+            memcpy(out + (ptrdiff_t)f * area + oy * c->OW, c->grid + (ptrdiff_t)f * m + (ptrdiff_t)oy * Wp,
                    sizeof(REAL) * (size_t)c->OW);
 }
 
@@ -182,14 +198,14 @@ int FN(conv_forward)(const REAL *x, const REAL *Wt, const REAL *b, REAL *out, un
                      int H, int W, int F, int FH, int FW, int stride, int pad, int OH, int OW, ptrdiff_t parallel_min)
 {
     const ptrdiff_t area = (ptrdiff_t)OH * OW;
-    const int in_place = FN(in_place)(C, F, FH, FW, stride);
-    ptrdiff_t *offsets = in_place ? FN(window_offsets)(C, H, W, FH, FW, pad) : NULL;
-    int failed = in_place && !offsets;
+    const int form = FN(conv_form)(C, W, F, FH, FW, stride, pad);
+    ptrdiff_t *offsets = form != FASTBP_CONV_WINDOWS ? FN(window_offsets)(C, H, W, FH, FW, pad) : NULL;
+    int failed = form != FASTBP_CONV_WINDOWS && !offsets;
 #pragma omp parallel if ((ptrdiff_t)N * F * area * C * FH * FW >= parallel_min && !failed)
     {
         FN(sample_conv) conv;
         REAL *z = relu_mask ? malloc(sizeof(REAL) * (size_t)(F * area)) : NULL; /* the convolution before its ReLU */
-        if (FN(sample_conv_start)(&conv, offsets, 1, C, H, W, F, FH, FW, stride, pad) || (relu_mask && !z)) failed = 1;
+        if (FN(sample_conv_start)(&conv, form, offsets, 1, C, H, W, F, FH, FW, stride, pad) || (relu_mask && !z)) failed = 1;
 #pragma omp for schedule(static)
         for (int n = 0; n < N; ++n) {
             if (failed) continue;
@@ -252,7 +268,7 @@ static void FN(conv_backward_group)(const REAL *d, int G, const REAL *x, const R
     if (dx && flip) {
         for (int g = 0; g < G; ++g) FN(sample_conv_run)(back, d + g * area, ld, M, NULL, dx + g * image);
     } else if (dx) {
-        FN(tiles_times)(M, (int)ck, F, d, NULL, (int)ld, NULL, rows); /* W^T d, in the rows' layout */
+        FN(tiles_times)(M, (int)ck, F, d, NULL, (int)ld, NULL, rows, ld); /* W^T d, in the rows' layout */
         for (int g = 0; g < G; ++g)
             FN(row2im)(rows + g * area, ld, C, H, W, FH, FW, stride, pad, OH, OW, dx + g * image);
     }
@@ -447,10 +463,10 @@ static int FN(conv_backward_from)(const REAL *dout, const FN(unpooling) *from, c
     REAL *sums = calloc((size_t)threads * (size_t)(F * ck + F), sizeof(REAL)); /* each thread's dW, then db */
     int flip = 0;
     REAL *M = dx ? FN(dx_filters)(Wt, C, F, FH, FW, stride, pad, &flip) : NULL;
-    /* the flipped convolution: C filters over F FH FW taps, in place whenever that holds */
-    const int back_in_place = dx && flip && FN(in_place)(F, C, FH, FW, 1);
-    ptrdiff_t *offsets = back_in_place ? FN(window_offsets)(F, OH, OW, FH, FW, FH - 1 - pad) : NULL;
-    int failed = !sums || (dx && !M) || (back_in_place && !offsets);
+    /* the flipped convolution: C filters over dout's F channels padded by FH - 1 - pad */
+    const int back_form = dx && flip ? FN(conv_form)(F, OW, C, FH, FW, 1, FH - 1 - pad) : FASTBP_CONV_WINDOWS;
+    ptrdiff_t *offsets = back_form != FASTBP_CONV_WINDOWS ? FN(window_offsets)(F, OH, OW, FH, FW, FH - 1 - pad) : NULL;
+    int failed = !sums || (dx && !M) || (back_form != FASTBP_CONV_WINDOWS && !offsets);
 #pragma omp parallel num_threads(threads) if (!failed)
     {
         const int t = FASTBP_THREAD_NUM();
@@ -459,7 +475,7 @@ static int FN(conv_backward_from)(const REAL *dout, const FN(unpooling) *from, c
         FN(sample_conv) back = {0}; /* dx as the flipped filters over a sample's dout, padded by FH - 1 - pad */
         REAL *my_dW = sums ? sums + (ptrdiff_t)t * (F * ck + F) : NULL;
         if (!rows || !part || (gather && !d) ||
-            (dx && flip && FN(sample_conv_start)(&back, offsets, !gather, F, OH, OW, C, FH, FW, 1, FH - 1 - pad)))
+            (dx && flip && FN(sample_conv_start)(&back, back_form, offsets, !gather, F, OH, OW, C, FH, FW, 1, FH - 1 - pad)))
             failed = 1;
 #pragma omp for schedule(static)
         for (int q = 0; q < groups; ++q) {
@@ -505,14 +521,14 @@ int FN(conv_relu_pool_forward)(const REAL *x, const REAL *Wt, const REAL *b, REA
     const int FH = (int)conv[FASTBP_KH], FW = (int)conv[FASTBP_KW], stride = (int)conv[FASTBP_STRIDE];
     const int pad = (int)conv[FASTBP_PAD];
     const ptrdiff_t area = conv[FASTBP_OH] * conv[FASTBP_OW], pooled = pool[FASTBP_OH] * pool[FASTBP_OW];
-    const int in_place = FN(in_place)(C, F, FH, FW, stride);
-    ptrdiff_t *offsets = in_place ? FN(window_offsets)(C, H, W, FH, FW, pad) : NULL;
-    int failed = in_place && !offsets;
+    const int form = FN(conv_form)(C, W, F, FH, FW, stride, pad);
+    ptrdiff_t *offsets = form != FASTBP_CONV_WINDOWS ? FN(window_offsets)(C, H, W, FH, FW, pad) : NULL;
+    int failed = form != FASTBP_CONV_WINDOWS && !offsets;
 #pragma omp parallel if ((ptrdiff_t)N * F * area * C * FH * FW >= parallel_min && !failed)
     {
         FN(sample_conv) work;
         REAL *z = malloc(sizeof(REAL) * (size_t)(F * area));
-        if (FN(sample_conv_start)(&work, offsets, 1, C, H, W, F, FH, FW, stride, pad) || !z) failed = 1;
+        if (FN(sample_conv_start)(&work, form, offsets, 1, C, H, W, F, FH, FW, stride, pad) || !z) failed = 1;
 #pragma omp for schedule(static)
         for (int n = 0; n < N; ++n) {
             if (failed) continue;

@@ -75,10 +75,12 @@ void FN(optimizer_step)(int code, REAL *param, const REAL *grad, REAL *m, REAL *
 void FN(spans_times)(const int64_t *begin, const int64_t *end, int n, const int32_t *indices, const REAL *values,
                      const REAL *M, const REAL *start, REAL *out, int m);
 void FN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out, int m);
-/* out (n, m) = a (n, k) B (k, m) plus row_start[i] on row i (NULL: none), register-tiled; B's
- * row p at B + offsets[p] (NULL: p m) */
+/* out (n, m) = a (n, k) B (k, m) plus row_start[i] on row i (NULL: none), register-tiled; out's
+ * rows ldo apart, B's row p at B + offsets[p] (NULL: p m) */
 void FN(tiles_times)(const REAL *a, int n, int k, const REAL *B, const ptrdiff_t *offsets, int m,
-                     const REAL *row_start, REAL *out);
+                     const REAL *row_start, REAL *out, ptrdiff_t ldo);
+/* the columns one tile of tiles_times covers on this CPU (3 vectors) */
+int FN(tile_columns)(void);
 /* out = a B^T (a (n, m), B (k, m)), for a few rows */
 void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out);
 /* out = a^T B (a (n, k), B (n, m)), for at most FASTBP_FEW_ROWS rows */

@@ -96,6 +96,8 @@
  * (8 samples of DeepConvNet's 8 x 8 planes, 2 of 14 x 14; one of 28 x 28): its dW dot products
  * run over the group's outputs, long enough that each sum's final reduction is paid rarely. */
 #define FASTBP_CONV_GROUP_AREA 512
+/* The forms of one sample's convolution (conv_impl.h: sample_conv). */
+enum { FASTBP_CONV_WINDOWS, FASTBP_CONV_ROWS_OF_TILES, FASTBP_CONV_GRID };
 /* The fused compact step groups a batch's entries by column into buckets of one place per batch
  * row while all the buckets hold at most this many places (else it counts them first). */
 #define FASTBP_BUCKET_ENTRIES (1 << 22)

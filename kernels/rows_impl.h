@@ -20,9 +20,17 @@ void FN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *sta
 }
 
 void FN(tiles_times)(const REAL *a, int n, int k, const REAL *B, const ptrdiff_t *offsets, int m,
-                     const REAL *row_start, REAL *out)
+                     const REAL *row_start, REAL *out, ptrdiff_t ldo)
 {
-    ON_BEST_ISA(tiles_times, (a, n, k, B, offsets, m, row_start, out));
+    ON_BEST_ISA(tiles_times, (a, n, k, B, offsets, m, row_start, out, ldo));
+}
+
+int FN(tile_columns)(void)
+{
+#ifdef HAVE_AVX2_BUILD
+    if (use_avx2()) return FN(tile_columns_avx2)();
+#endif
+    return FN(tile_columns_base)();
 }
 
 void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out)

@@ -182,12 +182,12 @@ TARGET static void CFN(times_transposed)(const REAL *a, int n, int m, const REAL
     }
 }
 
-/* One tile of tiles_times: R rows x NV vectors of out, summed in registers over k; the last
- * vector at offset `last` (overlapping the one before it when the width is not whole vectors:
- * equal sums, written twice). B's row p starts at B + offsets[p] (offsets NULL: p m). */
+/* One tile of tiles_times: R rows x NV vectors of out (its rows ldo apart), summed in registers
+ * over k; the last vector at offset `last` (overlapping the one before it when the width is not
+ * whole vectors: equal sums, written twice). B's row p starts at B + offsets[p] (offsets NULL: p m). */
 TARGET static inline __attribute__((always_inline)) void CFN(tile)(const int R, const int NV, int last, const REAL *a,
                                                                   int k, const REAL *B, const ptrdiff_t *offsets,
-                                                                  int m, const REAL *row_start, REAL *o)
+                                                                  int m, const REAL *row_start, REAL *o, ptrdiff_t ldo)
 {
     VEC acc[4][3];
 #pragma GCC unroll 4
@@ -209,14 +209,14 @@ TARGET static inline __attribute__((always_inline)) void CFN(tile)(const int R, 
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 3
-        for (int q = 0; q < NV; ++q) CFN(store)(o + (ptrdiff_t)r * m + (q == NV - 1 ? last : q * LANES), acc[r][q]);
+        for (int q = 0; q < NV; ++q) CFN(store)(o + (ptrdiff_t)r * ldo + (q == NV - 1 ? last : q * LANES), acc[r][q]);
 }
 
 /* tiles_times' loops, inlined twice: with offsets, and with NULL (B's rows m apart) known to the
  * compiler, so that a plain product pays no offset loads. */
 TARGET static inline __attribute__((always_inline)) void CFN(tiles)(const REAL *a, int n, int k, const REAL *B,
                                                                    const ptrdiff_t *offsets, int m,
-                                                                   const REAL *row_start, REAL *out)
+                                                                   const REAL *row_start, REAL *out, ptrdiff_t ldo)
 {
     if (m < LANES) { /* narrower than one vector */
         for (int i = 0; i < n; ++i)
@@ -224,7 +224,7 @@ TARGET static inline __attribute__((always_inline)) void CFN(tiles)(const REAL *
                 REAL sum = row_start ? row_start[i] : 0;
                 for (int p = 0; p < k; ++p)
                     sum += a[(ptrdiff_t)i * k + p] * B[(offsets ? offsets[p] : (ptrdiff_t)p * m) + j];
-                out[(ptrdiff_t)i * m + j] = sum;
+                out[(ptrdiff_t)i * ldo + j] = sum;
             }
         return;
     }
@@ -234,12 +234,12 @@ TARGET static inline __attribute__((always_inline)) void CFN(tiles)(const REAL *
         for (int i0 = 0; i0 < n; i0 += 4) {
             const int rows = n - i0 < 4 ? n - i0 : 4;
             const REAL *ai = a + (ptrdiff_t)i0 * k, *start = row_start ? row_start + i0 : NULL;
-            REAL *o = out + (ptrdiff_t)i0 * m + j0;
+            REAL *o = out + (ptrdiff_t)i0 * ldo + j0;
 #define TILE(R) \
     switch (nv) { \
-    case 1: CFN(tile)(R, 1, last, ai, k, B + j0, offsets, m, start, o); break; \
-    case 2: CFN(tile)(R, 2, last, ai, k, B + j0, offsets, m, start, o); break; \
-    default: CFN(tile)(R, 3, last, ai, k, B + j0, offsets, m, start, o); break; \
+    case 1: CFN(tile)(R, 1, last, ai, k, B + j0, offsets, m, start, o, ldo); break; \
+    case 2: CFN(tile)(R, 2, last, ai, k, B + j0, offsets, m, start, o, ldo); break; \
+    default: CFN(tile)(R, 3, last, ai, k, B + j0, offsets, m, start, o, ldo); break; \
     }
             switch (rows) {
             case 1: TILE(1) break;
@@ -252,17 +252,20 @@ TARGET static inline __attribute__((always_inline)) void CFN(tiles)(const REAL *
     }
 }
 
-/* out (n, m) = a (n, k) B (k, m), plus row_start[i] on every entry of row i (NULL: none), B's
- * row p at B + offsets[p] (NULL: p m; a convolution's windows read in place from its padded
- * input, each row a shifted run of it): tiles of 4 rows x 3 vectors in registers, each B load
+/* out (n, m) = a (n, k) B (k, m), plus row_start[i] on every entry of row i (NULL: none), out's
+ * rows ldo apart, B's row p at B + offsets[p] (NULL: p m; a convolution's windows read in place
+ * from its padded input, each row a shifted run of it): tiles of 4 rows x 3 vectors in registers, each B load
  * serving 4 rows and each a entry 3 vectors (a convolution's filters times its windows, a sample
  * at a time). Column blocks outside, so that a block of B stays in the first-level cache while
  * every row block passes it. */
+/* The columns one tile of tiles_times covers: widths of whole tiles waste no lanes. */
+static int CFN(tile_columns)(void) { return 3 * LANES; }
+
 TARGET static void CFN(tiles_times)(const REAL *a, int n, int k, const REAL *B, const ptrdiff_t *offsets, int m,
-                                    const REAL *row_start, REAL *out)
+                                    const REAL *row_start, REAL *out, ptrdiff_t ldo)
 {
-    if (offsets) CFN(tiles)(a, n, k, B, offsets, m, row_start, out);
-    else CFN(tiles)(a, n, k, B, NULL, m, row_start, out);
+    if (offsets) CFN(tiles)(a, n, k, B, offsets, m, row_start, out, ldo);
+    else CFN(tiles)(a, n, k, B, NULL, m, row_start, out, ldo);
 }
 
 #undef CASES_1_TO_8

@@ -33,6 +33,10 @@ CONV_CASES = {
     # dout where it is
     "1x1-filter": ((2, 3, 5, 4), (4, 1, 1), 1, 0),
     "pad2-one-group": ((1, 2, 22, 22), (3, 3, 3), 1, 2),
+    # rows 24 wide are whole register tiles (3 vectors of float, 6 of double): computed row by
+    # row, padded input, forward and flipped dx, alone and in backward groups of 5
+    "rows-of-tiles": ((2, 2, 24, 24), (3, 3, 3), 1, 1),
+    "rows-of-tiles-grouped": ((6, 2, 4, 24), (3, 3, 3), 1, 1),
 }
 POOL_CASES = {"2x2-stride2": ((2, 3, 8, 8), 2, 2, 2, 0), "3x2-stride1-pad1": ((1, 2, 5, 6), 3, 2, 1, 1),
               "simple-convnet": ((3, 30, 24, 24), 2, 2, 2, 0), "batch1-odd": ((1, 1, 7, 5), 3, 1, 2, 0)}
