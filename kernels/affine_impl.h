@@ -53,7 +53,7 @@ int FN(affine_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx
         FN(dense_times)(spare, k, n, dout, NULL, dW, m);
         free(mine);
     } else {
-        if (dx && n <= FASTBP_FEW_ROWS_DX) FN(times_transposed)(dout, n, m, W, k, dx); /* each W row read once */
+        if (dx && n <= FASTBP_FEW_ROWS_DX) FN(times_transposed)(dout, n, m, m, 1, W, NULL, 0, k, dx); /* each W row read once */
         else if (dx) GEMM(0, 1, n, k, m, (REAL)1, dout, W, (REAL)0, dx);
         if (n <= FASTBP_FEW_ROWS) FN(transposed_times)(x, n, k, dout, m, dW);
         else GEMM(1, 0, k, m, n, (REAL)1, x, dout, (REAL)0, dW);

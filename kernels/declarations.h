@@ -81,8 +81,10 @@ void FN(tiles_times)(const REAL *a, int n, int k, const REAL *B, const ptrdiff_t
                      const REAL *row_start, REAL *out, ptrdiff_t ldo);
 /* the columns one tile of tiles_times covers on this CPU (3 vectors) */
 int FN(tile_columns)(void);
-/* out = a B^T (a (n, m), B (k, m)), for a few rows */
-void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out);
+/* out = a B^T (a (n, m), B (k, m)), each row made of `segments` runs of m: a's row i at a + i lda,
+ * run s at s m; B's row c at B + offsets[c] (NULL: c m, one run), run s at s step */
+void FN(times_transposed)(const REAL *a, int n, int m, ptrdiff_t lda, int segments, const REAL *B,
+                          const ptrdiff_t *offsets, ptrdiff_t step, int k, REAL *out);
 /* out = a^T B (a (n, k), B (n, m)), for at most FASTBP_FEW_ROWS rows */
 void FN(transposed_times)(const REAL *a, int n, int k, const REAL *B, int m, REAL *out);
 void FN(count_nonzeros)(const REAL *x, int64_t n, int64_t k, int64_t *indptr);

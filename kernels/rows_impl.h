@@ -33,9 +33,10 @@ int FN(tile_columns)(void)
     return FN(tile_columns_base)();
 }
 
-void FN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out)
+void FN(times_transposed)(const REAL *a, int n, int m, ptrdiff_t lda, int segments, const REAL *B,
+                          const ptrdiff_t *offsets, ptrdiff_t step, int k, REAL *out)
 {
-    ON_BEST_ISA(times_transposed, (a, n, m, B, k, out));
+    ON_BEST_ISA(times_transposed, (a, n, m, lda, segments, B, offsets, step, k, out));
 }
 
 void FN(transposed_times)(const REAL *a, int n, int k, const REAL *B, int m, REAL *out)

@@ -123,63 +123,90 @@ TARGET static inline __attribute__((always_inline)) REAL CFN(lanes_sum)(VEC v)
     return sum;
 }
 
-/* R rows of a (from ai, m apart) times the Q B rows b (m apart): out[r, 0..Q-1] (k apart), each
- * sum in its own register (R x Q independent chains: enough to keep both FMA units busy at 3 x 4). */
-TARGET static inline __attribute__((always_inline)) void CFN(dots)(const int R, const int Q, const REAL *ai, int m,
-                                                                  int whole, const REAL *b, REAL *out, int k)
+/* R rows of a (from ai, lda apart) times the Q B rows starting at b[0..Q-1]: out[r, 0..Q-1] (k
+ * apart), each sum in its own register (R x Q independent chains: enough to keep both FMA units
+ * busy at 3 x 4), over `segments` runs of m entries: a's s-th at s m, B's at s step. */
+TARGET static inline __attribute__((always_inline)) void CFN(dots)(const int R, const int Q, const REAL *ai,
+                                                                  ptrdiff_t lda, int m, int whole, int segments,
+                                                                  const REAL *const *b, ptrdiff_t step, REAL *out,
+                                                                  int k)
 {
     VEC s[3][4];
 #pragma GCC unroll 3
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
         for (int q = 0; q < Q; ++q) s[r][q] = (VEC){0};
-    for (int j = 0; j < whole; j += LANES) {
-        VEC w[4];
+    for (int g = 0; g < segments; ++g)
+        for (int j = 0; j < whole; j += LANES) {
+            VEC w[4];
 #pragma GCC unroll 4
-        for (int q = 0; q < Q; ++q) w[q] = CFN(load)(b + (ptrdiff_t)q * m + j);
+            for (int q = 0; q < Q; ++q) w[q] = CFN(load)(b[q] + g * step + j);
 #pragma GCC unroll 3
-        for (int r = 0; r < R; ++r) {
-            const VEC v = CFN(load)(ai + (ptrdiff_t)r * m + j);
+            for (int r = 0; r < R; ++r) {
+                const VEC v = CFN(load)(ai + (ptrdiff_t)r * lda + (ptrdiff_t)g * m + j);
 #pragma GCC unroll 4
-            for (int q = 0; q < Q; ++q) s[r][q] += v * w[q];
+                for (int q = 0; q < Q; ++q) s[r][q] += v * w[q];
+            }
         }
-    }
 #pragma GCC unroll 3
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
         for (int q = 0; q < Q; ++q) {
             REAL sum = CFN(lanes_sum)(s[r][q]);
-            for (int j = whole; j < m; ++j) sum += ai[(ptrdiff_t)r * m + j] * b[(ptrdiff_t)q * m + j];
+            for (int g = 0; g < segments; ++g)
+                for (int j = whole; j < m; ++j)
+                    sum += ai[(ptrdiff_t)r * lda + (ptrdiff_t)g * m + j] * b[q][g * step + j];
             out[(ptrdiff_t)r * k + q] = sum;
         }
 }
 
-/* Q B rows (from b) against every row of a: tiles of 3 a rows, then the 1 or 2 left. */
-TARGET static inline __attribute__((always_inline)) void CFN(dots_column)(const int Q, const REAL *a, int n, int m,
-                                                                         int whole, const REAL *b, REAL *out, int k)
+/* B rows c .. c + Q - 1 against every row of a: tiles of 3 a rows, then the 1 or 2 left. */
+TARGET static inline __attribute__((always_inline)) void CFN(dots_column)(const int Q, const REAL *a, int n,
+                                                                         ptrdiff_t lda, int m, int whole,
+                                                                         int segments, const REAL *B,
+                                                                         const ptrdiff_t *offsets, ptrdiff_t step,
+                                                                         int c, REAL *out, int k)
 {
+    const REAL *b[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < Q; ++q) b[q] = B + (offsets ? offsets[c + q] : (ptrdiff_t)(c + q) * m);
     int i = 0;
-    for (; i + 3 <= n; i += 3) CFN(dots)(3, Q, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k, k);
-    if (n - i == 2) CFN(dots)(2, Q, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k, k);
-    if (n - i == 1) CFN(dots)(1, Q, a + (ptrdiff_t)i * m, m, whole, b, out + (ptrdiff_t)i * k, k);
+    out += c;
+    for (; i + 3 <= n; i += 3)
+        CFN(dots)(3, Q, a + (ptrdiff_t)i * lda, lda, m, whole, segments, b, step, out + (ptrdiff_t)i * k, k);
+    if (n - i == 2) CFN(dots)(2, Q, a + (ptrdiff_t)i * lda, lda, m, whole, segments, b, step, out + (ptrdiff_t)i * k, k);
+    if (n - i == 1) CFN(dots)(1, Q, a + (ptrdiff_t)i * lda, lda, m, whole, segments, b, step, out + (ptrdiff_t)i * k, k);
 }
 
 /* out[i, c] = sum_j a[i, j] B[c, j] for a (n, m) and B (k, m): a times B^T without a transposed
  * copy of B (an affine layer's dx for a few rows; a convolution's dW, its output gradient times
- * its windows). Tiles of 3 a rows x 4 B rows, each loaded vector serving 3 or 4 sums; the 1-3 B
- * rows left over (a 5 x 5 filter's 25 windows: one) in tiles of 3 x 1-3, not sum by sum (one
- * chain of dependent additions: the one row took a quarter of SimpleConvNet's dW time). */
-TARGET static void CFN(times_transposed)(const REAL *a, int n, int m, const REAL *B, int k, REAL *out)
+ * its windows). Each row is `segments` runs of m entries: a's row i at a + i lda, its s-th run
+ * s m further; B's row c at B + offsets[c] (offsets NULL: c m, one run), its s-th run s step
+ * further (a convolution's windows read in place: one run per sample, in each sample's padded
+ * input). Tiles of 3 a rows x 4 B rows, each loaded vector serving 3 or 4 sums; the 1-3 B rows
+ * left over (a 5 x 5 filter's 25 windows: one) in tiles of 3 x 1-3, not sum by sum (one chain of
+ * dependent additions: the one row took a quarter of SimpleConvNet's dW time). */
+TARGET static inline __attribute__((always_inline)) void CFN(transposed_tiles)(const REAL *a, int n, int m,
+                                                                              ptrdiff_t lda, int segments,
+                                                                              const REAL *B, const ptrdiff_t *offsets,
+                                                                              ptrdiff_t step, int k, REAL *out)
 {
     const int whole = m - m % LANES;
     int c = 0;
-    for (; c + 4 <= k; c += 4) CFN(dots_column)(4, a, n, m, whole, B + (ptrdiff_t)c * m, out + c, k);
+    for (; c + 4 <= k; c += 4) CFN(dots_column)(4, a, n, lda, m, whole, segments, B, offsets, step, c, out, k);
     switch (k - c) {
-    case 3: CFN(dots_column)(3, a, n, m, whole, B + (ptrdiff_t)c * m, out + c, k); break;
-    case 2: CFN(dots_column)(2, a, n, m, whole, B + (ptrdiff_t)c * m, out + c, k); break;
-    case 1: CFN(dots_column)(1, a, n, m, whole, B + (ptrdiff_t)c * m, out + c, k); break;
+    case 3: CFN(dots_column)(3, a, n, lda, m, whole, segments, B, offsets, step, c, out, k); break;
+    case 2: CFN(dots_column)(2, a, n, lda, m, whole, segments, B, offsets, step, c, out, k); break;
+    case 1: CFN(dots_column)(1, a, n, lda, m, whole, segments, B, offsets, step, c, out, k); break;
     default: break;
     }
+}
+
+TARGET static void CFN(times_transposed)(const REAL *a, int n, int m, ptrdiff_t lda, int segments, const REAL *B,
+                                         const ptrdiff_t *offsets, ptrdiff_t step, int k, REAL *out)
+{
+    if (offsets) CFN(transposed_tiles)(a, n, m, lda, segments, B, offsets, step, k, out);
+    else CFN(transposed_tiles)(a, n, m, lda, 1, B, NULL, 0, k, out);
 }
 
 /* One tile of tiles_times: R rows x NV vectors of out (its rows ldo apart), summed in registers

@@ -35,6 +35,13 @@ ARCHS = {
         {"op": "conv", "filters": 3, "size": 3, "pad": 1}, {"op": "relu"},
         {"op": "conv", "filters": 4, "size": 3, "pad": 1}, {"op": "relu"}, {"op": "pool", "size": 2, "stride": 2},
         {"op": "affine", "out": 5}]},
+    # outputs 24 wide: the native backward reads each padded input in place, its gradients on the
+    # windows' grid (copied there after a ReLU, unpooled there before a pooling; the second's dx
+    # a flipped convolution over that grid)
+    "grid-rows": {"input": [2, 6, 24], "layers": [
+        {"op": "conv", "filters": 3, "size": 3, "pad": 1}, {"op": "relu"},
+        {"op": "conv", "filters": 4, "size": 3, "pad": 1}, {"op": "relu"}, {"op": "pool", "size": 2, "stride": 2},
+        {"op": "affine", "out": 5}]},
     # an MLP with dropout: the native engine's compact rows (half the inputs are zeros)
     "mlp-dropout": {"input": [30], "layers": [
         {"op": "affine", "out": 20}, {"op": "relu"}, {"op": "dropout", "ratio": 0.2}, {"op": "affine", "out": 4}]},
