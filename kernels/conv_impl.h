@@ -138,7 +138,7 @@ static void FN(sample_conv_end)(FN(sample_conv) *c)
 }
 
 /* out (F, OH, OW) = filters (F, C FH FW) over the sample x (its channels `plane` apart, its rows
- * `row_at`), plus b (NULL: none). */
+ * `row_at` apart), plus b (NULL: none). */
 static void FN(sample_conv_run)(const FN(sample_conv) *c, const REAL *x, ptrdiff_t plane, ptrdiff_t row_at,
                                 const REAL *filters, const REAL *b, REAL *out)
 {
@@ -232,8 +232,9 @@ static int FN(conv_group)(int N, ptrdiff_t area)
  * itself a convolution: of dout, padded by FH - 1 - pad, with the filters flipped and their C and
  * F swapped (`flipped`, (C, F FH FW)), so it runs as the forward does (in place, in register
  * tiles writing dx) when F <= 2 C: its product has C rows, and SimpleConvNet's 30 filters over
- * one channel ran 1.7x slower so (one-row tiles). Otherwise W^T (C FH FW, F) times dout gives each
- * window's share, added into dx by row2im (a pass of scattered adds). Returns the matrix to use, or NULL when out of memory; *flip says which. */
+ * one channel ran 1.7x slower so (one-row tiles). Otherwise W^T (C FH FW, F) times dout gives
+ * each window's share, added into dx by row2im (a pass of scattered adds). Returns the matrix to
+ * use, or NULL when out of memory; *flip says which. */
 static REAL *FN(dx_filters)(const REAL *Wt, int C, int F, int FH, int FW, int stride, int pad, int *flip)
 {
     const ptrdiff_t ck = (ptrdiff_t)C * FH * FW;
