@@ -42,3 +42,35 @@ def test_softmax_with_loss_matches_reference(backend, case):
 def test_relu_and_sigmoid_match_reference(backend, x):
     for name in ("Relu", "Sigmoid"):
         check_layer(getattr(fastbp, name)(backend=backend), getattr(reference, name)(), x, gradcheck=False)
+
+
+@st.composite
+def convolutions(draw):
+    """A convolution's input, filters and bias of any shape whose windows end at the edge: stride 1
+    or 2, padding 0-3, filters 1-5 high and wide (not square), output widths drawn so that every
+    form of the native kernels occurs: rows of whole register tiles (12, 24, 36 places: computed
+    row by row), other widths on the padded input's grid or through copied windows, and the
+    backward's weight gradient read in place or from copied windows."""
+    stride = draw(st.sampled_from([1, 1, 2]))
+    fh, fw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    pad = draw(st.integers(0, 3))
+    oh = draw(st.integers(1, 9))
+    ow = draw(st.sampled_from([1, 2, 7, 12, 13, 24, 36]))
+    if (oh - 1) * stride + fh - 2 * pad < 1 or (ow - 1) * stride + fw - 2 * pad < 1:
+        pad = 0  # more padding than input
+    h, w = (oh - 1) * stride + fh - 2 * pad, (ow - 1) * stride + fw - 2 * pad
+    n, c, f = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 7))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    W = (rng.standard_normal((f, c, fh, fw)) * 0.3).astype(dtype)
+    return x, W, rng.standard_normal(f).astype(dtype), stride, pad
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@settings(max_examples=40, deadline=None)
+@given(case=convolutions())
+def test_convolution_matches_reference(backend, case):
+    x, W, b, stride, pad = case
+    check_layer(fastbp.Convolution(W.copy(), b.copy(), stride, pad, backend=backend),
+                reference.Convolution(W.copy(), b.copy(), stride, pad), x, gradcheck=False)
