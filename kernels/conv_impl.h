@@ -67,6 +67,17 @@ static void FN(row2im)(const REAL *rows, ptrdiff_t ld, ptrdiff_t row_at, int C, 
             }
 }
 
+/* The sample x (C, H, W; its channels `plane` apart, its rows `row_at`) into the inside of p
+ * (C, H + 2 pad, W + 2 pad), whose border was zeroed once and is never written. */
+static void FN(pad_inside)(const REAL *x, ptrdiff_t plane, ptrdiff_t row_at, int C, int H, int W, int pad, REAL *p)
+{
+    const ptrdiff_t Wp = W + 2 * pad;
+    for (int c = 0; c < C; ++c)
+        for (int y = 0; y < H; ++y)
+            memcpy(p + ((ptrdiff_t)c * (H + 2 * pad) + y + pad) * Wp + pad, x + c * plane + y * row_at,
+                   sizeof(REAL) * (size_t)W);
+}
+
 /* ---- One sample's convolution, the forward's and the flipped dx's (conv_backward_group). At
  * stride 1 it reads its windows in place: with the input padded into rows Wp = W + 2 pad wide
  * (Hp = H + 2 pad of them a channel), tap (c, fy, fx) of output (oy, ox) reads entry
@@ -150,11 +161,8 @@ static void FN(sample_conv_run)(const FN(sample_conv) *c, const REAL *x, ptrdiff
     }
     const int Wp = c->W + 2 * c->pad, m = (c->OH - 1) * Wp + c->OW;
     const REAL *in = x;
-    if (c->padded) { /* only the inside: the border stays zero */
-        for (int ch = 0; ch < c->C; ++ch)
-            for (int y = 0; y < c->H; ++y)
-                memcpy(c->padded + ((ptrdiff_t)ch * (c->H + 2 * c->pad) + y + c->pad) * Wp + c->pad,
-                       x + ch * plane + y * row_at, sizeof(REAL) * (size_t)c->W);
+    if (c->padded) {
+        FN(pad_inside)(x, plane, row_at, c->C, c->H, c->W, c->pad, c->padded);
         in = c->padded;
     }
     if (c->form == FASTBP_CONV_ROWS_OF_TILES) {
@@ -279,13 +287,9 @@ static void FN(conv_backward_group)(const REAL *d, ptrdiff_t ld, int G, const RE
                                     REAL *dx, REAL *my_dW, REAL *my_db, const FN(conv_back) *w, int C, int H, int W,
                                     int F, int FH, int FW, int stride, int pad, int OH, int OW)
 {
-    const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, image = (ptrdiff_t)C * H * W, Wp = W + 2 * pad;
+    const ptrdiff_t ck = (ptrdiff_t)C * FH * FW, image = (ptrdiff_t)C * H * W;
     if (w->in_place) {
-        for (int g = 0; g < G; ++g) /* only the inside: the borders stay zero */
-            for (int c = 0; c < C; ++c)
-                for (int y = 0; y < H; ++y)
-                    memcpy(w->inputs + g * w->S + ((ptrdiff_t)c * (H + 2 * pad) + y + pad) * Wp + pad,
-                           x + g * image + ((ptrdiff_t)c * H + y) * W, sizeof(REAL) * (size_t)W);
+        for (int g = 0; g < G; ++g) FN(pad_inside)(x + g * image, (ptrdiff_t)H * W, W, C, H, W, pad, w->inputs + g * w->S);
         FN(times_transposed)(d, F, (int)w->seg, ld, G, w->inputs, w->taps, w->S, (int)ck, w->part);
     } else {
         for (int g = 0; g < G; ++g)
