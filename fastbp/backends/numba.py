@@ -191,28 +191,64 @@ def _sigmoid_backward(dout, out, dx):
         dx[i] = dout[i] * (1 - out[i]) * out[i]
 
 
+# The workers over arrays of any shape (C-contiguous, the backend contract), flattened inside one
+# compiled call: below the parallel threshold the ops call these, as at the book's small shapes
+# the reshapes in Python cost more than the loop (ReLU forward + backward at 100 x 10: 3.7 us
+# with them, 2.9 us without; the reference's 7.6).
+
+@_jit
+def _relu_forward_nd(x, out, mask):
+    _relu_forward(x.reshape(-1), out.reshape(-1), mask.reshape(-1))
+
+
+@_jit
+def _relu_backward_nd(dout, mask, dx):
+    _relu_backward(dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
+
+
+@_jit
+def _sigmoid_forward_nd(x, out):
+    _sigmoid_forward(x.reshape(-1), out.reshape(-1))
+
+
+@_jit
+def _sigmoid_backward_nd(dout, out, dx):
+    _sigmoid_backward(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
+
+
 def relu_forward(x):
-    out = np.empty_like(x)
-    mask = np.empty(x.shape, dtype=np.bool_)
-    _in_parallel(_relu_forward, (x.reshape(-1), out.reshape(-1), mask.reshape(-1)))
+    out, mask = np.empty_like(x), np.empty(x.shape, dtype=np.bool_)
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        _relu_forward_nd(x, out, mask)
+    else:
+        _in_parallel(_relu_forward, (x.reshape(-1), out.reshape(-1), mask.reshape(-1)))
     return out, mask
 
 
 def relu_backward(dout, mask):
     dx = np.empty_like(dout)
-    _in_parallel(_relu_backward, (dout.reshape(-1), mask.reshape(-1), dx.reshape(-1)))
+    if dout.size < PARALLEL_MIN_ELEMENTS:
+        _relu_backward_nd(dout, mask, dx)
+    else:
+        _in_parallel(_relu_backward, (dout.reshape(-1), mask.reshape(-1), dx.reshape(-1)))
     return dx
 
 
 def sigmoid_forward(x):
     out = np.empty_like(x)
-    _in_parallel(_sigmoid_forward, (x.reshape(-1), out.reshape(-1)))
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        _sigmoid_forward_nd(x, out)
+    else:
+        _in_parallel(_sigmoid_forward, (x.reshape(-1), out.reshape(-1)))
     return out
 
 
 def sigmoid_backward(dout, out):
     dx = np.empty_like(dout)
-    _in_parallel(_sigmoid_backward, (dout.reshape(-1), out.reshape(-1), dx.reshape(-1)))
+    if dout.size < PARALLEL_MIN_ELEMENTS:
+        _sigmoid_backward_nd(dout, out, dx)
+    else:
+        _in_parallel(_sigmoid_backward, (dout.reshape(-1), out.reshape(-1), dx.reshape(-1)))
     return dx
 
 
