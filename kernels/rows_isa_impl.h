@@ -19,6 +19,9 @@ typedef REAL CFN(vec) __attribute__((vector_size(VECTOR_BYTES)));
 #define VEC CFN(vec)
 #define LANES ((int)(sizeof(VEC) / sizeof(REAL)))
 #define BLOCK (8 * LANES) /* columns held in registers at once: 8 vectors */
+#ifndef DENSE_TILED_WIDTH
+#define DENSE_TILED_WIDTH (3 * LANES)
+#endif
 #define COLUMN(p) (indices ? (ptrdiff_t)indices[p] : (ptrdiff_t)(p)) /* indices NULL: a dense row */
 
 TARGET static inline __attribute__((always_inline)) VEC CFN(load)(const REAL *p)
@@ -94,13 +97,6 @@ TARGET static void CFN(spans_times)(const int64_t *begin, const int64_t *end, in
         CFN(row_times)(indices + begin[r], values + begin[r], end[r] - begin[r], M, start, out + (ptrdiff_t)r * m, m);
 }
 
-/* out = start + x M for the dense (n, k) matrix x. */
-TARGET static void CFN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out, int m)
-{
-    const int32_t *indices = NULL;
-    for (int r = 0; r < n; ++r)
-        CFN(row_times)(indices, x + (ptrdiff_t)r * k, k, M, start, out + (ptrdiff_t)r * m, m);
-}
 
 /* out (k, m) = a^T B for a (n, k) and B (n, m), n at most FASTBP_FEW_ROWS: out row i is B's n
  * rows weighted by column i of a, summed in registers and written once (an affine layer's dW for
@@ -210,17 +206,21 @@ TARGET static void CFN(times_transposed)(const REAL *a, int n, int m, ptrdiff_t 
 }
 
 /* One tile of tiles_times: R rows x NV vectors of out (its rows ldo apart), summed in registers
- * over k; the last vector at offset `last` (overlapping the one before it when the width is not
+ * over k from row_start[r] (a value per row) or col_start (a row of values: every row's start), or
+ * zero; the last vector at offset `last` (overlapping the one before it when the width is not
  * whole vectors: equal sums, written twice). B's row p starts at B + offsets[p] (offsets NULL: p m). */
 TARGET static inline __attribute__((always_inline)) void CFN(tile)(const int R, const int NV, int last, const REAL *a,
                                                                   int k, const REAL *B, const ptrdiff_t *offsets,
-                                                                  int m, const REAL *row_start, REAL *o, ptrdiff_t ldo)
+                                                                  int m, const REAL *row_start, const REAL *col_start,
+                                                                  REAL *o, ptrdiff_t ldo)
 {
     VEC acc[4][3];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 3
-        for (int q = 0; q < NV; ++q) acc[r][q] = CFN(splat)(row_start ? row_start[r] : (REAL)0);
+        for (int q = 0; q < NV; ++q)
+            acc[r][q] = col_start ? CFN(load)(col_start + (q == NV - 1 ? last : q * LANES))
+                                  : CFN(splat)(row_start ? row_start[r] : (REAL)0);
     for (int p = 0; p < k; ++p) {
         const REAL *row = B + (offsets ? offsets[p] : (ptrdiff_t)p * m);
         VEC w[3];
@@ -243,12 +243,13 @@ TARGET static inline __attribute__((always_inline)) void CFN(tile)(const int R, 
  * compiler, so that a plain product pays no offset loads. */
 TARGET static inline __attribute__((always_inline)) void CFN(tiles)(const REAL *a, int n, int k, const REAL *B,
                                                                    const ptrdiff_t *offsets, int m,
-                                                                   const REAL *row_start, REAL *out, ptrdiff_t ldo)
+                                                                   const REAL *row_start, const REAL *col_start,
+                                                                   REAL *out, ptrdiff_t ldo)
 {
     if (m < LANES) { /* narrower than one vector */
         for (int i = 0; i < n; ++i)
             for (int j = 0; j < m; ++j) {
-                REAL sum = row_start ? row_start[i] : 0;
+                REAL sum = col_start ? col_start[j] : row_start ? row_start[i] : 0;
                 for (int p = 0; p < k; ++p)
                     sum += a[(ptrdiff_t)i * k + p] * B[(offsets ? offsets[p] : (ptrdiff_t)p * m) + j];
                 out[(ptrdiff_t)i * ldo + j] = sum;
@@ -261,12 +262,13 @@ TARGET static inline __attribute__((always_inline)) void CFN(tiles)(const REAL *
         for (int i0 = 0; i0 < n; i0 += 4) {
             const int rows = n - i0 < 4 ? n - i0 : 4;
             const REAL *ai = a + (ptrdiff_t)i0 * k, *start = row_start ? row_start + i0 : NULL;
+            const REAL *cols = col_start ? col_start + j0 : NULL;
             REAL *o = out + (ptrdiff_t)i0 * ldo + j0;
 #define TILE(R) \
     switch (nv) { \
-    case 1: CFN(tile)(R, 1, last, ai, k, B + j0, offsets, m, start, o, ldo); break; \
-    case 2: CFN(tile)(R, 2, last, ai, k, B + j0, offsets, m, start, o, ldo); break; \
-    default: CFN(tile)(R, 3, last, ai, k, B + j0, offsets, m, start, o, ldo); break; \
+    case 1: CFN(tile)(R, 1, last, ai, k, B + j0, offsets, m, start, cols, o, ldo); break; \
+    case 2: CFN(tile)(R, 2, last, ai, k, B + j0, offsets, m, start, cols, o, ldo); break; \
+    default: CFN(tile)(R, 3, last, ai, k, B + j0, offsets, m, start, cols, o, ldo); break; \
     }
             switch (rows) {
             case 1: TILE(1) break;
@@ -291,8 +293,20 @@ static int CFN(tile_columns)(void) { return 3 * LANES; }
 TARGET static void CFN(tiles_times)(const REAL *a, int n, int k, const REAL *B, const ptrdiff_t *offsets, int m,
                                     const REAL *row_start, REAL *out, ptrdiff_t ldo)
 {
-    if (offsets) CFN(tiles)(a, n, k, B, offsets, m, row_start, out, ldo);
-    else CFN(tiles)(a, n, k, B, NULL, m, row_start, out, ldo);
+    if (offsets) CFN(tiles)(a, n, k, B, offsets, m, row_start, NULL, out, ldo);
+    else CFN(tiles)(a, n, k, B, NULL, m, row_start, NULL, out, ldo);
+}
+
+/* out = start + x M for the dense (n, k) matrix x. */
+TARGET static void CFN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out, int m)
+{
+    if (n > 1 && m >= LANES && m <= DENSE_TILED_WIDTH) {
+        CFN(tiles)(x, n, k, M, NULL, m, NULL, start, out, m);
+        return;
+    }
+    const int32_t *indices = NULL;
+    for (int r = 0; r < n; ++r)
+        CFN(row_times)(indices, x + (ptrdiff_t)r * k, k, M, start, out + (ptrdiff_t)r * m, m);
 }
 
 #undef CASES_1_TO_8
