@@ -341,9 +341,6 @@ static inline __attribute__((always_inline)) REAL FN(window_max)(const REAL *p, 
 /* Outputs [lo, hi) of one row of a 2 x 2, stride 2 pooling whose windows all lie inside the
  * input (rows r0 and r1 = r0 + W, window ox at column 2 ox - pad): a vector of windows at a time,
  * the four places compared in row-major order as window_max does (NaN first), blended by masks. */
-typedef REAL FN(vec) __attribute__((vector_size(32)));
-typedef __typeof__(_Generic((REAL)0, float: (int32_t)0, default: (int64_t)0)) FN(lane_int); /* REAL's width */
-typedef FN(lane_int) FN(mask) __attribute__((vector_size(32))); /* what comparing two vecs gives */
 #define POOL_LANES ((int)(sizeof(FN(vec)) / sizeof(REAL)))
 FASTBP_SIMD static void FN(pool_row_2x2)(const REAL *r0, int W, int pad, int lo, int hi, REAL *o, int64_t *arg)
 {

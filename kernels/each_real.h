@@ -4,6 +4,8 @@
  *   SFX         f32 or f64
  *   FN(name)    fastbp_<name>_<SFX>: every templated function's name, also for calls between them
  *   EXP LOG SQRT FABS   the type's math functions (EXP: vexp.h's, which vectorizes);  GEMM  the type's row-major BLAS product
+ *   FN(vec), FN(mask)   32 bytes of REAL, and what comparing two of them gives (GCC's vector
+ *                       extension: lane-wise selects that the compiler would not vectorize itself)
  *
  *     #define FASTBP_TEMPLATE "elementwise_impl.h"
  *     #include "each_real.h"
@@ -25,6 +27,8 @@
 #define SQRT sqrtf
 #define FABS fabsf
 #define GEMM fastbp_gemm_f32
+typedef REAL FN(vec) __attribute__((vector_size(32)));
+typedef int32_t FN(mask) __attribute__((vector_size(32)));
 #include FASTBP_TEMPLATE
 #undef REAL
 #undef SFX
@@ -41,6 +45,8 @@
 #define SQRT sqrt
 #define FABS fabs
 #define GEMM fastbp_gemm_f64
+typedef REAL FN(vec) __attribute__((vector_size(32)));
+typedef int64_t FN(mask) __attribute__((vector_size(32)));
 #include FASTBP_TEMPLATE
 #undef REAL
 #undef SFX

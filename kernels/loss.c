@@ -1,5 +1,6 @@
 /* Loss layers: softmax with cross-entropy (one pass per row), and half the squared error. */
 #include <math.h>
+#include <string.h>
 
 #include "kernels.h"
 

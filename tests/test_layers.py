@@ -159,6 +159,21 @@ def test_softmax_with_loss_is_stable_for_huge_logits(backend, dtype, magnitude, 
     check_layer(fastbp.SoftmaxWithLoss(backend=backend), reference.SoftmaxWithLoss(), x, t, gradcheck=False)
 
 
+@pytest.mark.parametrize("c", [5, 8, 13, 37])
+def test_softmax_with_loss_finds_a_lone_peak_at_every_column(backend, dtype, c, rng):
+    # row i's one huge logit at column i: the shift by the row maximum must find it wherever it is
+    # (in the compiled kernels' vector part or its tail), or exp(1e4 - the rest) overflows
+    x = rng.standard_normal((c, c)).astype(dtype)
+    x[np.arange(c), np.arange(c)] = 1e4
+    t = (np.arange(c) + 1) % c  # the labels away from the peaks: losses of about 1e4
+    layer = fastbp.SoftmaxWithLoss(backend=backend)
+    loss = layer.forward(x, t)
+    dx = layer.backward()
+    assert np.all(np.isfinite(layer.y)) and np.all(np.isfinite(dx))
+    check_layer(fastbp.SoftmaxWithLoss(backend=backend), reference.SoftmaxWithLoss(), x, t, gradcheck=False)
+    assert np.isfinite(loss)
+
+
 def test_softmax_with_loss_single_sample(backend, rng):
     x = rng.standard_normal(5)
     layer = fastbp.SoftmaxWithLoss(backend=backend)
