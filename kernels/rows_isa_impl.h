@@ -42,15 +42,34 @@ TARGET static inline __attribute__((always_inline)) VEC CFN(splat)(REAL x) { ret
 /* o[0, width) = start + sum_p values[p] * M[column p, 0, width) (start NULL: zeros), for
  * width > LANES * (nv - 1): nv vectors held in registers, the last one at offset `last` (it may
  * overlap the one before it: both hold the same sums, computed by the same operations, so the
- * overlap is written twice with equal values). Each vector is written once, at the end. */
+ * overlap is written twice with equal values). Each vector is written once, at the end.
+ * Up to 7 vectors, the odd entries are summed apart and added at the end: each sum's chain of
+ * dependent additions is then half as long (with one chain per vector, an MNIST row's 150
+ * entries waited on the FMA's latency, not its throughput). */
 TARGET static inline __attribute__((always_inline)) void CFN(sum_rows)(const int nv, int last, const REAL *start,
                                                                       const REAL *M, int m, const int32_t *indices,
                                                                       const REAL *values, int64_t nnz, REAL *o)
 {
-    VEC acc[8];
+    VEC acc[8], odd[7];
 #pragma GCC unroll 8
     for (int q = 0; q < nv; ++q) acc[q] = start ? CFN(load)(start + (q == nv - 1 ? last : q * LANES)) : (VEC){0};
-    for (int64_t p = 0; p < nnz; ++p) {
+    int64_t p = 0;
+    if (nv <= 7) {
+#pragma GCC unroll 7
+        for (int q = 0; q < nv; ++q) odd[q] = (VEC){0};
+        for (; p + 1 < nnz; p += 2) {
+            const VEC v0 = CFN(splat)(values[p]), v1 = CFN(splat)(values[p + 1]);
+            const REAL *w0 = M + COLUMN(p) * m, *w1 = M + COLUMN(p + 1) * m;
+#pragma GCC unroll 7
+            for (int q = 0; q < nv; ++q) {
+                acc[q] += v0 * CFN(load)(w0 + (q == nv - 1 ? last : q * LANES));
+                odd[q] += v1 * CFN(load)(w1 + (q == nv - 1 ? last : q * LANES));
+            }
+        }
+#pragma GCC unroll 7
+        for (int q = 0; q < nv; ++q) acc[q] += odd[q];
+    }
+    for (; p < nnz; ++p) {
         const VEC v = CFN(splat)(values[p]);
         const REAL *w = M + COLUMN(p) * m;
 #pragma GCC unroll 8
