@@ -428,19 +428,48 @@ def batchnorm_backward(dout, xn, std, gamma):
 # ---- and max pooling (the first maximum of each window, as the book's np.argmax) -------------
 
 @_jit
+def _inside(size, out_size, k, stride, pad):
+    """[lo, hi): the outputs o whose input index o * stride - pad + k lies in [0, size)."""
+    lo = max(0, (pad - k + stride - 1) // stride)
+    hi = min(out_size, (size - 1 + pad - k) // stride + 1)
+    return lo, max(lo, hi)
+
+
+# The two loops below index flat arrays with unsigned integers: numba checks a signed index for a
+# negative value (to count from the end) on every access, which kept these copies from vectorizing
+# (im2col of a 16 x 28 x 28 sample for a 3 x 3 filter: 85 us with 3-d signed indexing, 29 us so).
+# Every index is computed in signed arithmetic and is non-negative before it is converted.
+
+@_jit
 def _im2col_t(x, fh, fw, stride, pad, oh, ow, col):
-    """The windows of one sample x (C, H, W) as col (C FH FW, OH OW), zero in the padding."""
+    """The windows of one sample x (C, H, W) as col (C FH FW, OH OW), zero in the padding: per
+    filter tap, the outputs whose windows reach the padding are found once, so that the copy
+    between them tests no bounds."""
     c_in, h, w = x.shape
+    xf, cf = x.reshape(-1), col.reshape(-1)
     for c in range(c_in):
         for fy in range(fh):
+            ylo, yhi = _inside(h, oh, fy, stride, pad)
             for fx in range(fw):
-                row = (c * fh + fy) * fw + fx
+                lo, hi = _inside(w, ow, fx, stride, pad)
+                at = ((c * fh + fy) * fw + fx) * oh * ow
                 for oy in range(oh):
-                    iy = oy * stride - pad + fy
-                    for ox in range(ow):
-                        ix = ox * stride - pad + fx
-                        inside = iy >= 0 and iy < h and ix >= 0 and ix < w
-                        col[row, oy * ow + ox] = x[c, iy, ix] if inside else 0
+                    if oy < ylo or oy >= yhi:
+                        lo_y, hi_y = ow, ow  # the whole row is padding
+                    else:
+                        lo_y, hi_y = lo, hi
+                    for ox in range(lo_y):
+                        cf[np.uint64(at + ox)] = 0
+                    src = (c * h + oy * stride - pad + fy) * w + fx - pad  # + ox * stride >= 0 for ox >= lo
+                    if stride == 1:  # a contiguous run: a vector copy
+                        for ox in range(lo_y, hi_y):
+                            cf[np.uint64(at + ox)] = xf[np.uint64(src + ox)]
+                    else:
+                        for ox in range(lo_y, hi_y):
+                            cf[np.uint64(at + ox)] = xf[np.uint64(src + ox * stride)]
+                    for ox in range(hi_y, ow):
+                        cf[np.uint64(at + ox)] = 0
+                    at += ow
 
 
 @_jit
@@ -448,18 +477,22 @@ def _col2im_t(col, fh, fw, stride, pad, oh, ow, dx):
     """The transpose of _im2col_t: col's entries added into one sample's dx (C, H, W), zeroed first."""
     c_in, h, w = dx.shape
     dx[:] = 0
+    df, cf = dx.reshape(-1), col.reshape(-1)
     for c in range(c_in):
         for fy in range(fh):
+            ylo, yhi = _inside(h, oh, fy, stride, pad)
             for fx in range(fw):
-                row = (c * fh + fy) * fw + fx
-                for oy in range(oh):
-                    iy = oy * stride - pad + fy
-                    if iy < 0 or iy >= h:
-                        continue
-                    for ox in range(ow):
-                        ix = ox * stride - pad + fx
-                        if ix >= 0 and ix < w:
-                            dx[c, iy, ix] += col[row, oy * ow + ox]
+                lo, hi = _inside(w, ow, fx, stride, pad)
+                row = ((c * fh + fy) * fw + fx) * oh * ow
+                for oy in range(ylo, yhi):
+                    at = row + oy * ow
+                    to = (c * h + oy * stride - pad + fy) * w + fx - pad
+                    if stride == 1:
+                        for ox in range(lo, hi):
+                            df[np.uint64(to + ox)] += cf[np.uint64(at + ox)]
+                    else:
+                        for ox in range(lo, hi):
+                            df[np.uint64(to + ox * stride)] += cf[np.uint64(at + ox)]
 
 
 @_jit
