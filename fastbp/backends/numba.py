@@ -441,18 +441,18 @@ def _inside(size, out_size, k, stride, pad):
 # Every index is computed in signed arithmetic and is non-negative before it is converted.
 
 @_jit
-def _im2col_t(x, fh, fw, stride, pad, oh, ow, col):
-    """The windows of one sample x (C, H, W) as col (C FH FW, OH OW), zero in the padding: per
-    filter tap, the outputs whose windows reach the padding are found once, so that the copy
-    between them tests no bounds."""
+def _im2col_t(x, fh, fw, stride, pad, oh, ow, cf, ld, start):
+    """The windows of one sample x (C, H, W) as the columns [start, start + OH OW) of the flat
+    (C FH FW, ld) matrix cf, zero in the padding: per filter tap, the outputs whose windows reach
+    the padding are found once, so that the copy between them tests no bounds."""
     c_in, h, w = x.shape
-    xf, cf = x.reshape(-1), col.reshape(-1)
+    xf = x.reshape(-1)
     for c in range(c_in):
         for fy in range(fh):
             ylo, yhi = _inside(h, oh, fy, stride, pad)
             for fx in range(fw):
                 lo, hi = _inside(w, ow, fx, stride, pad)
-                at = ((c * fh + fy) * fw + fx) * oh * ow
+                at = ((c * fh + fy) * fw + fx) * ld + start
                 for oy in range(oh):
                     if oy < ylo or oy >= yhi:
                         lo_y, hi_y = ow, ow  # the whole row is padding
@@ -473,17 +473,18 @@ def _im2col_t(x, fh, fw, stride, pad, oh, ow, col):
 
 
 @_jit
-def _col2im_t(col, fh, fw, stride, pad, oh, ow, dx):
-    """The transpose of _im2col_t: col's entries added into one sample's dx (C, H, W), zeroed first."""
+def _col2im_t(cf, ld, start, fh, fw, stride, pad, oh, ow, dx):
+    """The transpose of _im2col_t: those columns' entries added into one sample's dx (C, H, W),
+    zeroed first."""
     c_in, h, w = dx.shape
     dx[:] = 0
-    df, cf = dx.reshape(-1), col.reshape(-1)
+    df = dx.reshape(-1)
     for c in range(c_in):
         for fy in range(fh):
             ylo, yhi = _inside(h, oh, fy, stride, pad)
             for fx in range(fw):
                 lo, hi = _inside(w, ow, fx, stride, pad)
-                row = ((c * fh + fy) * fw + fx) * oh * ow
+                row = ((c * fh + fy) * fw + fx) * ld + start
                 for oy in range(ylo, yhi):
                     at = row + oy * ow
                     to = (c * h + oy * stride - pad + fy) * w + fx - pad
@@ -495,33 +496,67 @@ def _col2im_t(col, fh, fw, stride, pad, oh, ow, dx):
                             df[np.uint64(to + ox * stride)] += cf[np.uint64(at + ox)]
 
 
+# Samples are taken in groups, their windows side by side in one matrix, so that each BLAS call
+# is a large product: one call per sample (SimpleConvNet's 30 x 25 by 25 x 576) spent more time
+# waking and parking BLAS's threads than multiplying (fused-numba's ch07 run: 37% of its profile
+# in the BLAS thread server). A group's window matrix holds at most GROUP_ITEMS entries.
+GROUP_ITEMS = 1 << 20
+
+
+@_jit
+def _conv_group(n, ck, area):
+    return max(1, min(n, GROUP_ITEMS // (ck * area)))
+
+
 @_jit
 def _conv_forward(x, W2, b, fh, fw, stride, pad, oh, ow, out):
-    col = np.empty((W2.shape[1], oh * ow), dtype=x.dtype)
-    for n in range(x.shape[0]):
-        _im2col_t(x[n], fh, fw, stride, pad, oh, ow, col)
-        np.dot(W2, col, out[n])
-        for f in range(W2.shape[0]):
-            out[n, f] += b[f]
+    n, f_n, ck, area = x.shape[0], W2.shape[0], W2.shape[1], oh * ow
+    group = _conv_group(n, ck, area)
+    col = np.empty((ck, group * area), dtype=x.dtype)
+    prod = np.empty((f_n, group * area), dtype=x.dtype)
+    for n0 in range(0, n, group):
+        g_n = min(group, n - n0)
+        if g_n < group:  # the last group, smaller: matrices of its own width (np.dot takes whole arrays)
+            col = np.empty((ck, g_n * area), dtype=x.dtype)
+            prod = np.empty((f_n, g_n * area), dtype=x.dtype)
+        for g in range(g_n):
+            _im2col_t(x[n0 + g], fh, fw, stride, pad, oh, ow, col.reshape(-1), g_n * area, g * area)
+        np.dot(W2, col, prod)
+        for g in range(g_n):
+            for f in range(f_n):
+                for j in range(area):
+                    out[n0 + g, f, j] = prod[f, g * area + j] + b[f]
 
 
 @_jit
 def _conv_backward(dout, x, W2, fh, fw, stride, pad, oh, ow, dx, dW2, db, need_dx):
-    col = np.empty((W2.shape[1], oh * ow), dtype=x.dtype)
+    n, f_n, ck, area = x.shape[0], W2.shape[0], W2.shape[1], oh * ow
+    group = _conv_group(n, ck, area)
+    col = np.empty((ck, group * area), dtype=x.dtype)
+    d = np.empty((f_n, group * area), dtype=x.dtype)  # the group's output gradients, side by side
+    dcol = np.empty((ck, group * area), dtype=x.dtype)
     part = np.empty(dW2.shape, dtype=x.dtype)
-    dcol = np.empty(col.shape, dtype=x.dtype)
     W2t = W2.T.copy()
     dW2[:] = 0
     db[:] = 0
-    for n in range(x.shape[0]):
-        _im2col_t(x[n], fh, fw, stride, pad, oh, ow, col)
-        np.dot(dout[n], col.T, part)
+    for n0 in range(0, n, group):
+        g_n = min(group, n - n0)
+        if g_n < group:
+            col = np.empty((ck, g_n * area), dtype=x.dtype)
+            d = np.empty((f_n, g_n * area), dtype=x.dtype)
+            dcol = np.empty((ck, g_n * area), dtype=x.dtype)
+        for g in range(g_n):
+            _im2col_t(x[n0 + g], fh, fw, stride, pad, oh, ow, col.reshape(-1), g_n * area, g * area)
+            for f in range(f_n):
+                d[f, g * area:(g + 1) * area] = dout[n0 + g, f]
+        np.dot(d, col.T, part)
         dW2 += part
-        for f in range(dout.shape[1]):
-            db[f] += np.sum(dout[n, f])
+        for f in range(f_n):
+            db[f] += np.sum(d[f])
         if need_dx:
-            np.dot(W2t, dout[n], dcol)
-            _col2im_t(dcol, fh, fw, stride, pad, oh, ow, dx[n])
+            np.dot(W2t, d, dcol)
+            for g in range(g_n):
+                _col2im_t(dcol.reshape(-1), g_n * area, g * area, fh, fw, stride, pad, oh, ow, dx[n0 + g])
 
 
 def _windows(size, window, stride, pad):
