@@ -37,7 +37,8 @@ static void FN(im2row)(const REAL *x, ptrdiff_t plane, ptrdiff_t row_at, int C, 
                     }
                     const REAL *in = x + c * plane + iy * row_at - pad + fx; /* in[ox * stride] */
                     for (int ox = 0; ox < lo; ++ox) o[ox] = 0;
-                    if (stride == 1) memcpy(o + lo, in + lo, sizeof(REAL) * (size_t)(hi - lo));
+                    if (stride == 1) /* a loop, not memcpy: runs of 7-28 entries, a library call each */
+                        for (int ox = lo; ox < hi; ++ox) o[ox] = in[ox];
                     else
                         for (int ox = lo; ox < hi; ++ox) o[ox] = in[(ptrdiff_t)ox * stride];
                     for (int ox = hi; ox < OW; ++ox) o[ox] = 0;
