@@ -32,12 +32,12 @@ static void FN(im2row)(const REAL *x, ptrdiff_t plane, ptrdiff_t row_at, int C, 
                     REAL *o = row + (ptrdiff_t)oy * OW;
                     const int iy = oy * stride - pad + fy;
                     if (iy < 0 || iy >= H) {
-                        memset(o, 0, sizeof(REAL) * (size_t)OW);
+                        for (int ox = 0; ox < OW; ++ox) o[ox] = 0;
                         continue;
                     }
                     const REAL *in = x + c * plane + iy * row_at - pad + fx; /* in[ox * stride] */
                     for (int ox = 0; ox < lo; ++ox) o[ox] = 0;
-                    if (stride == 1) /* a loop, not memcpy: runs of 7-28 entries, a library call each */
+                    if (stride == 1) /* loops, not memcpy and memset: runs of 7-28 entries, a library call each */
                         for (int ox = lo; ox < hi; ++ox) o[ox] = in[ox];
                     else
                         for (int ox = lo; ox < hi; ++ox) o[ox] = in[(ptrdiff_t)ox * stride];
