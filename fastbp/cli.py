@@ -450,7 +450,7 @@ def cmd_info(args) -> int:
 
         omp = _native.openmp()
         print(f"native      OpenMP {'with ' + str(omp) + ' threads' if omp else 'not available: single-threaded'}; "
-              f"BLAS: {_native.blas()}")
+              f"row kernels: {_native.isa()[0]}; BLAS: {_native.blas()}")
     from fastbp import _malloc
 
     spin = os.environ.get("GOMP_SPINCOUNT", os.environ.get("OMP_WAIT_POLICY", "OpenMP's default"))

@@ -177,6 +177,13 @@ extern double fastbp_engine_seconds[2][FASTBP_OP_COUNT + 1];
 double fastbp_clock(void);
 void fastbp_engine_time(int backward, int code, double since);
 
+/* rows.c's instruction sets: the CPU's best, the one in use, and a lower one chosen (-1: the CPU
+ * lacks it) */
+enum { FASTBP_ISA_BASE, FASTBP_ISA_AVX2, FASTBP_ISA_AVX512 };
+int fastbp_cpu_isa(void);
+int fastbp_isa(void);
+int fastbp_set_isa(int isa);
+
 #define FASTBP_TEMPLATE "declarations.h"
 #include "each_real.h"
 

@@ -847,6 +847,27 @@ static PyObject *blas_threads_local(PyObject *self, PyObject *args)
     return PyLong_FromLong(fastbp_blas_threads_local(n));
 }
 
+/* isa(name=None) -> (in use, the CPU's best): the row kernels' instruction set, by name; a name
+ * chooses that one (at most the CPU's best), for the tests to run every version on one machine. */
+static const char *const isa_names[] = {"base", "avx2", "avx512"};
+
+static PyObject *isa(PyObject *self, PyObject *args)
+{
+    (void)self;
+    const char *name = NULL;
+    if (!PyArg_ParseTuple(args, "|z:isa", &name)) return NULL;
+    if (name) {
+        int chosen = -1;
+        for (int i = 0; i < (int)(sizeof isa_names / sizeof *isa_names); ++i)
+            if (strcmp(name, isa_names[i]) == 0) chosen = i;
+        if (chosen < 0)
+            return PyErr_Format(PyExc_ValueError, "isa: no instruction set %R (base, avx2 or avx512)", PyTuple_GET_ITEM(args, 0));
+        if (fastbp_set_isa(chosen) < 0)
+            return PyErr_Format(PyExc_ValueError, "isa: this CPU has no %s (its best: %s)", name, isa_names[fastbp_cpu_isa()]);
+    }
+    return Py_BuildValue("ss", isa_names[fastbp_isa()], isa_names[fastbp_cpu_isa()]);
+}
+
 static PyObject *openmp(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -915,6 +936,7 @@ static PyMethodDef native_methods[] = {
     {"set_num_threads", set_num_threads, METH_VARARGS, "set_num_threads(n): OpenMP threads of the elementwise loops."},
     {"blas_threads_local", blas_threads_local, METH_VARARGS,
      "blas_threads_local(n) -> before: BLAS threads of this thread's products (-1: this BLAS has no such setting)."},
+    {"isa", isa, METH_VARARGS, "isa(name=None) -> (in use, the CPU's best): the row kernels' instruction set; a name chooses it."},
     {"openmp", openmp, METH_NOARGS, "openmp() -> OpenMP threads available, or 0 when built without OpenMP."},
     {"blas", blas, METH_NOARGS, "blas() -> which BLAS the products call."},
     {"constants", constants, METH_NOARGS, "constants() -> the engine's op, field, update-rule and hyper-vector numbers."},

@@ -3,8 +3,8 @@
  *
  * rows_isa_impl.h is compiled for float and double (each_real.h), each twice: for AVX2 + FMA
  * and for the baseline x86-64 (or whatever the target is); rows_impl.h chooses between the two
- * once, from the CPU's features, and compacts rows. GCC's vector extensions keep the products
- * one source for every width.
+ * from the CPU's features (fastbp_isa), and compacts rows (with AVX-512's compress where the CPU
+ * has it). GCC's vector extensions keep the products one source for every width.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,19 +35,85 @@
 #undef VECTOR_BYTES
 #endif
 
-static int use_avx2(void)
+/* One row's nonzeros (NaN counts as nonzero) into indices/values, returning their count, by
+ * AVX-512's compress: 16 floats (8 doubles) a step, the nonzero lanes packed together and
+ * stored under a mask (a full store would write past the row, into another thread's rows).
+ * The generic loop in rows_impl.h does the same a scalar at a time: compact rows of MNIST's 60000
+ * training images took 59 ms with it, 34 ms this way (count, compaction and column counts, 2 cores;
+ * the first call in a process pays page faults on top: about 130 ms). */
+#ifdef HAVE_AVX2_BUILD
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f,avx512vl")))
+
+AVX512 static int64_t fastbp_compact_row_avx512_f32(const float *row, int64_t k, int32_t *indices, float *values)
+{
+    int64_t at = 0;
+    __m512i column = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int64_t j = 0; j < k; j += 16) {
+        const __mmask16 inside = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(inside, row + j);
+        const __mmask16 keep = _mm512_mask_cmp_ps_mask(inside, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        const int count = __builtin_popcount(keep);
+        const __mmask16 first = (__mmask16)((1u << count) - 1);
+        _mm512_mask_storeu_epi32(indices + at, first, _mm512_maskz_compress_epi32(keep, column));
+        _mm512_mask_storeu_ps(values + at, first, _mm512_maskz_compress_ps(keep, v));
+        at += count;
+        column = _mm512_add_epi32(column, _mm512_set1_epi32(16));
+    }
+    return at;
+}
+
+AVX512 static int64_t fastbp_compact_row_avx512_f64(const double *row, int64_t k, int32_t *indices, double *values)
+{
+    int64_t at = 0;
+    __m256i column = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t j = 0; j < k; j += 8) {
+        const __mmask8 inside = k - j >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (k - j)) - 1);
+        const __m512d v = _mm512_maskz_loadu_pd(inside, row + j);
+        const __mmask8 keep = _mm512_mask_cmp_pd_mask(inside, v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+        const int count = __builtin_popcount(keep);
+        const __mmask8 first = (__mmask8)((1u << count) - 1);
+        _mm256_mask_storeu_epi32(indices + at, first, _mm256_maskz_compress_epi32(keep, column));
+        _mm512_mask_storeu_pd(values + at, first, _mm512_maskz_compress_pd(keep, v));
+        at += count;
+        column = _mm256_add_epi32(column, _mm256_set1_epi32(8));
+    }
+    return at;
+}
+#endif
+
+/* The instruction set the row kernels use: the CPU's best, or a lower one that set_isa chose
+ * (so that the tests run every version on one machine). */
+static int isa_chosen = -1;
+
+int fastbp_cpu_isa(void)
 {
 #ifdef HAVE_AVX2_BUILD
-    static int answer = -1;
-    if (answer < 0) {
-        __builtin_cpu_init();
-        answer = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return answer;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return FASTBP_ISA_BASE;
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") ? FASTBP_ISA_AVX512 : FASTBP_ISA_AVX2;
 #else
-    return 0;
+    return FASTBP_ISA_BASE;
 #endif
 }
+
+int fastbp_isa(void)
+{
+    if (isa_chosen < 0) isa_chosen = fastbp_cpu_isa();
+    return isa_chosen;
+}
+
+int fastbp_set_isa(int isa)
+{
+    if (isa < FASTBP_ISA_BASE || isa > fastbp_cpu_isa()) return -1;
+    isa_chosen = isa;
+    return 0;
+}
+
+static int use_avx2(void) { return fastbp_isa() >= FASTBP_ISA_AVX2; }
+#ifdef HAVE_AVX2_BUILD
+static int use_avx512(void) { return fastbp_isa() >= FASTBP_ISA_AVX512; }
+#endif
 
 #define FASTBP_TEMPLATE "rows_impl.h"
 #include "each_real.h"

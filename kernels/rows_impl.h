@@ -62,6 +62,14 @@ void FN(count_nonzeros)(const REAL *x, int64_t n, int64_t k, int64_t *indptr)
 /* The nonzeros of each row, in column order, at [indptr[i], indptr[i + 1]). */
 void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr, int32_t *indices, REAL *values)
 {
+#ifdef HAVE_AVX2_BUILD
+    if (use_avx512()) {
+        FASTBP_FOR(n * k >= FASTBP_PARALLEL_SCAN, int64_t, i, n, {
+            FN(compact_row_avx512)(x + i * k, k, indices + indptr[i], values + indptr[i]);
+        });
+        return;
+    }
+#endif
     FASTBP_FOR(n * k >= FASTBP_PARALLEL_SCAN, int64_t, i, n, {
         int64_t at = indptr[i];
         for (int64_t j0 = 0; j0 < k; j0 += 64) {

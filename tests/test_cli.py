@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+import fastbp
 from fastbp.cli import build_parser, main
 from mnist import requires_mnist, write_tiny_mnist
 
@@ -30,6 +31,10 @@ def test_info_lists_versions_and_backends():
     assert result.returncode == 0, result.stderr
     for word in ("numpy", "numba", "scipy", "backends", "native", "reference", "cpu", "threads", "settings"):
         assert word in result.stdout
+    if "native" in fastbp.available_backends():
+        from fastbp import _native
+
+        assert f"row kernels: {_native.isa()[1]};" in result.stdout  # the CPU's best, unless a test lowered it
 
 
 @pytest.mark.parametrize("flags, message", [

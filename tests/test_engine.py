@@ -89,9 +89,28 @@ def native_threads():
     _native.set_num_threads(before)
 
 
+ISAS = ("base", "avx2", "avx512")
+
+
+@pytest.fixture(params=ISAS)
+def row_isa(request):
+    """Runs a test with the native row kernels (products on compact rows, compaction) on each
+    instruction set this CPU has, not only its best, then restores the one in use."""
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp import _native
+
+    in_use, best = _native.isa()
+    if ISAS.index(request.param) > ISAS.index(best):
+        pytest.skip(f"this CPU has no {request.param} (its best: {best})")
+    _native.isa(request.param)
+    yield request.param
+    _native.isa(in_use)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_native_compact_training_on_any_thread_count(native_threads, threads, optimizer, rng):
+def test_native_compact_training_on_any_thread_count(native_threads, row_isa, threads, optimizer, rng):
     """The compact step splits the first layer's columns between threads (more threads than
     cores here too, and 5 threads on 9 columns leaves some ranges nearly empty)."""
     native_threads(threads)
@@ -121,7 +140,7 @@ def test_native_training_with_later_products_on_blas(native_threads, threads, in
         assert_same_training(expected, actual, 8, np.float64)
 
 
-def test_native_compact_training_on_very_wide_rows(native_threads, rng):
+def test_native_compact_training_on_very_wide_rows(native_threads, row_isa, rng):
     """Column ranges times the batch above FASTBP_BUCKET_ENTRIES (4M): the step counts each
     column's entries and packs them instead of giving every column a bucket of batch places."""
     native_threads(2)
@@ -159,22 +178,23 @@ def test_native_keeps_mostly_zero_sets_as_compact_rows(rng):
     assert native.prepare_rows(edge, program) is edge
 
 
-def test_compact_rows_keep_nan_and_inf(rng):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compact_rows_keep_nan_and_inf(row_isa, dtype, rng):
     """NaN != 0, so a NaN pixel is kept, and the loss it poisons stops training as on dense rows."""
     if "native" not in fastbp.available_backends():
         pytest.skip("the native backend is not built here")
     from fastbp.backends import native
 
     sizes = np.array([10, 8, 2])
-    x = mostly_zeros(rng, (6, 10), np.float64)
+    x = mostly_zeros(rng, (6, 10), dtype)
     x[3, 4] = np.nan
-    params = np.full(engine.parameter_count(sizes), 0.1)
+    params = np.full(engine.parameter_count(sizes), 0.1, dtype)
     losses = np.zeros(3)
     rows = native.prepare_rows(x, engine.mlp_program(sizes, "relu"))
     assert isinstance(rows, native.CompactRows)
     done = native.train_steps(rows, np.zeros(6, np.int64), np.array([[0, 2], [3, 5], [0, 1]]), params,
                               np.zeros_like(params), engine.mlp_program(sizes, "relu"), engine.SGD,
-                              engine.hyper_vector(np.float64, 0.1), np.zeros((2, params.size)), 0, losses)
+                              engine.hyper_vector(dtype, 0.1), np.zeros((2, params.size), dtype), 0, losses)
     assert done == 1 and np.isfinite(params).all()
 
 
