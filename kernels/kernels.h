@@ -27,7 +27,7 @@
 /* feature-based: "arch=haswell" would dispatch on the CPU model and give AMD the baseline clone;
  * x86-64-v3 (AVX2, FMA, ...) is a feature level (GCC 12), and FMA makes exp's polynomial 1.5x faster */
 #if __GNUC__ >= 12
-#define FASTBP_SIMD __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define FASTBP_SIMD __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FASTBP_SIMD __attribute__((target_clones("avx2", "default")))
 #endif

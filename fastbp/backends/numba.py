@@ -255,19 +255,48 @@ def sigmoid_backward(dout, out):
 # ---- Softmax with cross-entropy: one pass per row ----------------------------------------------
 
 @_jit
+def _row_max(r):
+    """The largest entry of the row r (r[0] when that is NaN; a NaN elsewhere is passed over, and
+    the softmax of its row is NaN all the same). Eight running maxima, merged at the end: one
+    dependent chain of comparisons took 40 us at 1000 x 100, these 15."""
+    c = r.shape[0]
+    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = r[0]
+    j = 0
+    while j + 8 <= c:
+        t0 = r[j] if r[j] > t0 else t0
+        t1 = r[j + 1] if r[j + 1] > t1 else t1
+        t2 = r[j + 2] if r[j + 2] > t2 else t2
+        t3 = r[j + 3] if r[j + 3] > t3 else t3
+        t4 = r[j + 4] if r[j + 4] > t4 else t4
+        t5 = r[j + 5] if r[j + 5] > t5 else t5
+        t6 = r[j + 6] if r[j + 6] > t6 else t6
+        t7 = r[j + 7] if r[j + 7] > t7 else t7
+        j += 8
+    for j in range(j, c):
+        t0 = r[j] if r[j] > t0 else t0
+    t0 = t1 if t1 > t0 else t0
+    t2 = t3 if t3 > t2 else t2
+    t4 = t5 if t5 > t4 else t4
+    t6 = t7 if t7 > t6 else t6
+    t0 = t2 if t2 > t0 else t0
+    t4 = t6 if t6 > t4 else t4
+    return t4 if t4 > t0 else t0
+
+
+@_jit
 def _softmax_xent_forward(x, labels, y, row_loss):
     """y = softmax(x) row by row; row_loss[i] = -log y[i, labels[i]]."""
     c = x.shape[1]
     for i in range(x.shape[0]):
-        top = x[i, 0]
-        for j in range(1, c):
-            top = max(top, x[i, j])
+        top = _row_max(x[i])
         for j in range(c):
             y[i, j] = _vexp(x[i, j] - top)
         total = 0.0  # float64 accumulator, also for float32 rows
         for j in range(c):
             total += y[i, j]
-        scale = 1.0 / total
+        # rounded to the row's type, as the native kernel does: a float64 scale made every product
+        # of a float32 row a conversion to float64 and back (1000 x 100: 270 us, 153 this way)
+        scale = y.dtype.type(1.0 / total)
         for j in range(c):
             y[i, j] *= scale
         row_loss[i] = np.log(total) - (x[i, labels[i]] - top)
