@@ -36,11 +36,53 @@ static inline double FN(row_sum)(const REAL *x, int c)
     return total;
 }
 
-/* y = softmax(x) row by row (shifted by the row maximum); returns the mean of -log y[label]. */
+/* Rows [i0, i1) of softmax_xent_forward, at most SOFTMAX_BLOCK_ROWS of them: their maxima, the
+ * shifted entries, then exp over the block's entries in one loop (row by row, a 10-class row was a
+ * vector and a tail of exp's polynomial: 100 x 10 float32 3.4 us, 2.7 this way; 1000 x 100 84 ->
+ * 61 us), then each row's sum and scale. The same operations as row by row, so the same results.
+ * Returns the block's sum of -log y[label]. Always inlined: each clone of the caller then has its
+ * own (called, it was compiled once, for the baseline: float64 5x slower). */
+#define SOFTMAX_BLOCK_ROWS 64
+static inline __attribute__((always_inline)) double FN(softmax_block)(const REAL *restrict x, const int64_t *labels, REAL *restrict y, int i0, int i1,
+                                       int c)
+{
+    REAL top[SOFTMAX_BLOCK_ROWS];
+    for (int i = i0; i < i1; ++i) {
+        const REAL *xi = x + (ptrdiff_t)i * c;
+        REAL *yi = y + (ptrdiff_t)i * c;
+        top[i - i0] = FN(row_max)(xi, c);
+        for (int j = 0; j < c; ++j) yi[j] = xi[j] - top[i - i0];
+    }
+    REAL *yb = y + (ptrdiff_t)i0 * c;
+    for (ptrdiff_t e = 0; e < (ptrdiff_t)(i1 - i0) * c; ++e) yb[e] = EXP(yb[e]);
+    double loss = 0;
+    for (int i = i0; i < i1; ++i) {
+        REAL *yi = y + (ptrdiff_t)i * c;
+        const double total = FN(row_sum)(yi, c);
+        const REAL scale = (REAL)(1.0 / total);
+        for (int j = 0; j < c; ++j) yi[j] *= scale;
+        loss += log(total) - (double)(x[(ptrdiff_t)i * c + labels[i]] - top[i - i0]);
+    }
+    return loss;
+}
+
+/* y = softmax(x) row by row (shifted by the row maximum); returns the mean of -log y[label].
+ * Rows of fewer than SOFTMAX_BLOCK_BELOW classes in blocks of at most 4096 entries (in the
+ * first-level cache); longer rows one at a time, exp straight from x (the blocks' extra pass over
+ * the entries made 256 x 1024 float64 1.2x slower). */
+#define SOFTMAX_BLOCK_BELOW 512
 FASTBP_SIMD double FN(softmax_xent_forward)(const REAL *x, const int64_t *labels, REAL *y, int n, int c,
                                              ptrdiff_t parallel_min)
 {
     double loss = 0;
+    if (c < SOFTMAX_BLOCK_BELOW) {
+        const int rows = 4096 / c < SOFTMAX_BLOCK_ROWS ? 4096 / c : SOFTMAX_BLOCK_ROWS;
+        FASTBP_FOR_SUM((ptrdiff_t)n * c >= parallel_min, loss, int, b, (n + rows - 1) / rows, {
+            const int i0 = b * rows, i1 = i0 + rows < n ? i0 + rows : n;
+            loss += FN(softmax_block)(x, labels, y, i0, i1, c);
+        });
+        return loss / n;
+    }
     FASTBP_FOR_SUM((ptrdiff_t)n * c >= parallel_min, loss, int, i, n, {
         const REAL *restrict xi = x + (ptrdiff_t)i * c;
         REAL *restrict yi = y + (ptrdiff_t)i * c;
