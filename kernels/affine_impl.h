@@ -10,8 +10,12 @@ int FN(affine_on_calling_thread)(int n, int k, int m)
     return FN(own_weights)(k, m);
 }
 
-/* Items of scratch affine_backward uses (0: none). */
-ptrdiff_t FN(affine_scratch)(int n, int k, int m) { return FN(own_weights)(k, m) ? (ptrdiff_t)k * (m > n ? m : n) : 0; }
+/* Items of scratch affine_backward uses (0: none): W's transposed copy. */
+ptrdiff_t FN(affine_scratch)(int n, int k, int m)
+{
+    (void)n;
+    return FN(own_weights)(k, m) ? (ptrdiff_t)k * m : 0;
+}
 
 void FN(affine_forward)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m, int stay)
 {
@@ -41,17 +45,16 @@ static void FN(transpose)(const REAL *a, REAL *at, int rows, int cols)
 int FN(affine_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
                         int m, REAL *scratch, int stay)
 {
-    if (stay && FN(own_weights)(k, m)) { /* both products as rows times a matrix, through transposed copies */
-        REAL *mine = scratch ? NULL : malloc(sizeof(REAL) * (size_t)FN(affine_scratch)(n, k, m));
-        REAL *spare = scratch ? scratch : mine;
-        if (!spare) return -1;
+    if (stay && FN(own_weights)(k, m)) { /* both products as rows times a matrix: dx through W's transposed copy */
         if (dx) {
+            REAL *mine = scratch ? NULL : malloc(sizeof(REAL) * (size_t)FN(affine_scratch)(n, k, m));
+            REAL *spare = scratch ? scratch : mine;
+            if (!spare) return -1;
             FN(transpose)(W, spare, k, m);
             FN(dense_times)(dout, n, m, spare, NULL, dx, k);
+            free(mine);
         }
-        FN(transpose)(x, spare, n, k);
-        FN(dense_times)(spare, k, n, dout, NULL, dW, m);
-        free(mine);
+        FN(transposed_dense_times)(x, n, k, dout, dW, m);
     } else {
         if (dx && n <= FASTBP_FEW_ROWS_DX) FN(times_transposed)(dout, n, m, m, 1, W, NULL, 0, k, dx); /* each W row read once */
         else if (dx) GEMM(0, 1, n, k, m, (REAL)1, dout, W, (REAL)0, dx);

@@ -75,6 +75,7 @@ void FN(optimizer_step)(int code, REAL *param, const REAL *grad, REAL *m, REAL *
 void FN(spans_times)(const int64_t *begin, const int64_t *end, int n, const int32_t *indices, const REAL *values,
                      const REAL *M, const REAL *start, REAL *out, int m);
 void FN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *start, REAL *out, int m);
+void FN(transposed_dense_times)(const REAL *x, int n, int k, const REAL *M, REAL *out, int m); /* out = x^T M */
 /* out (n, m) = a (n, k) B (k, m) plus row_start[i] on row i (NULL: none), register-tiled; out's
  * rows ldo apart, B's row p at B + offsets[p] (NULL: p m) */
 void FN(tiles_times)(const REAL *a, int n, int k, const REAL *B, const ptrdiff_t *offsets, int m,

@@ -19,6 +19,11 @@ void FN(dense_times)(const REAL *x, int n, int k, const REAL *M, const REAL *sta
     ON_BEST_ISA(dense_times, (x, n, k, M, start, out, m));
 }
 
+void FN(transposed_dense_times)(const REAL *x, int n, int k, const REAL *M, REAL *out, int m)
+{
+    ON_BEST_ISA(transposed_dense_times, (x, n, k, M, out, m));
+}
+
 void FN(tiles_times)(const REAL *a, int n, int k, const REAL *B, const ptrdiff_t *offsets, int m,
                      const REAL *row_start, REAL *out, ptrdiff_t ldo)
 {
