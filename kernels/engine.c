@@ -80,9 +80,44 @@ FASTBP_SIMD static int64_t first_column_at_least(const int32_t *indices, int64_t
 }
 
 /* [begin[r], end[r]): the entries of compact row rows[r] whose columns are in [lo, hi). */
-void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int32_t lo, int32_t hi, int k, int64_t *begin,
-                      int64_t *end)
+int32_t *fastbp_row_splits(const fastbp_rows *x, int64_t n_rows, int k, int threads)
 {
+    int32_t *cuts = malloc(sizeof(int32_t) * (size_t)(threads + 1));
+    int32_t *splits = malloc(sizeof(int32_t) * (size_t)(n_rows > 0 ? n_rows : 1) * (size_t)(threads - 1));
+    if (!cuts || !splits) {
+        free(cuts);
+        free(splits);
+        return NULL;
+    }
+    fastbp_split_columns(x->column_counts, k, threads, cuts);
+    FASTBP_FOR(n_rows >= 4096, int64_t, i, n_rows, {
+        const int64_t first = x->indptr[i], last = x->indptr[i + 1];
+        int64_t at = first;
+        for (int t = 1; t < threads; ++t) {
+            at = first_column_at_least(x->indices, at, last, cuts[t]);
+            splits[i * (threads - 1) + t - 1] = (int32_t)(at - first);
+        }
+    });
+    free(cuts);
+    return splits;
+}
+
+/* Row i's entries in range t: [*begin, *end). */
+static void split_span(const fastbp_rows *x, int64_t i, int t, int threads, int64_t *begin, int64_t *end)
+{
+    const int64_t first = x->indptr[i];
+    const int32_t *at = x->splits + i * (threads - 1);
+    *begin = t > 0 ? first + at[t - 1] : first;
+    *end = t < threads - 1 ? first + at[t] : x->indptr[i + 1];
+}
+
+void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int t, int threads, int32_t lo, int32_t hi,
+                      int k, int64_t *begin, int64_t *end)
+{
+    if (x->splits && x->split_threads == threads) {
+        for (int r = 0; r < n; ++r) split_span(x, rows[r], t, threads, &begin[r], &end[r]);
+        return;
+    }
     for (int r = 0; r < n; ++r) {
         const int64_t first = x->indptr[rows[r]], last = x->indptr[rows[r] + 1];
         begin[r] = lo > 0 ? first_column_at_least(x->indices, first, last, lo) : first;
@@ -90,11 +125,13 @@ void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int32_t 
     }
 }
 
-void fastbp_prefetch_rows(const fastbp_rows *x, const int64_t *rows, int n, size_t item)
+void fastbp_prefetch_rows(const fastbp_rows *x, const int64_t *rows, int n, size_t item, int t, int threads)
 {
     const char *values = x->values;
+    const int own = x->splits && x->split_threads == threads;
     for (int r = 0; r < n; ++r) {
-        const int64_t first = x->indptr[rows[r]], last = x->indptr[rows[r] + 1];
+        int64_t first = x->indptr[rows[r]], last = x->indptr[rows[r] + 1];
+        if (own) split_span(x, rows[r], t, threads, &first, &last);
         if (last == first) continue;
         /* a cache line at a time, and the last entry's (the row need not start on a line) */
         for (int64_t p = first; p < last; p += 64 / (int64_t)sizeof(int32_t)) __builtin_prefetch(x->indices + p);

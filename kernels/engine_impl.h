@@ -527,9 +527,9 @@ static ptrdiff_t FN(train_compact)(const fastbp_rows *x, const int64_t *labels, 
         REAL *out = t ? parts + (ptrdiff_t)(t - 1) * batch * m : out0;
         for (ptrdiff_t s = 0; ready && s < n_steps; ++s) {
             const int64_t *rows = batches + s * batch;
-            fastbp_own_spans(x, rows, batch, own->lo, own->hi, n_in, own->begin, own->end);
+            fastbp_own_spans(x, rows, batch, t, threads, own->lo, own->hi, n_in, own->begin, own->end);
             FN(group_by_column)(own, x, batch);
-            if (s + 1 < n_steps) fastbp_prefetch_rows(x, rows + batch, batch, sizeof(REAL));
+            if (s + 1 < n_steps) fastbp_prefetch_rows(x, rows + batch, batch, sizeof(REAL), t, threads);
             FN(spans_times)(own->begin, own->end, batch, x->indices, x->values, W, t ? NULL : W + (ptrdiff_t)n_in * m, out,
                             m);
             fastbp_barrier_wait(&barrier, &sense);

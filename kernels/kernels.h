@@ -151,16 +151,25 @@ typedef struct {
     const int32_t *indices;
     const void *values;
     const int64_t *column_counts; /* entries per column, over all rows */
+    /* where each row's entries cross the column ranges of split_threads threads (fastbp_split_columns):
+     * row i's range t starts at indptr[i] + splits[i (split_threads - 1) + t - 1] (t > 0); NULL: not made */
+    const int32_t *splits;
+    int split_threads;
 } fastbp_rows;
 
 /* type-independent helpers of the engine and of compact rows */
 void fastbp_column_counts(const int32_t *indices, int64_t nnz, int64_t *counts, int64_t k);
 void fastbp_split_columns(const int64_t *counts, int k, int threads, int32_t *cuts);
-void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int32_t lo, int32_t hi, int k, int64_t *begin,
-                      int64_t *end);
+/* splits (n_rows x (threads - 1)) of compact rows for the column ranges of `threads` threads, or
+ * NULL when out of memory */
+int32_t *fastbp_row_splits(const fastbp_rows *x, int64_t n_rows, int k, int threads);
+/* The entries [begin[r], end[r]) of rows[r] in thread t's column range [lo, hi) of `threads` */
+void fastbp_own_spans(const fastbp_rows *x, const int64_t *rows, int n, int t, int threads, int32_t lo, int32_t hi,
+                      int k, int64_t *begin, int64_t *end);
 /* Asks the caches for the next step's rows (their column indices and `item`-byte values) while
- * this step computes: a batch's rows are random rows of a data set larger than the caches. */
-void fastbp_prefetch_rows(const fastbp_rows *x, const int64_t *rows, int n, size_t item);
+ * this step computes: a batch's rows are random rows of a data set larger than the caches. Each
+ * thread asks for its own range's entries where the rows' splits are made, else for whole rows. */
+void fastbp_prefetch_rows(const fastbp_rows *x, const int64_t *rows, int n, size_t item, int t, int threads);
 double fastbp_adam_step_size(double lr, double beta1, double beta2, int64_t t);
 /* NumPy's legacy generator (mt19937.c): keep[e] = next double > ratio; returns the new position */
 #define FASTBP_MT19937_WORDS 624

@@ -449,6 +449,7 @@ static PyObject *blas(PyObject *self, PyObject *args)
 /* ---- compact rows: a C-owned, immutable CSR copy of a data set, made once --------------- */
 
 #define COMPACT_CAPSULE "fastbp._native.compact_rows"
+#define COMPACT_SPLIT_THREADS 64 /* the most threads whose row splits a set keeps */
 
 typedef struct {
     Py_ssize_t n, k;
@@ -457,6 +458,9 @@ typedef struct {
     int32_t *indices;
     void *values;
     int64_t *column_counts; /* where the fused step splits the columns between threads */
+    /* each row's splits for the column ranges of t threads (fastbp_row_splits), made at a first
+     * training call on t threads and kept (a call still running may read them) */
+    int32_t *splits[COMPACT_SPLIT_THREADS + 1];
 } Compact;
 
 /* A large array that training reads at random rows: on Linux, in 2 MiB pages where the kernel
@@ -482,6 +486,7 @@ static void compact_destroy(Compact *c)
     free(c->indices);
     free(c->values);
     free(c->column_counts);
+    for (int t = 0; t <= COMPACT_SPLIT_THREADS; ++t) free(c->splits[t]);
     free(c);
 }
 
@@ -549,11 +554,13 @@ static PyObject *compact_rows(PyObject *self, PyObject *args)
 /* ---- the engine ------------------------------------------------------------------------- */
 
 /* The x of the engine: a float array of n_rows * k items, or compact rows of that shape (whose
- * dtype then becomes the one the other float arguments must share). */
-static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp_rows *rows)
+ * dtype then becomes the one the other float arguments must share). `threads` above 1: compact
+ * rows come with their splits for that many threads (made once, while the GIL is held: about 2 ms
+ * for MNIST's 60000 images; without memory for them, the engine finds each batch row's split). */
+static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp_rows *rows, int threads)
 {
     if (PyCapsule_IsValid(ox, COMPACT_CAPSULE)) {
-        const Compact *c = PyCapsule_GetPointer(ox, COMPACT_CAPSULE);
+        Compact *c = PyCapsule_GetPointer(ox, COMPACT_CAPSULE);
         if (n_rows < 0 || c->n != n_rows || c->k != k) {
             PyErr_Format(PyExc_ValueError, "x: compact rows of shape (%zd, %zd), expected (%zd, %lld)", c->n, c->k, n_rows,
                          (long long)k);
@@ -566,6 +573,11 @@ static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp
         a->real = c->real;
         *rows = (fastbp_rows){.dense = NULL, .indptr = c->indptr, .indices = c->indices, .values = c->values,
                               .column_counts = c->column_counts};
+        if (threads > 1 && threads <= COMPACT_SPLIT_THREADS) {
+            if (!c->splits[threads]) c->splits[threads] = fastbp_row_splits(rows, c->n, (int)c->k, threads);
+            rows->splits = c->splits[threads];
+            rows->split_threads = threads;
+        }
         return 0;
     }
     Py_ssize_t n_items;
@@ -669,8 +681,9 @@ static int take_program(Args *a, PyObject *oprogram, Py_ssize_t n_params, Py_ssi
 }
 
 /* The engine's network and data: params and the running statistics stats (both writable for
- * training), a program checked against them for `batch` rows a pass, and x. Returns the number
- * of ops, or -1 with the error set. */
+ * training, and then compact rows come with their splits for the OpenMP threads), a program
+ * checked against them for `batch` rows a pass, and x. Returns the number of ops, or -1 with the
+ * error set. */
 static int take_network(Args *a, PyObject *op, PyObject *ostats, int writable, PyObject *oprogram, Py_ssize_t batch,
                         PyObject *ox, Py_ssize_t n_rows, void **params, double **stats, const int64_t **program,
                         fastbp_rows *x)
@@ -680,7 +693,8 @@ static int take_network(Args *a, PyObject *op, PyObject *ostats, int writable, P
     *stats = take(a, ostats, K_F64, writable, "stats", -1);
     if (!*stats && PyErr_Occurred()) return -1; /* (an empty array may have no data) */
     const int n_ops = take_program(a, oprogram, n_params, items(a, a->count - 1), batch, program);
-    if (n_ops < 0 || take_rows(a, ox, n_rows, FIELD(*program, 0, FASTBP_FIELD_IN), x) < 0) return -1;
+    if (n_ops < 0 || take_rows(a, ox, n_rows, FIELD(*program, 0, FASTBP_FIELD_IN), x, writable ? FASTBP_MAX_THREADS() : 1) < 0)
+        return -1;
     if (!x->dense && FIELD(*program, 0, FASTBP_FIELD_CODE) != FASTBP_OP_AFFINE) {
         PyErr_SetString(PyExc_ValueError, "compact rows feed only a first affine op");
         return -1;
