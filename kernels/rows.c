@@ -1,9 +1,11 @@
 /* Products row by row (on compact or dense rows), and compact rows themselves: the nonzeros of
  * a mostly-zero matrix, row by row.
  *
- * rows_isa_impl.h is compiled for float and double (each_real.h), each twice: for AVX2 + FMA
- * and for the baseline x86-64 (or whatever the target is); rows_impl.h chooses between the two
- * from the CPU's features (fastbp_isa), and compacts rows (with AVX-512's compress where the CPU
+ * rows_isa_impl.h is compiled for float and double (each_real.h), each three times: for AVX-512,
+ * for AVX2 + FMA and for the baseline x86-64 (or whatever the target is); rows_impl.h chooses
+ * from the CPU's features (fastbp_isa): the AVX-512 build for the products on compact rows at
+ * least a vector wide (a training step of the seed's network 71.5 -> 69.1 us against AVX2, on a
+ * Xeon with AVX-512), AVX2 for the rest; and compacts rows (with AVX-512's compress where the CPU
  * has it). GCC's vector extensions keep the products one source for every width.
  */
 #include <stdint.h>
@@ -28,6 +30,15 @@
 #define ISA avx2
 #define TARGET __attribute__((target("avx2,fma")))
 #define VECTOR_BYTES 32
+#define FASTBP_TEMPLATE "rows_isa_impl.h"
+#include "each_real.h"
+#undef ISA
+#undef TARGET
+#undef VECTOR_BYTES
+/* ... and for AVX-512: 64-byte vectors, for the products on compact rows (spans_times) */
+#define ISA avx512
+#define TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+#define VECTOR_BYTES 64
 #define FASTBP_TEMPLATE "rows_isa_impl.h"
 #include "each_real.h"
 #undef ISA

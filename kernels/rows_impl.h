@@ -11,6 +11,12 @@
 void FN(spans_times)(const int64_t *begin, const int64_t *end, int n, const int32_t *indices, const REAL *values,
                      const REAL *M, const REAL *start, REAL *out, int m)
 {
+#ifdef HAVE_AVX2_BUILD
+    if (use_avx512() && m >= 64 / (int)sizeof(REAL)) { /* (narrower rows would take its scalar loop) */
+        FN(spans_times_avx512)(begin, end, n, indices, values, M, start, out, m);
+        return;
+    }
+#endif
     ON_BEST_ISA(spans_times, (begin, end, n, indices, values, M, start, out, m));
 }
 
