@@ -67,7 +67,11 @@ int FN(affine_backward)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx
 
 
 /* The same products split between the OpenMP threads, each part on a BLAS kept to the thread
- * that calls it (fastbp_blas_threads_local): one pool of threads for the engine of a network
+ * that calls it (fastbp_blas_threads_local: set to 1 by the calling thread before the team starts
+ * and put back by it after the team ends, and set in each team thread too; NumPy's OpenBLAS keeps
+ * that setting for the whole process, not per thread, so when each team thread put back what it had
+ * found, the last to finish could leave NumPy's own products on one thread for the rest of the
+ * process: 2x slower, tests/test_native.py). One pool of threads for the engine of a network
  * whose convolutions keep OpenMP's threads busy, where BLAS's own would fight them (measured on
  * the 2-core machine, a SimpleConvNet step: 33-36 ms with both pools, 20-21 ms with one). Every
  * part is split along W's rows (k), so that each thread's BLAS packs only its share of W, not all
@@ -90,14 +94,15 @@ void FN(affine_forward_team)(const REAL *x, const REAL *W, const REAL *b, REAL *
         FN(affine_forward)(x, W, b, out, n, k, m, 0);
         return;
     }
+    const int before = fastbp_blas_threads_local(1);
 #pragma omp parallel num_threads(most)
     {
-        const int before = fastbp_blas_threads_local(1), t = omp_get_thread_num(), threads = omp_get_num_threads();
+        const int t = omp_get_thread_num(), threads = omp_get_num_threads();
         int lo, hi;
+        fastbp_blas_threads_local(1);
         FN(team_part)(k, &lo, &hi);
         REAL *mine = t ? parts + (ptrdiff_t)(t - 1) * n * m : out;
         FN(gemm_ld)(0, 0, n, m, hi - lo, (REAL)1, x + lo, k, W + (ptrdiff_t)lo * m, m, (REAL)0, mine, m);
-        fastbp_blas_threads_local(before);
 #pragma omp barrier
         FN(team_part)(n, &lo, &hi);
         for (int i = lo; i < hi; ++i)
@@ -107,23 +112,25 @@ void FN(affine_forward_team)(const REAL *x, const REAL *W, const REAL *b, REAL *
                 out[(ptrdiff_t)i * m + j] = sum;
             }
     }
+    if (before > 0) fastbp_blas_threads_local(before);
     free(parts);
 }
 
 void FN(affine_backward_team)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
                               int m)
 {
+    const int before = fastbp_blas_threads_local(1);
 #pragma omp parallel
     {
-        const int before = fastbp_blas_threads_local(1);
         int lo, hi;
+        fastbp_blas_threads_local(1);
         FN(team_part)(k, &lo, &hi);
         if (dx) /* dx[:, lo:hi] = dout W[lo:hi]^T */
             FN(gemm_ld)(0, 1, n, hi - lo, m, (REAL)1, dout, m, W + (ptrdiff_t)lo * m, m, (REAL)0, dx + lo, k);
         /* dW[lo:hi] = x[:, lo:hi]^T dout */
         FN(gemm_ld)(1, 0, hi - lo, m, n, (REAL)1, x + lo, k, dout, m, (REAL)0, dW + (ptrdiff_t)lo * m, m);
-        fastbp_blas_threads_local(before);
     }
+    if (before > 0) fastbp_blas_threads_local(before);
     FN(column_sums)(dout, db, n, m);
 }
 #else

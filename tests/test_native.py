@@ -199,3 +199,27 @@ def test_native_uses_numpys_blas_where_numpy_carries_one(tmp_path):
     rng = np.random.default_rng(0)
     x, W, b = rng.standard_normal((37, 19)), rng.standard_normal((19, 23)), rng.standard_normal(23)
     np.testing.assert_allclose(native.affine_forward(x, W, b), x @ W + b, rtol=1e-12)
+
+
+def blas_threads_now() -> int:
+    """NumPy's BLAS threads for this thread's products (-1: the BLAS has no such setting)."""
+    now = _native.blas_threads_local(1)
+    if now > 0:
+        _native.blas_threads_local(now)
+    return now
+
+
+@pytest.mark.skipif(_native.openmp() < 2, reason="team products need two OpenMP threads")
+def test_team_products_leave_numpys_blas_threads_as_they_were(rng):
+    """The layers' products on the OpenMP team keep BLAS to one thread each while they run. In
+    NumPy's OpenBLAS that setting is the whole process's, not each thread's: when every team
+    thread put back what it had found, the last one to finish could leave it at 1, and NumPy's
+    own products ran on one thread for the rest of the process (2x slower)."""
+    before = blas_threads_now()
+    if before < 2:
+        pytest.skip("BLAS here has no per-call thread setting, or only one thread")
+    x, W, b = rng.standard_normal((100, 784)), rng.standard_normal((784, 50)), rng.standard_normal(50)  # the book's first layer
+    for _ in range(20):  # (which thread finishes last varies from call to call)
+        out = native.affine_forward(x, W, b)
+        native.affine_backward(out, x, W)
+    assert blas_threads_now() == before
