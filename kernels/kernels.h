@@ -21,22 +21,25 @@
 
 #include "vexp.h"
 
-/* Elementwise loops get AVX-512 and AVX2 + FMA versions beside the baseline one, chosen when the
- * module loads (GCC function multiversioning): a wheel built here runs on any x86-64, fast on AVX2
- * and faster on AVX-512 (32 vector registers, masked tails: softmax + loss at 1000 x 100 float64
- * 189 -> 118 us on a Xeon with AVX-512; the same operations in the same order, so the same results). */
+/* Elementwise loops get an AVX2 + FMA version beside the baseline one, chosen when the module
+ * loads (GCC function multiversioning): a wheel built here runs on any x86-64, fast on AVX2.
+ * FASTBP_AVX512 marks a function compiled for AVX-512 beside them, called only for work of at
+ * least FASTBP_WIDE_MIN items on a CPU that has it (fastbp_isa): the same operations in the same
+ * order, so the same results. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 /* feature-based: "arch=haswell" would dispatch on the CPU model and give AMD the baseline clone;
  * x86-64-v3 (AVX2, FMA, ...) and v4 (AVX-512 F/BW/CD/DQ/VL) are feature levels (GCC 12), and FMA
  * makes exp's polynomial 1.5x faster */
 #if __GNUC__ >= 12
-#define FASTBP_SIMD __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define FASTBP_SIMD __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define FASTBP_AVX512 __attribute__((target("arch=x86-64-v4")))
 #else
 #define FASTBP_SIMD __attribute__((target_clones("avx2", "default")))
 #endif
 #else
 #define FASTBP_SIMD
 #endif
+#define FASTBP_WIDE_MIN 16384
 
 /* FASTBP_FOR(cond, type, i, n, { body }): for (type i = 0; i < n; ++i) body, split between the
  * OpenMP threads when cond holds (callers pass the size threshold of fastbp/threads.py, or

@@ -45,6 +45,26 @@ def dtype(request):
     return request.param
 
 
+ISAS = ("base", "avx2", "avx512")
+
+
+@pytest.fixture(params=ISAS)
+def row_isa(request):
+    """Runs a test with the native kernels that choose their instruction set at run time (products
+    on compact rows, compaction, large softmax) on each one this CPU has, not only its best, then
+    restores the one in use."""
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    from fastbp import _native
+
+    in_use, best = _native.isa()
+    if ISAS.index(request.param) > ISAS.index(best):
+        pytest.skip(f"this CPU has no {request.param} (its best: {best})")
+    _native.isa(request.param)
+    yield request.param
+    _native.isa(in_use)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261122)

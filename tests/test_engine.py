@@ -89,25 +89,6 @@ def native_threads():
     _native.set_num_threads(before)
 
 
-ISAS = ("base", "avx2", "avx512")
-
-
-@pytest.fixture(params=ISAS)
-def row_isa(request):
-    """Runs a test with the native row kernels (products on compact rows, compaction) on each
-    instruction set this CPU has, not only its best, then restores the one in use."""
-    if "native" not in fastbp.available_backends():
-        pytest.skip("the native backend is not built here")
-    from fastbp import _native
-
-    in_use, best = _native.isa()
-    if ISAS.index(request.param) > ISAS.index(best):
-        pytest.skip(f"this CPU has no {request.param} (its best: {best})")
-    _native.isa(request.param)
-    yield request.param
-    _native.isa(in_use)
-
-
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_native_compact_training_on_any_thread_count(native_threads, row_isa, threads, optimizer, rng):

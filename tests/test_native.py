@@ -7,6 +7,7 @@ import pytest
 
 from fastbp import _native, engine
 from fastbp.backends import native, reference
+from fastbp.testing import default_rtol
 
 SGD_01 = engine.hyper_vector(np.float64, 0.1)
 
@@ -223,3 +224,20 @@ def test_team_products_leave_numpys_blas_threads_as_they_were(rng):
         out = native.affine_forward(x, W, b)
         native.affine_backward(out, x, W)
     assert blas_threads_now() == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(200, 100), (40, 600), (3, 10)], ids=str)  # blocks, long rows; above and below FASTBP_WIDE_MIN
+def test_native_softmax_is_the_same_on_every_instruction_set(row_isa, dtype, shape, rng):
+    """Large softmax runs in AVX-512 where the CPU has it (kernels/loss_impl.h), else in AVX2: the
+    same operations in the same order, so the same bits; and the reference's values within its rule."""
+    x = (rng.standard_normal(shape) * 5).astype(dtype)
+    t = rng.integers(0, shape[1], shape[0])
+    loss, y = native.softmax_cross_entropy_forward(x, t)
+    _native.isa("base")
+    base_loss, base_y = native.softmax_cross_entropy_forward(x, t)
+    assert loss == base_loss and np.array_equal(y, base_y)
+    ref_loss, ref_y = reference.softmax_cross_entropy_forward(x, t)
+    # y: exp of |x - max| up to ~40 and a row sum of c terms, rounded in dtype (default_rtol's sqrt(c) rule)
+    np.testing.assert_allclose(y, ref_y, rtol=default_rtol(dtype, shape[1]), atol=float(np.finfo(dtype).tiny))
+    assert loss == pytest.approx(ref_loss, rel=default_rtol(dtype, shape[1]))
