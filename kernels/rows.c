@@ -46,51 +46,35 @@
 #undef VECTOR_BYTES
 #endif
 
-/* One row's nonzeros (NaN counts as nonzero) into indices/values, returning their count, by
- * AVX-512's compress: 16 floats (8 doubles) a step, the nonzero lanes packed together and
- * stored under a mask (a full store would write past the row, into another thread's rows).
- * The generic loop in rows_impl.h does the same a scalar at a time: compact rows of MNIST's 60000
- * training images took 59 ms with it, 34 ms this way (count, compaction and column counts, 2 cores;
- * the first call in a process pays page faults on top: about 130 ms). */
 #ifdef HAVE_AVX2_BUILD
 #include <immintrin.h>
 #define AVX512 __attribute__((target("avx512f,avx512vl")))
-
-AVX512 static int64_t fastbp_compact_row_avx512_f32(const float *row, int64_t k, int32_t *indices, float *values)
-{
-    int64_t at = 0;
-    __m512i column = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (int64_t j = 0; j < k; j += 16) {
-        const __mmask16 inside = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1);
-        const __m512 v = _mm512_maskz_loadu_ps(inside, row + j);
-        const __mmask16 keep = _mm512_mask_cmp_ps_mask(inside, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-        const int count = __builtin_popcount(keep);
-        const __mmask16 first = (__mmask16)((1u << count) - 1);
-        _mm512_mask_storeu_epi32(indices + at, first, _mm512_maskz_compress_epi32(keep, column));
-        _mm512_mask_storeu_ps(values + at, first, _mm512_maskz_compress_ps(keep, v));
-        at += count;
-        column = _mm512_add_epi32(column, _mm512_set1_epi32(16));
-    }
-    return at;
-}
-
-AVX512 static int64_t fastbp_compact_row_avx512_f64(const double *row, int64_t k, int32_t *indices, double *values)
-{
-    int64_t at = 0;
-    __m256i column = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (int64_t j = 0; j < k; j += 8) {
-        const __mmask8 inside = k - j >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (k - j)) - 1);
-        const __m512d v = _mm512_maskz_loadu_pd(inside, row + j);
-        const __mmask8 keep = _mm512_mask_cmp_pd_mask(inside, v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
-        const int count = __builtin_popcount(keep);
-        const __mmask8 first = (__mmask8)((1u << count) - 1);
-        _mm256_mask_storeu_epi32(indices + at, first, _mm256_maskz_compress_epi32(keep, column));
-        _mm512_mask_storeu_pd(values + at, first, _mm512_maskz_compress_pd(keep, v));
-        at += count;
-        column = _mm256_add_epi32(column, _mm256_set1_epi32(8));
-    }
-    return at;
-}
+/* compact_row_avx512's (rows_impl.h) operations for each type, named A512(op) there: a vector of
+ * values and its lane mask, the vector of their column numbers, and what loads, compares,
+ * compresses and stores them */
+#define A512_(op, sfx) A512_##op##_##sfx
+#define A512_SFX_(op, sfx) A512_(op, sfx)
+#define A512(op) A512_SFX_(op, SFX)
+#define A512_LANES_f32 16
+#define A512_MASK_f32 __mmask16
+#define A512_VEC_f32 __m512
+#define A512_COLUMNS_f32 __m512i
+#define A512_FIRST_COLUMNS_f32() _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#define A512_NEXT_COLUMNS_f32(c) _mm512_add_epi32(c, _mm512_set1_epi32(16))
+#define A512_LOAD_f32(mask, p) _mm512_maskz_loadu_ps(mask, p)
+#define A512_NONZERO_f32(mask, v) _mm512_mask_cmp_ps_mask(mask, v, _mm512_setzero_ps(), _CMP_NEQ_UQ)
+#define A512_STORE_f32(p, mask, keep, v) _mm512_mask_storeu_ps(p, mask, _mm512_maskz_compress_ps(keep, v))
+#define A512_STORE_COLUMNS_f32(p, mask, keep, c) _mm512_mask_storeu_epi32(p, mask, _mm512_maskz_compress_epi32(keep, c))
+#define A512_LANES_f64 8
+#define A512_MASK_f64 __mmask8
+#define A512_VEC_f64 __m512d
+#define A512_COLUMNS_f64 __m256i
+#define A512_FIRST_COLUMNS_f64() _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+#define A512_NEXT_COLUMNS_f64(c) _mm256_add_epi32(c, _mm256_set1_epi32(8))
+#define A512_LOAD_f64(mask, p) _mm512_maskz_loadu_pd(mask, p)
+#define A512_NONZERO_f64(mask, v) _mm512_mask_cmp_pd_mask(mask, v, _mm512_setzero_pd(), _CMP_NEQ_UQ)
+#define A512_STORE_f64(p, mask, keep, v) _mm512_mask_storeu_pd(p, mask, _mm512_maskz_compress_pd(keep, v))
+#define A512_STORE_COLUMNS_f64(p, mask, keep, c) _mm256_mask_storeu_epi32(p, mask, _mm256_maskz_compress_epi32(keep, c))
 #endif
 
 /* The instruction set the row kernels use: the CPU's best, or a lower one that set_isa chose
