@@ -67,6 +67,10 @@ PREDICT_ROWS_COMPACT = 256
 # Measured, train + test accuracy of the seed's net on MNIST: 168 ms with chunks of 8192 rows,
 # 116-129 ms with 512 (reference backend: 217 and 135-146 ms).
 CONVERT_ROWS = 512
+# Inputs at most this dense (percent of nonzero entries) skip their zeros: a data set the native
+# engine keeps as compact rows, and an affine layer's input on the native backend (kernels/kernels.h
+# has the measurements).
+COMPACT_MAX_PERCENT = 40
 
 
 class StepsInterrupted(KeyboardInterrupt):

@@ -230,6 +230,10 @@ class Affine(Layer):
         W, b, dtype = self._weights_for(x)
         self.original_x_shape = x.shape
         x2, ops = x.reshape(x.shape[0], W.shape[0]), self.ops_for(dtype)
+        if x2.dtype != dtype and x2.dtype.char == "f" and getattr(ops, "MIXED_INPUT", False):
+            # float32 images into float64 weights, converted by the backend as it reads them
+            self.x = check.kernel_ready(x2, x2.dtype)
+            return ops.affine_forward(self.x, W, b)
         if x2.dtype != dtype and x2.shape[0] > engine.CONVERT_ROWS:
             # float32 images into float64 weights (the book's accuracy over all of MNIST): converted
             # a block of rows at a time, each multiplied while still in cache, instead of a float64
@@ -258,15 +262,17 @@ class Affine(Layer):
         dout = check.float_array("dout", dout, any_float=True)
         known = self._checked  # forward's weights, unless W or b was rebound or reshaped since
         if (known is not None and self.W is known[0] and self.b is known[1] and self.W.shape == known[4]
-                and self.b.shape == known[5] and dout.dtype == known[6] and self.x.dtype == known[6]):
+                and self.b.shape == known[5] and dout.dtype == known[6] and self.x.dtype in (known[2], known[6])):
             W, dtype = self.W, known[6]
         else:
             W, _ = check.affine_weights(self.W, self.b, self.x.shape[1])
             dtype = check.common_dtype(dout, self.x, W)
         check.same_shape("dout", dout, "the Affine output", (self.x.shape[0], W.shape[1]))
-        dx, self.dW, self.db = self.ops_for(dtype).affine_backward(
-            check.kernel_ready(dout, dtype), check.kernel_ready(self.x, dtype), check.kernel_ready(W, dtype), need_dx
-        )
+        ops = self.ops_for(dtype)
+        x = self.x  # float32 into float64 weights stays so where the backend converts it (forward kept it so)
+        if x.dtype != dtype and not (x.dtype.char == "f" and getattr(ops, "MIXED_INPUT", False)):
+            x = check.kernel_ready(x, dtype)
+        dx, self.dW, self.db = ops.affine_backward(check.kernel_ready(dout, dtype), x, check.kernel_ready(W, dtype), need_dx)
         return dx
 
 

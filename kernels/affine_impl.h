@@ -127,8 +127,8 @@ void FN(affine_backward_team)(const REAL *dout, const REAL *x, const REAL *W, RE
         FN(team_part)(k, &lo, &hi);
         if (dx) /* dx[:, lo:hi] = dout W[lo:hi]^T */
             FN(gemm_ld)(0, 1, n, hi - lo, m, (REAL)1, dout, m, W + (ptrdiff_t)lo * m, m, (REAL)0, dx + lo, k);
-        /* dW[lo:hi] = x[:, lo:hi]^T dout */
-        FN(gemm_ld)(1, 0, hi - lo, m, n, (REAL)1, x + lo, k, dout, m, (REAL)0, dW + (ptrdiff_t)lo * m, m);
+        /* dW[lo:hi] = x[:, lo:hi]^T dout (dW NULL: made elsewhere) */
+        if (dW) FN(gemm_ld)(1, 0, hi - lo, m, n, (REAL)1, x + lo, k, dout, m, (REAL)0, dW + (ptrdiff_t)lo * m, m);
     }
     if (before > 0) fastbp_blas_threads_local(before);
     FN(column_sums)(dout, db, n, m);
@@ -146,6 +146,131 @@ void FN(affine_backward_team)(const REAL *dout, const REAL *x, const REAL *W, RE
 }
 #endif
 
+/* ---- the layers' inputs: float32 into REAL weights, and mostly-zero rows ------------------
+ * The layers take x as REAL, or as float32 into float64 weights (x_f32: the book's images and
+ * weights), converted here a row or a block at a time instead of a float64 copy of the batch.
+ * When x's rows are mostly zero (MNIST's images: 19% of their pixels are not), the products skip
+ * the zeros: x W reads one W row per nonzero of an x row, and x^T dout sums each dW row over the
+ * nonzeros of x's column. Same sums as the dense product without the terms that are exactly
+ * zero; so that a non-finite W (or dout) still spreads NaN as the dense product does (0 inf is
+ * NaN), such operands take the dense path. */
+
+/* x's entry (i, j) as REAL */
+static inline REAL FN(input_at)(const void *x, int x_f32, ptrdiff_t at)
+{
+    return x_f32 ? (REAL)((const float *)x)[at] : ((const REAL *)x)[at];
+}
+
+/* Whether x's rows look mostly zero: the first row at most FASTBP_COMPACT_MAX_PERCENT nonzero (a
+ * probe of one row: a dense input pays k compares). */
+static int FN(looks_compact)(const void *x, int x_f32, int n, int k)
+{
+    if (n <= FASTBP_FEW_ROWS) return 0;
+    int nonzero = 0;
+    for (int j = 0; j < k; ++j) nonzero += FN(input_at)(x, x_f32, j) != 0;
+    return (int64_t)nonzero * 100 <= (int64_t)k * FASTBP_COMPACT_MAX_PERCENT;
+}
+
+FASTBP_SIMD static int FN(all_finite)(const REAL *a, ptrdiff_t count)
+{
+    int bad = 0; /* a - a is 0 but for inf and NaN; an OR of compares vectorizes (a product's chain would not) */
+    for (ptrdiff_t i = 0; i < count; ++i) bad |= a[i] - a[i] != 0;
+    return !bad;
+}
+
+/* Row i of x compacted into indices and values (k entries each; spare: k floats, for a float32
+ * x into double values): its count. */
+static int64_t FN(compact_input_row)(const void *x, int x_f32, ptrdiff_t i, int k, int32_t *indices, REAL *values,
+                                     float *spare)
+{
+    if (!x_f32 || sizeof(REAL) == sizeof(float))
+        return FN(compact_row)((const REAL *)x + i * k, k, indices, values);
+    const int64_t count = fastbp_compact_row_f32((const float *)x + i * k, k, indices, spare);
+    for (int64_t p = 0; p < count; ++p) values[p] = spare[p];
+    return count;
+}
+
+/* out = x W + b, each row compacted while in cache and multiplied at once; rows split between
+ * the OpenMP threads. -1: out of memory. */
+static int FN(affine_forward_compact)(const void *x, int x_f32, const REAL *W, const REAL *b, REAL *out, int n, int k,
+                                      int m)
+{
+    const int threads = n >= FASTBP_COMPACT_TEAM_ROWS ? FASTBP_MAX_THREADS() : 1;
+    int32_t *indices = malloc(sizeof(int32_t) * (size_t)k * (size_t)threads);
+    REAL *values = malloc(sizeof(REAL) * (size_t)k * (size_t)threads);
+    float *spares = malloc(sizeof(float) * (size_t)k * (size_t)threads);
+    const int status = indices && values && spares ? 0 : -1;
+    if (status == 0)
+        FASTBP_FOR(threads > 1, int, i, n, {
+            const ptrdiff_t t = FASTBP_THREAD_NUM();
+            int32_t *mine = indices + t * k;
+            REAL *my_values = values + t * k;
+            const int64_t begin = 0, end = FN(compact_input_row)(x, x_f32, i, k, mine, my_values, spares + t * k);
+            FN(spans_times)(&begin, &end, 1, mine, my_values, W, b, out + (ptrdiff_t)i * m, m);
+        });
+    free(indices);
+    free(values);
+    free(spares);
+    return status;
+}
+
+/* dW = x^T dout: x's rows compacted (split by rows between the threads), then each thread takes
+ * a range of x's columns (dW's rows): it puts the entries of each column into that column's
+ * bucket (n places: one per batch row), in the order of the rows, and sums each dW row from
+ * dout's rows in registers, written once (spans_times: the products on compact rows, x^T's rows
+ * here), in the dense sum's order. -1: out of memory. */
+static int FN(weights_gradient_compact)(const void *x, int x_f32, const REAL *dout, REAL *dW, int n, int k, int m)
+{
+    const int threads = n >= FASTBP_COMPACT_TEAM_ROWS ? FASTBP_MAX_THREADS() : 1;
+    int32_t *columns = malloc(sizeof(int32_t) * (size_t)n * k), *rows = malloc(sizeof(int32_t) * (size_t)n * k);
+    REAL *values = malloc(sizeof(REAL) * (size_t)n * k), *by_column = malloc(sizeof(REAL) * (size_t)n * k);
+    float *spares = malloc(sizeof(float) * (size_t)k * (size_t)threads);
+    int64_t *counts = malloc(sizeof(int64_t) * (size_t)n), *starts = malloc(sizeof(int64_t) * (size_t)k);
+    int64_t *ends = malloc(sizeof(int64_t) * (size_t)k);
+    int status = -1;
+    if (!columns || !rows || !values || !by_column || !spares || !counts || !starts || !ends) goto done;
+    FASTBP_FOR(threads > 1, int, i, n, { /* each row into its own slot of k entries */
+        counts[i] = FN(compact_input_row)(x, x_f32, i, k, columns + (ptrdiff_t)i * k, values + (ptrdiff_t)i * k,
+                                          spares + (ptrdiff_t)FASTBP_THREAD_NUM() * k);
+    });
+    FASTBP_FOR(threads > 1, int, t, threads, {
+        const int lo = (int)((int64_t)k * t / threads), hi = (int)((int64_t)k * (t + 1) / threads);
+        for (int c = lo; c < hi; ++c) starts[c] = ends[c] = (int64_t)c * n;
+        for (int i = 0; i < n; ++i) {
+            const int32_t *row = columns + (ptrdiff_t)i * k;
+            const REAL *row_values = values + (ptrdiff_t)i * k;
+            int64_t p = 0;
+            while (p < counts[i] && row[p] < lo) ++p;
+            for (; p < counts[i] && row[p] < hi; ++p) {
+                const int64_t at = ends[row[p]]++;
+                rows[at] = i;
+                by_column[at] = row_values[p];
+            }
+        }
+        FN(spans_times)(starts + lo, ends + lo, hi - lo, rows, by_column, dout, NULL, dW + (ptrdiff_t)lo * m, m);
+    });
+    status = 0;
+done:
+    free(columns);
+    free(rows);
+    free(values);
+    free(by_column);
+    free(spares);
+    free(counts);
+    free(starts);
+    free(ends);
+    return status;
+}
+
+/* Rows [first, first + count) of a float32 x as REAL, or NULL when out of memory. */
+static REAL *FN(converted_rows)(const void *x, ptrdiff_t first, ptrdiff_t count, int k)
+{
+    REAL *rows = malloc(sizeof(REAL) * (size_t)count * (size_t)k);
+    if (rows)
+        for (ptrdiff_t e = 0; e < count * k; ++e) rows[e] = ((const float *)x)[first * k + e];
+    return rows;
+}
+
 /* The layers' products (the engine decides per network, team_products): on the OpenMP team
  * whenever they would go to a threaded BLAS, so that BLAS's own pool of threads never runs beside
  * OpenMP's: after a call, each pool's idle threads keep spinning on the cores the other needs
@@ -155,16 +280,52 @@ static int FN(layer_on_team)(int n, int k, int m)
     return n > FASTBP_FEW_ROWS && !FN(own_weights)(k, m) && FASTBP_MAX_THREADS() > 1 && fastbp_blas_keeps_to_thread();
 }
 
-void FN(affine_forward_layer)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
+static void FN(affine_forward_dense)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
 {
     if (FN(layer_on_team)(n, k, m)) FN(affine_forward_team)(x, W, b, out, n, k, m);
     else FN(affine_forward)(x, W, b, out, n, k, m, 0);
 }
 
-int FN(affine_backward_layer)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
-                              int m)
+int FN(affine_forward_layer)(const void *x, int x_f32, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
 {
-    if (!FN(layer_on_team)(n, k, m)) return FN(affine_backward)(dout, x, W, dx, dW, db, n, k, m, NULL, 0);
-    FN(affine_backward_team)(dout, x, W, dx, dW, db, n, k, m);
+    x_f32 = x_f32 && sizeof(REAL) != sizeof(float);
+    if (FN(looks_compact)(x, x_f32, n, k) && FN(all_finite)(W, (ptrdiff_t)k * m) &&
+        FN(affine_forward_compact)(x, x_f32, W, b, out, n, k, m) == 0)
+        return 0;
+    if (!x_f32) {
+        FN(affine_forward_dense)(x, W, b, out, n, k, m);
+        return 0;
+    }
+    for (int first = 0; first < n; first += FASTBP_CONVERT_ROWS) { /* a block at a time, multiplied while in cache */
+        const int count = n - first < FASTBP_CONVERT_ROWS ? n - first : FASTBP_CONVERT_ROWS;
+        REAL *rows = FN(converted_rows)(x, first, count, k);
+        if (!rows) return -1;
+        FN(affine_forward_dense)(rows, W, b, out + (ptrdiff_t)first * m, count, k, m);
+        free(rows);
+    }
     return 0;
+}
+
+int FN(affine_backward_layer)(const REAL *dout, const void *x, int x_f32, const REAL *W, REAL *dx, REAL *dW, REAL *db,
+                              int n, int k, int m)
+{
+    x_f32 = x_f32 && sizeof(REAL) != sizeof(float);
+    if (FN(looks_compact)(x, x_f32, n, k) && FN(all_finite)(dout, (ptrdiff_t)n * m) &&
+        FN(weights_gradient_compact)(x, x_f32, dout, dW, n, k, m) == 0) {
+        if (dx && FN(layer_on_team)(n, k, m)) {
+            FN(affine_backward_team)(dout, NULL, W, dx, NULL, db, n, k, m); /* dx and db */
+            return 0;
+        }
+        if (dx) GEMM(0, 1, n, k, m, (REAL)1, dout, W, (REAL)0, dx);
+        FN(column_sums)(dout, db, n, m);
+        return 0;
+    }
+    REAL *converted = x_f32 ? FN(converted_rows)(x, 0, n, k) : NULL;
+    if (x_f32 && !converted) return -1;
+    const REAL *rows = x_f32 ? converted : (const REAL *)x;
+    int status = 0;
+    if (FN(layer_on_team)(n, k, m)) FN(affine_backward_team)(dout, rows, W, dx, dW, db, n, k, m);
+    else status = FN(affine_backward)(dout, rows, W, dx, dW, db, n, k, m, NULL, 0);
+    free(converted);
+    return status;
 }

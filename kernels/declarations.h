@@ -26,10 +26,12 @@ void FN(affine_forward_team)(const REAL *x, const REAL *W, const REAL *b, REAL *
 void FN(affine_backward_team)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
                               int m);
 ptrdiff_t FN(affine_scratch)(int n, int k, int m);
-/* the layers' (module.c): on the OpenMP team where BLAS would thread them, else as affine_forward / affine_backward */
-void FN(affine_forward_layer)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m);
-int FN(affine_backward_layer)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
-                              int m);
+/* the layers' (module.c): x is REAL, or float32 into double weights (x_f32); its zeros skipped
+ * when its rows are mostly zero; else on the OpenMP team where BLAS would thread them, else as
+ * affine_forward / affine_backward. -1: out of memory. */
+int FN(affine_forward_layer)(const void *x, int x_f32, const REAL *W, const REAL *b, REAL *out, int n, int k, int m);
+int FN(affine_backward_layer)(const REAL *dout, const void *x, int x_f32, const REAL *W, REAL *dx, REAL *dW, REAL *db,
+                              int n, int k, int m);
 void FN(column_sums)(const REAL *a, REAL *sums, int n, int m);
 
 /* loss.c */
@@ -90,6 +92,8 @@ void FN(times_transposed)(const REAL *a, int n, int m, ptrdiff_t lda, int segmen
 void FN(transposed_times)(const REAL *a, int n, int k, const REAL *B, int m, REAL *out);
 void FN(count_nonzeros)(const REAL *x, int64_t n, int64_t k, int64_t *indptr);
 void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr, int32_t *indices, REAL *values);
+/* one row's nonzeros into indices and values (k entries each): their count */
+int64_t FN(compact_row)(const REAL *row, int64_t k, int32_t *indices, REAL *values);
 
 /* engine.c: `program` is n_ops records of FASTBP_OP_FIELDS; `stats` the batch normalizations'
  * running statistics (n_stats entries); returns steps done (fewer when a loss is not finite: that

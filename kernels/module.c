@@ -37,7 +37,7 @@ static Py_ssize_t parallel_min = PY_SSIZE_T_MAX;
 
 /* ---- arguments: buffers of a checked kind and length ---------------------------------------- */
 
-enum kind { K_REAL, K_I64, K_F64, K_BOOL, K_U32 };
+enum kind { K_REAL, K_I64, K_F64, K_F32, K_BOOL, K_U32 };
 enum real_kind { REAL_NONE = 0, REAL_F32, REAL_F64 };
 
 #define MAX_ARGS 16 /* arrays per call */
@@ -81,6 +81,8 @@ static void *take(Args *a, PyObject *obj, enum kind kind, int writable, const ch
         if (!((strcmp(f, "q") == 0 || strcmp(f, "l") == 0) && v->itemsize == 8)) problem = "must be an int64 array";
     } else if (kind == K_F64) {
         if (!(strcmp(f, "d") == 0 && v->itemsize == 8)) problem = "must be a float64 array";
+    } else if (kind == K_F32) {
+        if (!(strcmp(f, "f") == 0 && v->itemsize == 4)) problem = "must be a float32 array";
     } else if (kind == K_U32) {
         if (!((strcmp(f, "I") == 0 || strcmp(f, "L") == 0) && v->itemsize == 4)) problem = "must be a uint32 array";
     } else if (!(v->itemsize == 1 && (strcmp(f, "?") == 0 || strcmp(f, "B") == 0))) {
@@ -133,9 +135,9 @@ static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t
  *           None), n / N (a float / bool output the module makes, shaped like the first array, and
  *           returns: not an argument; a NumPy call per output from Python costs 0.2-0.4 us at
  *           batch 1), b / B (bool, read / written), l / L (int64, read / written; l<X: labels in
- *           [0, X)), d (float64, read), U (uint32, written); length: a product of int letters, digits, H (the hyper
- *           vector's length, unless H is an int's letter) and * (the length of the first * array:
- *           elementwise kernels).
+ *           [0, X)), d (float64, read), s (float32, read: an input to float64 weights), U (uint32,
+ *           written); length: a product of int letters, digits, H (the hyper vector's length,
+ *           unless H is an int's letter) and * (the length of the first * array: elementwise kernels).
  *   ints:   lowercase >= 0, uppercase >= 1; o is an update rule's code; all but T fit an int.
  *   rule, call: with P(i) the i-th array, I(i) / L(i) the i-th int (int / int64), D(i) the i-th
  *           float, n the * length and pmin the threading threshold.
@@ -161,10 +163,14 @@ static int matrix_items(Py_ssize_t n, Py_ssize_t k, const char *what, Py_ssize_t
       NOTHING(FN(dropout_forward_mt)(P(0), P(1), D(0), P(2), P(3), n, pmin)))                                           \
     X(dropout_backward, "dout:r:* mask:b:* dx:w:*", "", 0, NONE, 1,                                                     \
       NOTHING(FN(dropout_backward)(P(0), P(1), P(2), n, pmin)))                                                         \
-    X(affine_forward, "x:r:nk W:r:km b:r:m out:w:nm", "nkm", 0, NONE, 1,                                               \
-      NOTHING(FN(affine_forward_layer)(P(0), P(1), P(2), P(3), I(0), I(1), I(2))))                                      \
+    X(affine_forward, "x:r:nk W:r:km b:r:m out:w:nm", "nkm", 0, STATUS, 1,                                             \
+      FN(affine_forward_layer)(P(0), 0, P(1), P(2), P(3), I(0), I(1), I(2)))                                            \
+    X(affine_forward_f32x, "x:s:nk W:r:km b:r:m out:w:nm", "nkm", 0, STATUS, 1,                                         \
+      FN(affine_forward_layer)(P(0), 1, P(1), P(2), P(3), I(0), I(1), I(2)))                                            \
     X(affine_backward, "dout:r:nm x:r:nk W:r:km dx:w?:nk dW:w:km db:w:m", "nkm", 0, STATUS, 1,                         \
-      FN(affine_backward_layer)(P(0), P(1), P(2), P(3), P(4), P(5), I(0), I(1), I(2)))                                  \
+      FN(affine_backward_layer)(P(0), P(1), 0, P(2), P(3), P(4), P(5), I(0), I(1), I(2)))                               \
+    X(affine_backward_f32x, "dout:r:nm x:s:nk W:r:km dx:w?:nk dW:w:km db:w:m", "nkm", 0, STATUS, 1,                    \
+      FN(affine_backward_layer)(P(0), P(1), 1, P(2), P(3), P(4), P(5), I(0), I(1), I(2)))                               \
     X(conv_forward, "x:r:NCHW W:r:FCKL b:r:F out:w:NFOQ", "NCHWFKLSpOQ", 0, STATUS, CONV_SIZES,                         \
       FN(conv_forward)(P(0), P(1), P(2), P(3), NULL, I(0), I(1), I(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9), I(10), pmin)) \
     X(conv_backward, "dout:r:NFOQ x:r:NCHW W:r:FCKL dx:w?:NCHW dW:w:FCKL db:w:F", "NCHWFKLSpOQ", 0, STATUS, CONV_SIZES,  \
@@ -259,7 +265,7 @@ static int parse_specs(void)
             at += used;
             if (*at == '<') { s->limit = at[1]; at += 2; }
             s->kind = (kind[0] == 'l' || kind[0] == 'L') ? K_I64 : (kind[0] == 'b' || kind[0] == 'B' || kind[0] == 'N') ? K_BOOL
-                    : kind[0] == 'd' ? K_F64 : kind[0] == 'U' ? K_U32 : K_REAL;
+                    : kind[0] == 'd' ? K_F64 : kind[0] == 's' ? K_F32 : kind[0] == 'U' ? K_U32 : K_REAL;
             s->fresh = kind[0] == 'n' || kind[0] == 'N';
             s->writable = kind[0] == 'w' || kind[0] == 'B' || kind[0] == 'L' || kind[0] == 'U' || s->fresh;
             s->optional = kind[1] == '?';
@@ -900,7 +906,7 @@ static PyObject *constants(PyObject *self, PyObject *args)
     (void)args;
     return Py_BuildValue(
         "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i, "
-        "s:i,s:i,s:i,s:i,s:i}",
+        "s:i,s:i,s:i,s:i,s:i, s:i,s:i}",
         "FIELD_CODE", FASTBP_FIELD_CODE, "FIELD_PARAM_AT", FASTBP_FIELD_PARAM_AT, "FIELD_IN", FASTBP_FIELD_IN,
         "FIELD_OUT", FASTBP_FIELD_OUT, "FIELD_SHAPE", FASTBP_FIELD_SHAPE, "OP_FIELDS", FASTBP_OP_FIELDS,
         "FIELD_RATIO", FASTBP_FIELD_RATIO, "FIELD_SEED", FASTBP_FIELD_SEED, "RATIO_SCALE", FASTBP_RATIO_SCALE,
@@ -910,7 +916,8 @@ static PyObject *constants(PyObject *self, PyObject *args)
         "SGD", FASTBP_SGD, "MOMENTUM", FASTBP_MOMENTUM, "ADAM", FASTBP_ADAM, "NESTEROV", FASTBP_NESTEROV,
         "ADAGRAD", FASTBP_ADAGRAD, "RMSPROP", FASTBP_RMSPROP,
         "HYPER_LR", FASTBP_HYPER_LR, "HYPER_BETA1", FASTBP_HYPER_BETA1, "HYPER_BETA2", FASTBP_HYPER_BETA2,
-        "HYPER_EPS", FASTBP_HYPER_EPS, "HYPER_DECAY", FASTBP_HYPER_DECAY);
+        "HYPER_EPS", FASTBP_HYPER_EPS, "HYPER_DECAY", FASTBP_HYPER_DECAY,
+        "CONVERT_ROWS", FASTBP_CONVERT_ROWS, "COMPACT_MAX_PERCENT", FASTBP_COMPACT_MAX_PERCENT);
 }
 
 static PyObject *adam_step_size(PyObject *self, PyObject *args)

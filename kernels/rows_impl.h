@@ -96,6 +96,23 @@ AVX512 static int64_t FN(compact_row_avx512)(const REAL *row, int64_t k, int32_t
 }
 #endif
 
+/* One row's nonzeros (NaN counts as nonzero), in column order, into indices/values: their count.
+ * Without branches (zero or not is a coin toss at a digit's edges): every entry is written, and
+ * the write position moves on past the nonzero ones only; indices and values hold k entries. */
+int64_t FN(compact_row)(const REAL *row, int64_t k, int32_t *indices, REAL *values)
+{
+#ifdef HAVE_AVX2_BUILD
+    if (use_avx512()) return FN(compact_row_avx512)(row, k, indices, values);
+#endif
+    int64_t at = 0;
+    for (int64_t j = 0; j < k; ++j) {
+        indices[at] = (int32_t)j;
+        values[at] = row[j];
+        at += values[at] != 0;
+    }
+    return at;
+}
+
 /* The nonzeros of each row, in column order, at [indptr[i], indptr[i + 1]). */
 void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr, int32_t *indices, REAL *values)
 {
@@ -110,16 +127,12 @@ void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr
     FASTBP_FOR(n * k >= FASTBP_PARALLEL_SCAN, int64_t, i, n, {
         int64_t at = indptr[i];
         for (int64_t j0 = 0; j0 < k; j0 += 64) {
-            /* without branches (zero or not is a coin toss at a digit's edges): every entry is
-             * written, and the write position moves on past the nonzero ones only */
-            int32_t column[65];
-            REAL value[65];
-            int count = 0;
-            for (int64_t j = j0; j < (k < j0 + 64 ? k : j0 + 64); ++j) {
-                column[count] = (int32_t)j;
-                value[count] = x[i * k + j];
-                count += value[count] != 0;
-            }
+            /* in blocks of 64 on the stack: the last block of a row must not write past its
+             * entries, into the next row's (another thread's) */
+            int32_t column[64];
+            REAL value[64];
+            const int64_t count = FN(compact_row)(x + i * k + j0, k < j0 + 64 ? k - j0 : 64, column, value);
+            for (int64_t c = 0; c < count; ++c) column[c] += (int32_t)j0;
             memcpy(indices + at, column, sizeof(int32_t) * (size_t)count);
             memcpy(values + at, value, sizeof(REAL) * (size_t)count);
             at += count;

@@ -283,6 +283,105 @@ def test_results_keep_the_input_dtype(backend, dtype, rng):
     assert loss_layer.backward().dtype == dtype
 
 
+def mostly_zero(rng, shape, dtype, zero_fraction=0.81):
+    """Inputs like MNIST's images (81% of the pixels exactly zero): the native layers skip the zeros."""
+    x = rng.standard_normal(shape)
+    x[rng.random(shape) < zero_fraction] = 0
+    return x.astype(dtype)
+
+
+# (batch, in, out): just past FASTBP_FEW_ROWS; past FASTBP_COMPACT_TEAM_ROWS (rows and columns split
+# between the OpenMP threads); MNIST's first layer; outputs narrower than a vector, and wider than
+# one register block with a partial vector
+COMPACT_SHAPES = [(7, 13, 5), (33, 200, 17), (100, 784, 50), (40, 97, 3), (64, 300, 130)]
+# (input dtype, weights' dtype): the book feeds float32 images into float64 weights
+DTYPE_PAIRS = {"float64": (np.float64, np.float64), "float32": (np.float32, np.float32),
+               "float32-into-float64": (np.float32, np.float64)}
+
+
+@pytest.mark.parametrize("shape", COMPACT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtypes", DTYPE_PAIRS.values(), ids=DTYPE_PAIRS.keys())
+def test_affine_on_mostly_zero_inputs_matches_reference(backend, shape, dtypes, rng):
+    """The products that skip the zeros (native) give the reference's sums: forward, dx, dW, db,
+    and finite differences in float64 (check_layer's tolerances: default_rtol of the sums' length)."""
+    n, d_in, d_out = shape
+    x_dtype, w_dtype = dtypes
+    x = mostly_zero(rng, (n, d_in), x_dtype)
+    x[0, : d_in // 10] = 1.0  # the first row (the native layer's probe) as sparse as the rest
+    W = (rng.standard_normal((d_in, d_out)) * 0.1).astype(w_dtype)
+    b = rng.standard_normal(d_out).astype(w_dtype)
+    layer = fastbp.Affine(W.copy(), b.copy(), backend=backend)
+    check_layer(layer, reference.Affine(W.copy(), b.copy()), x,
+                gradcheck="auto" if W.size <= GRADCHECK_MAX_PARAMS else False)
+    if backend == "native" and x_dtype != w_dtype:
+        assert layer.x.dtype == np.float32  # converted in C as read: no float64 copy of the batch
+
+
+@pytest.mark.parametrize("dtypes", DTYPE_PAIRS.values(), ids=DTYPE_PAIRS.keys())
+def test_native_affine_skipping_zeros_gives_the_dense_sums_on_every_instruction_set(row_isa, dtypes, rng):
+    """The compact products (compaction per instruction set, then the row loops) against NumPy's
+    dense float64 products of the same values: the same terms but the zero ones, in another order
+    (default_rtol of the sums' length: 784 for x W, the batch for x^T dout)."""
+    from fastbp.backends import native
+    from fastbp.testing import assert_close, default_rtol
+
+    x_dtype, w_dtype = dtypes
+    n, k, m = 100, 784, 50
+    x = mostly_zero(rng, (n, k), x_dtype)
+    x[5] = 0  # a row with no nonzero at all
+    W, b = rng.standard_normal((k, m)).astype(w_dtype), rng.standard_normal(m).astype(w_dtype)
+    dout = rng.standard_normal((n, m)).astype(w_dtype)
+    x64, W64, dout64 = x.astype(np.float64), W.astype(np.float64), dout.astype(np.float64)
+    exact = {"x W + b": x64 @ W64 + b, "dx": dout64 @ W64.T, "dW": x64.T @ dout64, "db": dout64.sum(axis=0)}
+    got = dict(zip(exact, (native.affine_forward(x, W, b),) + native.affine_backward(dout, x, W)))
+    for name, length in (("x W + b", k), ("dx", m), ("dW", n), ("db", n)):
+        assert_close(got[name], exact[name].astype(w_dtype), default_rtol(w_dtype, length), name)
+
+
+@pytest.mark.parametrize("x_dtype", [np.float64, np.float32])
+def test_native_affine_spreads_nan_from_weights_and_gradients_as_the_dense_product(x_dtype, rng):
+    """0 * inf is NaN: an inf weight of a pixel that is zero in every row still makes the outputs
+    NaN, as NumPy's product does (the compact products would skip it: such operands go dense);
+    likewise an inf in dout for x^T dout, and a NaN pixel (kept: NaN is not zero)."""
+    from fastbp.backends import native
+
+    n, k, m = 40, 100, 12
+    x = mostly_zero(rng, (n, k), x_dtype)
+    x[:, 7] = 0
+    W, b = rng.standard_normal((k, m)), np.zeros(m)
+    W[7, 3] = np.inf
+    with np.errstate(invalid="ignore"):  # (NumPy's 0 * inf, the point)
+        expected = x.astype(np.float64) @ W + b
+    out = native.affine_forward(x, W, b)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    assert np.isnan(out[:, 3]).all()
+    W[7, 3] = 1.0
+    dout = rng.standard_normal((n, m))
+    dout[4, 2] = np.inf
+    _, dW, _ = native.affine_backward(dout, x, W)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(np.isnan(dW), np.isnan(x.astype(np.float64).T @ dout))
+    x[9, 50] = np.nan
+    assert np.isnan(native.affine_forward(x, W, b)[9]).all()
+
+
+def test_native_affine_probe_of_the_first_row_only_chooses_the_path(rng):
+    """A sparse first row with dense rows after it (the compact path, slower but right), and a
+    dense first row with sparse rows after it (the dense path) give the dense sums."""
+    from fastbp.backends import native
+    from fastbp.testing import assert_close, default_rtol
+
+    W, b = rng.standard_normal((300, 20)), rng.standard_normal(20)
+    sparse_first = rng.standard_normal((50, 300))
+    sparse_first[0, 10:] = 0
+    dense_first = mostly_zero(rng, (50, 300), np.float64)
+    dense_first[0] = 1.0
+    for x in (sparse_first, dense_first):
+        assert_close(native.affine_forward(x, W, b), x @ W + b, default_rtol(np.float64, 300))
+        assert_close(native.affine_backward(np.ones((50, 20)), x, W)[1], x.T @ np.ones((50, 20)),
+                     default_rtol(np.float64, 50))
+
+
 def test_mixed_dtypes_promote_as_numpy_does(backend, rng):
     # the seed feeds float32 images into float64 weights
     x = rng.random((5, 8), dtype=np.float32)

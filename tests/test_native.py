@@ -81,6 +81,11 @@ def test_native_rejects_bad_buffers_instead_of_reading_out_of_bounds():
         _native.relu_forward(np.zeros(4, np.int64))
     with pytest.raises(ValueError, match="W has 6 elements, expected 8"):
         _native.affine_forward(np.zeros((2, 4)), np.zeros((3, 2)), np.zeros(2), np.zeros((2, 2)), 2, 4, 2)
+    with pytest.raises(TypeError, match="x must be a float32 array"):  # the float32-into-weights entry
+        _native.affine_forward_f32x(np.zeros((2, 4)), np.zeros((4, 2)), np.zeros(2), np.zeros((2, 2)), 2, 4, 2)
+    with pytest.raises(ValueError, match="x has 8 elements, expected 12"):
+        _native.affine_backward_f32x(np.zeros((2, 2)), np.zeros((2, 4), np.float32), np.zeros((6, 2)), None,
+                                     np.zeros((6, 2)), np.zeros(2), 2, 6, 2)
     with pytest.raises(ValueError, match=r"labels\[1\] = 7 is outside \[0, 3\)"):
         _native.softmax_xent_forward(np.zeros((2, 3)), np.array([0, 7]), np.zeros((2, 3)), 2, 3)
 

@@ -20,9 +20,16 @@ engine.check_native(_native.constants())  # a stale build numbers its ops differ
 _native.set_parallel_min(PARALLEL_MIN_ELEMENTS)  # the same threshold as numba's
 
 
+# affine_forward and affine_backward also take x in float32 with float64 weights (the book's
+# images into its float64 nets): the C converts a row or a block at a time, where a float64 copy
+# of the batch costs a pass over twice its memory (layers.Affine asks for it by this flag).
+MIXED_INPUT = True
+
+
 def affine_forward(x, W, b):
-    out = np.empty((x.shape[0], W.shape[1]), x.dtype)
-    _native.affine_forward(x, W, b, out, x.shape[0], W.shape[0], W.shape[1])
+    out = np.empty((x.shape[0], W.shape[1]), W.dtype)
+    (_native.affine_forward if x.dtype == W.dtype else _native.affine_forward_f32x)(
+        x, W, b, out, x.shape[0], W.shape[0], W.shape[1])
     return out
 
 
@@ -31,7 +38,7 @@ def affine_backward(dout, x, W, need_dx=True):
     dx = np.empty((n, k), dout.dtype) if need_dx else None
     dW = np.empty((k, m), dout.dtype)
     db = np.empty(m, dout.dtype)
-    _native.affine_backward(dout, x, W, dx, dW, db, n, k, m)
+    (_native.affine_backward if x.dtype == W.dtype else _native.affine_backward_f32x)(dout, x, W, dx, dW, db, n, k, m)
     return dx, dW, db
 
 
@@ -185,7 +192,7 @@ def optimizer_step(code, param, grad, m, v, hyper, t):
 # A data set at most this dense (fraction of nonzero entries) is kept as compact rows: then the
 # first layer's products skip the zeros. Measured (benchmarks/compact_rows.py, 784-50-10 float32,
 # 2 cores): compact is 2.1-2.2x faster at MNIST's 0.19, 1.2-1.4x at 0.4, level at 0.5.
-COMPACT_MAX_DENSITY = 0.4
+COMPACT_MAX_DENSITY = engine.COMPACT_MAX_PERCENT / 100
 
 
 class TooDense(ValueError):
