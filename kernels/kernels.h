@@ -88,6 +88,10 @@
  *     Asked from Python, one such call is faster by BLAS (100x50x10 float32 forward + backward:
  *     13 us by BLAS, 18 us by the loops and their transposed copies). */
 #define FASTBP_OWN_PRODUCT (1 << 15)
+/* OpenBLAS threads a product of more multiply-adds than this (interface/gemm.c: 65536 times its
+ * GEMM_MULTITHREAD_THRESHOLD, 4); the layers run such products on their OpenMP team instead
+ * (affine_impl.h: layer_on_team), never on BLAS's threads. */
+#define FASTBP_BLAS_THREADED_WORK ((int64_t)1 << 18)
 #define FASTBP_FEW_ROWS 6
 /* ... and among those few rows, from this many in float64 the forward runs as register tiles
  * (tiles_times: each W row read once for all the rows, where the row loop reads W once per row):
