@@ -345,12 +345,18 @@ static int FN(layer_on_team_by_rows)(int n, int k, int m)
            FASTBP_MAX_THREADS() > 1 && fastbp_blas_keeps_to_thread();
 }
 
-/* A layer's products off the team run BLAS on the calling thread alone (set here, put back by
- * blas_back): BLAS's own threads, once woken by a product, spin for about 2^28 cycles on the
- * core that OpenMP's team needs next. The book's ch06 weight_init_compare (784-100x4-10, batch 128, 300
- * iterations), 2-core machine: 10.0 s with both pools, 2.4 s like this (the book's NumPy: 4.7 s).
+/* The layers never wake BLAS's own threads: once woken by a product, they spin for about 2^28
+ * cycles on the core that OpenMP's team needs next. The book's ch06 weight_init_compare
+ * (784-100x4-10, batch 128, 300 iterations) on the 2-core machine: 10.0 s with both pools, 2.5-3.0
+ * s with one (the book's NumPy: 4.7 s). The products BLAS would thread go to the team
+ * (layer_on_team, layer_on_team_by_rows); the few left (dx of a few rows, dx beside x^T dout
+ * skipping zeros) run on BLAS kept to the calling thread: set here, put back by blas_back.
  * Where fastbp has one thread, BLAS keeps its own. */
-static int FN(blas_alone)(void) { return FASTBP_MAX_THREADS() > 1 ? fastbp_blas_threads_local(1) : -1; }
+static int FN(blas_alone)(int n, int k, int m)
+{
+    /* (smaller products BLAS runs on the calling thread anyway: the setting costs 1-2 us a layer call) */
+    return (int64_t)n * k * m > FASTBP_BLAS_THREADED_WORK && FASTBP_MAX_THREADS() > 1 ? fastbp_blas_threads_local(1) : -1;
+}
 static void FN(blas_back)(int before)
 {
     if (before > 0) fastbp_blas_threads_local(before);
@@ -409,7 +415,7 @@ static int FN(affine_backward_any)(const REAL *dout, const void *x, int x_f32, c
 
 int FN(affine_forward_layer)(const void *x, int x_f32, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
 {
-    const int before = FN(blas_alone)();
+    const int before = FN(blas_alone)(n, k, m);
     const int status = FN(affine_forward_any)(x, x_f32 && sizeof(REAL) != sizeof(float), W, b, out, n, k, m);
     FN(blas_back)(before);
     return status;
@@ -418,7 +424,7 @@ int FN(affine_forward_layer)(const void *x, int x_f32, const REAL *W, const REAL
 int FN(affine_backward_layer)(const REAL *dout, const void *x, int x_f32, const REAL *W, REAL *dx, REAL *dW, REAL *db,
                               int n, int k, int m)
 {
-    const int before = FN(blas_alone)();
+    const int before = FN(blas_alone)(n, k, m);
     const int status = FN(affine_backward_any)(dout, x, x_f32 && sizeof(REAL) != sizeof(float), W, dx, dW, db, n, k, m);
     FN(blas_back)(before);
     return status;
