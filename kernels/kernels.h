@@ -112,6 +112,10 @@
 /* A pooling window's element costs this many times an elementwise loop's (compares, bounds,
  * the argmax): pooling threads from a PARALLEL_MIN_ELEMENTS / FASTBP_POOL_WORK elements. */
 #define FASTBP_POOL_WORK 8
+/* ... and a softmax entry (its exp, max, sum and scale) this many times: softmax threads from 2^16
+ * entries (2-core AMD machine, forward, one thread -> two: 1000 x 100 float32 84-97 -> 53-78 us,
+ * float64 153 -> 86-132; 256 x 1024 float64 362-394 -> 216-263) */
+#define FASTBP_SOFTMAX_WORK 64
 /* A convolution's backward takes samples together until their outputs reach this many places
  * (8 samples of DeepConvNet's 8 x 8 planes, 2 of 14 x 14; one of 28 x 28): its dW dot products
  * run over the group's outputs, long enough that each sum's final reduction is paid rarely. */

@@ -66,24 +66,21 @@ static inline __attribute__((always_inline)) double FN(softmax_block)(const REAL
     return loss;
 }
 
-/* y = softmax(x) row by row (shifted by the row maximum); returns the mean of -log y[label].
- * Rows of fewer than SOFTMAX_BLOCK_BELOW classes in blocks of at most 4096 entries (in the
- * first-level cache); longer rows one at a time, exp straight from x (the blocks' extra pass over
- * the entries made 256 x 1024 float64 1.2x slower). Written once, compiled into each caller. */
+/* y = softmax(x) for rows [i0, i1) (shifted by the row maximum); returns their sum of -log
+ * y[label]. Rows of fewer than SOFTMAX_BLOCK_BELOW classes in blocks of at most 4096 entries (in
+ * the first-level cache); longer rows one at a time, exp straight from x (the blocks' extra pass
+ * over the entries made 256 x 1024 float64 1.2x slower). Written once, compiled into each caller. */
 #define SOFTMAX_BLOCK_BELOW 512
 static inline __attribute__((always_inline)) double FN(softmax_rows)(const REAL *x, const int64_t *labels, REAL *y,
-                                                                    int n, int c, ptrdiff_t parallel_min)
+                                                                    int i0, int i1, int c)
 {
     double loss = 0;
     if (c < SOFTMAX_BLOCK_BELOW) {
         const int rows = 4096 / c < SOFTMAX_BLOCK_ROWS ? 4096 / c : SOFTMAX_BLOCK_ROWS;
-        FASTBP_FOR_SUM((ptrdiff_t)n * c >= parallel_min, loss, int, b, (n + rows - 1) / rows, {
-            const int i0 = b * rows, i1 = i0 + rows < n ? i0 + rows : n;
-            loss += FN(softmax_block)(x, labels, y, i0, i1, c);
-        });
-        return loss / n;
+        for (int b = i0; b < i1; b += rows) loss += FN(softmax_block)(x, labels, y, b, b + rows < i1 ? b + rows : i1, c);
+        return loss;
     }
-    FASTBP_FOR_SUM((ptrdiff_t)n * c >= parallel_min, loss, int, i, n, {
+    for (int i = i0; i < i1; ++i) {
         const REAL *restrict xi = x + (ptrdiff_t)i * c;
         REAL *restrict yi = y + (ptrdiff_t)i * c;
         const REAL top = FN(row_max)(xi, c);
@@ -92,29 +89,51 @@ static inline __attribute__((always_inline)) double FN(softmax_rows)(const REAL 
         const REAL scale = (REAL)(1.0 / total);
         for (int j = 0; j < c; ++j) yi[j] *= scale;
         loss += log(total) - (double)(xi[labels[i]] - top);
+    }
+    return loss;
+}
+
+/* The rows' loop compiled for AVX2 + FMA beside the baseline, and, for large inputs, for
+ * AVX-512: exp's polynomial on 16 floats (8 doubles) at a time (1000 x 100 float64 189 -> 118 us
+ * on a Xeon, 212 -> 159 on the AMD machine); small ones stay in AVX2, where one AVX-512 call a
+ * step (its clock and warm-up) made the book's batch-1 step 3 us (6%) slower on the Xeon. Each
+ * thread calls one of them for its rows: a loop inside an OpenMP region is compiled apart from
+ * its function, for the baseline (exp 5x slower threaded than on one thread). */
+FASTBP_SIMD static double FN(softmax_rows_simd)(const REAL *x, const int64_t *labels, REAL *y, int i0, int i1, int c)
+{
+    return FN(softmax_rows)(x, labels, y, i0, i1, c);
+}
+
+#ifdef FASTBP_AVX512
+FASTBP_AVX512 static double FN(softmax_rows_wide)(const REAL *x, const int64_t *labels, REAL *y, int i0, int i1, int c)
+{
+    return FN(softmax_rows)(x, labels, y, i0, i1, c);
+}
+#endif
+
+static double FN(softmax_rows_best)(int wide, const REAL *x, const int64_t *labels, REAL *y, int i0, int i1, int c)
+{
+#ifdef FASTBP_AVX512
+    if (wide) return FN(softmax_rows_wide)(x, labels, y, i0, i1, c);
+#endif
+    (void)wide;
+    return FN(softmax_rows_simd)(x, labels, y, i0, i1, c);
+}
+
+/* y = softmax(x) row by row; returns the mean of -log y[label]. */
+double FN(softmax_xent_forward)(const REAL *x, const int64_t *labels, REAL *y, int n, int c, ptrdiff_t parallel_min)
+{
+    const ptrdiff_t entries = (ptrdiff_t)n * c;
+    const int wide = entries >= FASTBP_WIDE_MIN && fastbp_isa() >= FASTBP_ISA_AVX512;
+    /* an entry costs an exp: threads pay at fewer entries than an elementwise loop's */
+    const int threads = entries * FASTBP_SOFTMAX_WORK >= parallel_min && n > 1 ? FASTBP_MAX_THREADS() : 1;
+    if (threads == 1) return FN(softmax_rows_best)(wide, x, labels, y, 0, n, c) / n;
+    double loss = 0;
+    FASTBP_FOR_SUM(1, loss, int, t, threads, {
+        const int i0 = (int)((int64_t)n * t / threads), i1 = (int)((int64_t)n * (t + 1) / threads);
+        loss += FN(softmax_rows_best)(wide, x, labels, y, i0, i1, c);
     });
     return loss / n;
-}
-
-#ifdef FASTBP_AVX512
-/* ... in AVX-512, for the large ones: exp's polynomial on 16 floats (8 doubles) at a time
- * (1000 x 100 float64 189 -> 118 us on a Xeon); small ones stay in AVX2, where one AVX-512 call
- * a step (its clock and warm-up) made the book's batch-1 step 3 us (6%) slower. */
-FASTBP_AVX512 static double FN(softmax_rows_wide)(const REAL *x, const int64_t *labels, REAL *y, int n, int c,
-                                                   ptrdiff_t parallel_min)
-{
-    return FN(softmax_rows)(x, labels, y, n, c, parallel_min);
-}
-#endif
-
-FASTBP_SIMD double FN(softmax_xent_forward)(const REAL *x, const int64_t *labels, REAL *y, int n, int c,
-                                             ptrdiff_t parallel_min)
-{
-#ifdef FASTBP_AVX512
-    if ((ptrdiff_t)n * c >= FASTBP_WIDE_MIN && fastbp_isa() >= FASTBP_ISA_AVX512)
-        return FN(softmax_rows_wide)(x, labels, y, n, c, parallel_min);
-#endif
-    return FN(softmax_rows)(x, labels, y, n, c, parallel_min);
 }
 
 /* dx = scale * (y - onehot(labels)), scale = dout / N. */

@@ -232,7 +232,8 @@ def test_team_products_leave_numpys_blas_threads_as_they_were(rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(200, 100), (40, 600), (3, 10)], ids=str)  # blocks, long rows; above and below FASTBP_WIDE_MIN
+# blocks, long rows; above and below FASTBP_WIDE_MIN; on the OpenMP threads (from 2^16 entries: FASTBP_SOFTMAX_WORK)
+@pytest.mark.parametrize("shape", [(200, 100), (40, 600), (3, 10), (700, 100)], ids=str)
 def test_native_softmax_is_the_same_on_every_instruction_set(row_isa, dtype, shape, rng):
     """Large softmax runs in AVX-512 where the CPU has it (kernels/loss_impl.h), else in AVX2: the
     same operations in the same order, so the same bits; and the reference's values within its rule."""
@@ -246,3 +247,24 @@ def test_native_softmax_is_the_same_on_every_instruction_set(row_isa, dtype, sha
     # y: exp of |x - max| up to ~40 and a row sum of c terms, rounded in dtype (default_rtol's sqrt(c) rule)
     np.testing.assert_allclose(y, ref_y, rtol=default_rtol(dtype, shape[1]), atol=float(np.finfo(dtype).tiny))
     assert loss == pytest.approx(ref_loss, rel=default_rtol(dtype, shape[1]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(700, 100), (130, 1024)], ids=str)
+def test_native_softmax_on_threads_is_the_one_thread_softmax(dtype, shape, rng):
+    """From 2^16 entries the softmax splits its rows between the OpenMP threads: each row's
+    operations as on one thread (the same y, bit for bit); the loss is summed per thread first."""
+    if _native.openmp() < 2:
+        pytest.skip("one OpenMP thread here")
+    x = (rng.standard_normal(shape) * 5).astype(dtype)
+    t = rng.integers(0, shape[1], shape[0])
+    loss, y = native.softmax_cross_entropy_forward(x, t)
+    before = _native.openmp()
+    _native.set_num_threads(1)
+    try:
+        one_loss, one_y = native.softmax_cross_entropy_forward(x, t)
+    finally:
+        _native.set_num_threads(before)
+    assert np.array_equal(y, one_y)
+    assert loss == pytest.approx(one_loss, rel=default_rtol(np.float64, shape[0]))  # a sum of n rows' losses, in double
+
