@@ -392,7 +392,10 @@ static int FN(affine_forward_any)(const void *x, int x_f32, const REAL *W, const
 static int FN(affine_backward_any)(const REAL *dout, const void *x, int x_f32, const REAL *W, REAL *dx, REAL *dW,
                                    REAL *db, int n, int k, int m)
 {
-    if (FN(looks_compact)(x, x_f32, n, k) && FN(all_finite)(dout, (ptrdiff_t)n * m) &&
+    /* x^T dout skipping zeros pays in double only (MNIST at batch 100, 784 x 50, 2-core AMD
+     * machine: float32 images into float64 weights 77 us against 199 converted and dense; float64
+     * 85-101 against 97; float32 67-80 against BLAS's 46) */
+    if (sizeof(REAL) == sizeof(double) && FN(looks_compact)(x, x_f32, n, k) && FN(all_finite)(dout, (ptrdiff_t)n * m) &&
         FN(weights_gradient_compact)(x, x_f32, dout, dW, n, k, m) == 0) {
         if (dx && FN(layer_on_team)(n, k, m)) {
             FN(affine_backward_team)(dout, NULL, W, dx, NULL, db, n, k, m); /* dx and db */
