@@ -133,12 +133,13 @@ void FN(affine_backward_team)(const REAL *dout, const REAL *x, const REAL *W, RE
     if (before > 0) fastbp_blas_threads_local(before);
     FN(column_sums)(dout, db, n, m);
 }
+
 /* The layers' products on small weights (FASTBP_OWN_PRODUCT: 256 KB of float64 at most) split by
  * batch rows instead: each thread's BLAS packs all of W, and no partial outputs are summed but
  * dW's, k x m each. Measured on the 2-core machine, forward + backward, float64 (us): 1000 x 100 x
  * 100: 1264 split along k, 792 by rows (NumPy's threaded BLAS alone: 792); 128 x 100 x 100: 148,
  * 113 (113). -1: out of memory. */
-void FN(affine_forward_rows_team)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
+static void FN(affine_forward_rows_team)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
 {
     const int before = fastbp_blas_threads_local(1);
 #pragma omp parallel
@@ -151,8 +152,8 @@ void FN(affine_forward_rows_team)(const REAL *x, const REAL *W, const REAL *b, R
     if (before > 0) fastbp_blas_threads_local(before);
 }
 
-int FN(affine_backward_rows_team)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n,
-                                  int k, int m)
+static int FN(affine_backward_rows_team)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db,
+                                         int n, int k, int m)
 {
     const int most = omp_get_max_threads();
     REAL *parts = malloc(sizeof(REAL) * (size_t)(most > 1 ? most - 1 : 1) * k * m); /* threads 1..'s dW */
@@ -192,13 +193,13 @@ void FN(affine_backward_team)(const REAL *dout, const REAL *x, const REAL *W, RE
     FN(affine_backward)(dout, x, W, dx, dW, db, n, k, m, NULL, 0); /* no scratch needed off the row loops */
 }
 
-void FN(affine_forward_rows_team)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
+static void FN(affine_forward_rows_team)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m)
 {
     FN(affine_forward)(x, W, b, out, n, k, m, 0);
 }
 
-int FN(affine_backward_rows_team)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n,
-                                  int k, int m)
+static int FN(affine_backward_rows_team)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db,
+                                         int n, int k, int m)
 {
     return FN(affine_backward)(dout, x, W, dx, dW, db, n, k, m, NULL, 0);
 }
@@ -276,9 +277,12 @@ static int FN(affine_forward_compact)(const void *x, int x_f32, const REAL *W, c
  * a range of x's columns (dW's rows): it puts the entries of each column into that column's
  * bucket (n places: one per batch row), in the order of the rows, and sums each dW row from
  * dout's rows in registers, written once (spans_times: the products on compact rows, x^T's rows
- * here), in the dense sum's order. -1: out of memory. */
+ * here), in the dense sum's order. Its scratch is 24 bytes an entry of x: for more than
+ * FASTBP_COMPACT_DW_ENTRIES entries (a training batch of 5000 images) it declines (-1, as out of
+ * memory) and the caller takes the dense path. */
 static int FN(weights_gradient_compact)(const void *x, int x_f32, const REAL *dout, REAL *dW, int n, int k, int m)
 {
+    if ((int64_t)n * k > FASTBP_COMPACT_DW_ENTRIES) return -1;
     const int threads = n >= FASTBP_COMPACT_TEAM_ROWS ? FASTBP_MAX_THREADS() : 1;
     int32_t *columns = malloc(sizeof(int32_t) * (size_t)n * k), *rows = malloc(sizeof(int32_t) * (size_t)n * k);
     REAL *values = malloc(sizeof(REAL) * (size_t)n * k), *by_column = malloc(sizeof(REAL) * (size_t)n * k);

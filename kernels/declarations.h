@@ -25,10 +25,6 @@ int FN(affine_on_calling_thread)(int n, int k, int m);
 void FN(affine_forward_team)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m);
 void FN(affine_backward_team)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n, int k,
                               int m);
-/* ... split by batch rows, for small weights (the layers'); backward -1: out of memory */
-void FN(affine_forward_rows_team)(const REAL *x, const REAL *W, const REAL *b, REAL *out, int n, int k, int m);
-int FN(affine_backward_rows_team)(const REAL *dout, const REAL *x, const REAL *W, REAL *dx, REAL *dW, REAL *db, int n,
-                                  int k, int m);
 ptrdiff_t FN(affine_scratch)(int n, int k, int m);
 /* the layers' (module.c): x is REAL, or float32 into double weights (x_f32); its zeros skipped
  * when its rows are mostly zero; else on the OpenMP team where BLAS would thread them, else as

@@ -107,6 +107,7 @@
  * 50%, 0.91x at 60%; the engine's fused step (float32) 2.1-2.2x at MNIST's 19%, 1.2-1.4x at 40%. */
 #define FASTBP_COMPACT_MAX_PERCENT 40
 #define FASTBP_COMPACT_TEAM_ROWS 32
+#define FASTBP_COMPACT_DW_ENTRIES ((int64_t)1 << 22)
 /* float32 inputs into float64 weights are converted this many rows at a time (fastbp/engine.py's CONVERT_ROWS) */
 #define FASTBP_CONVERT_ROWS 512
 /* A pooling window's element costs this many times an elementwise loop's (compares, bounds,

@@ -365,6 +365,19 @@ def test_native_affine_spreads_nan_from_weights_and_gradients_as_the_dense_produ
     assert np.isnan(native.affine_forward(x, W, b)[9]).all()
 
 
+def test_native_affine_gradient_of_a_very_large_mostly_zero_batch_is_the_dense_sum(rng):
+    """x^T dout skipping zeros needs 24 bytes of scratch an entry of x: past 2^22 entries
+    (FASTBP_COMPACT_DW_ENTRIES) it declines and the dense product runs, with the same sums."""
+    from fastbp.backends import native
+    from fastbp.testing import assert_close, default_rtol
+
+    n, k, m = 5400, 784, 3  # 4.2 million entries
+    x = mostly_zero(rng, (n, k), np.float32)
+    W, dout = rng.standard_normal((k, m)), rng.standard_normal((n, m))
+    _, dW, _ = native.affine_backward(dout, x, W, need_dx=False)
+    assert_close(dW, x.astype(np.float64).T @ dout, default_rtol(np.float64, n))
+
+
 def test_native_affine_probe_of_the_first_row_only_chooses_the_path(rng):
     """A sparse first row with dense rows after it (the compact path, slower but right), and a
     dense first row with sparse rows after it (the dense path) give the dense sums."""

@@ -11,9 +11,9 @@ or the one named by the ``FASTBP_BACKEND`` environment variable.
 Every backend function follows one contract, which the layers guarantee before calling:
 arrays are C-contiguous and share one float dtype (float32 or float64), shapes are consistent,
 class labels are int64 indices in range; a backend that sets ``MIXED_INPUT`` also takes the affine
-ops' x in float32 with float64 weights (the book's images into its nets: converted as read). The numba and reference functions trust it; the native
-extension checks lengths, dtypes and ranges once more, so that a direct call cannot read out of
-bounds. The engine's operations (train_steps, predict_labels; fastbp/engine.py) take a data set
+ops' x in float32 with float64 weights (the book's images into its nets: converted as read). The
+numba and reference functions trust it; the native extension checks lengths, dtypes and ranges
+once more, so that a direct call cannot read out of bounds. The engine's operations (train_steps, predict_labels; fastbp/engine.py) take a data set
 in the form the backend's prepare_rows gave it: the array itself, or the native compact rows.
 """
 
