@@ -71,6 +71,9 @@ CONVERT_ROWS = 512
 # engine keeps as compact rows, and an affine layer's input on the native backend (kernels/kernels.h
 # has the measurements).
 COMPACT_MAX_PERCENT = 40
+# A softmax entry costs this many elementwise ones (its exp, max, sum and scale): softmax runs on
+# threads from PARALLEL_MIN_ELEMENTS / SOFTMAX_WORK entries (kernels/kernels.h has the measurements)
+SOFTMAX_WORK = 64
 
 
 class StepsInterrupted(KeyboardInterrupt):

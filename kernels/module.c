@@ -906,7 +906,7 @@ static PyObject *constants(PyObject *self, PyObject *args)
     (void)args;
     return Py_BuildValue(
         "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i,s:i,s:i,s:i, "
-        "s:i,s:i,s:i,s:i,s:i, s:i,s:i}",
+        "s:i,s:i,s:i,s:i,s:i, s:i,s:i,s:i}",
         "FIELD_CODE", FASTBP_FIELD_CODE, "FIELD_PARAM_AT", FASTBP_FIELD_PARAM_AT, "FIELD_IN", FASTBP_FIELD_IN,
         "FIELD_OUT", FASTBP_FIELD_OUT, "FIELD_SHAPE", FASTBP_FIELD_SHAPE, "OP_FIELDS", FASTBP_OP_FIELDS,
         "FIELD_RATIO", FASTBP_FIELD_RATIO, "FIELD_SEED", FASTBP_FIELD_SEED, "RATIO_SCALE", FASTBP_RATIO_SCALE,
@@ -917,7 +917,8 @@ static PyObject *constants(PyObject *self, PyObject *args)
         "ADAGRAD", FASTBP_ADAGRAD, "RMSPROP", FASTBP_RMSPROP,
         "HYPER_LR", FASTBP_HYPER_LR, "HYPER_BETA1", FASTBP_HYPER_BETA1, "HYPER_BETA2", FASTBP_HYPER_BETA2,
         "HYPER_EPS", FASTBP_HYPER_EPS, "HYPER_DECAY", FASTBP_HYPER_DECAY,
-        "CONVERT_ROWS", FASTBP_CONVERT_ROWS, "COMPACT_MAX_PERCENT", FASTBP_COMPACT_MAX_PERCENT);
+        "CONVERT_ROWS", FASTBP_CONVERT_ROWS, "COMPACT_MAX_PERCENT", FASTBP_COMPACT_MAX_PERCENT,
+        "SOFTMAX_WORK", FASTBP_SOFTMAX_WORK);
 }
 
 static PyObject *adam_step_size(PyObject *self, PyObject *args)

@@ -127,3 +127,26 @@ def test_running_elsewhere_counts_other_processes_not_this_ones_threads():
     if busy is None:
         pytest.skip("no /proc/loadavg here")
     assert busy >= 0
+
+
+def test_numbas_threaded_softmax_covers_every_row_and_takes_concurrent_callers(rng):
+    """numba's softmax splits its rows with prange from 2^16 entries (engine.SOFTMAX_WORK): every
+    row once, rows not a multiple of the threads; two Python threads calling it at once (launches
+    go one at a time: numba's workqueue layer would abort) both get the one-thread results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fastbp.backends.numba as numba_backend
+
+    set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        x = rng.standard_normal((1001, 100))  # 100100 entries: threaded
+        t = rng.integers(0, 100, 1001)
+        y_one, loss_one = np.empty_like(x), np.empty(1001)
+        numba_backend._softmax_xent_forward(x, t, y_one, loss_one)  # the serial worker: every row in order
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: numba_backend.softmax_cross_entropy_forward(x, t), range(4)))
+        for loss, y in results:
+            assert np.array_equal(y, y_one)
+            assert loss == pytest.approx(loss_one.sum() / 1001, rel=1e-12)  # the same row losses, summed by NumPy
+    finally:
+        set_num_threads(numba.config.NUMBA_NUM_THREADS)
