@@ -91,15 +91,19 @@ def native_threads():
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_native_compact_training_on_any_thread_count(native_threads, row_isa, threads, optimizer, rng):
+@pytest.mark.parametrize("batch, decay", [(8, 0.0), (8, 0.3), (2, 0.0)], ids=["batch8", "batch8-decay", "batch2"])
+def test_native_compact_training_on_any_thread_count(native_threads, row_isa, threads, optimizer, batch, decay, rng):
     """The compact step splits the first layer's columns between threads (more threads than
-    cores here too, and 5 threads on 9 columns leaves some ranges nearly empty)."""
+    cores here too, and 5 threads on 9 columns leaves some ranges nearly empty), and the later
+    layers' rows: each thread runs its part of the batch, the parts' gradients summed and weight
+    decay added once (a batch of 2 leaves 3 or 5 threads with parts of no rows)."""
     native_threads(threads)
     for layout in ("20-16-12-5", "9-3-4"):
         sizes = np.array(SIZES[layout])
         x = mostly_zeros(rng, (200, sizes[0]), np.float64)
-        batches = rng.integers(0, 200, (30, 8))
-        expected, actual = train_both("native", x, sizes, batches, "relu", optimizer)
+        batches = rng.integers(0, 200, (30, batch))
+        expected, actual = run_both("native", x, engine.mlp_program(sizes, "relu"), engine.parameter_count(sizes), batches,
+                                    optimizer, decay=decay)
         assert_same_training(expected, actual, 30, np.float64)
 
 
