@@ -183,17 +183,20 @@ def test_compact_rows_keep_nan_and_inf(row_isa, dtype, rng):
     assert done == 1 and np.isfinite(params).all()
 
 
-def test_train_steps_stops_before_applying_a_non_finite_step(backend):
-    sizes = np.array([3, 4, 2])
+@pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
+def test_train_steps_stops_before_applying_a_non_finite_step(backend, inputs):
+    """(Mostly zeros: the native engine's compact step, whose later layers run split by rows.)"""
+    sizes = np.array([3, 4, 2] if inputs == "dense" else [10, 4, 2])
     params = np.ones(engine.parameter_count(sizes))
-    x = np.ones((4, 3))
+    x = np.ones((4, 3)) if inputs == "dense" else np.eye(4, 10)
     x[2, 1] = np.inf  # sample 2 poisons the loss
     batches = np.array([[0, 0], [2, 3], [0, 1]])  # step 0: one sample twice, so its gradient cannot cancel
     losses = np.zeros(3)
     before = params.copy()
-    done = backends.get(backend).train_steps(x, np.array([0, 1, 0, 1]), batches, params, np.zeros_like(params),
-                                             engine.mlp_program(sizes, "relu"), engine.SGD,
-                                             engine.hyper_vector(np.float64, 0.1), np.zeros((2, params.size)), 0, losses)
+    ops, program = backends.get(backend), engine.mlp_program(sizes, "relu")
+    done = ops.train_steps(ops.prepare_rows(x, program), np.array([0, 1, 0, 1]), batches, params, np.zeros_like(params),
+                           program, engine.SGD, engine.hyper_vector(np.float64, 0.1), np.zeros((2, params.size)), 0,
+                           losses)
     assert done == 1  # step 0 ran, step 1 hit the inf, step 2 never ran
     assert np.isfinite(params).all() and not np.array_equal(params, before)
 
