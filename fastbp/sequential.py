@@ -266,18 +266,25 @@ class SequentialNet:
                 return x.ops.predict_labels(x.rows, self.flat_params, self.program, self.running_stats())
             return self._layer_labels(x.rows)
         single = self._is_one_sample(x)
-        x = self.as_input(x)
+        labels = self._checked_labels(self.as_input(x))
+        return labels[0] if single else labels
+
+    def _checked_labels(self, x) -> np.ndarray:
+        """predict_labels of an x that came through as_input (its pass over every value made once)."""
         ops = backends.get(self.backend)
         if not self.engine_runs_it:
             labels = self._layer_labels(x)
         elif x.dtype == self.dtype and x.flags.c_contiguous:
             labels = ops.predict_labels(x, self.flat_params, self.program, self.running_stats())
+        elif x.dtype.char == "f" and self.dtype == np.float64 and getattr(ops, "MIXED_INPUT", False):
+            # float32 images into a float64 net (the seed's): the backend converts (or compacts) as it reads
+            labels = ops.predict_labels(check.kernel_ready(x, x.dtype), self.flat_params, self.program, self.running_stats())
         else:  # convert a slice at a time (float32 images into a float64 net, as in the seed), never the whole set
             labels, stats = np.empty(x.shape[0], dtype=np.int64), self.running_stats()
             for start in range(0, x.shape[0], engine.CONVERT_ROWS):
                 part = check.kernel_ready(x[start:start + engine.CONVERT_ROWS], self.dtype)
                 labels[start:start + part.shape[0]] = ops.predict_labels(part, self.flat_params, self.program, stats)
-        return labels[0] if single else labels
+        return labels
 
     def _layer_labels(self, x, batch_size: int = engine.CONVERT_ROWS) -> np.ndarray:
         labels = np.empty(x.shape[0], dtype=np.int64)
@@ -312,7 +319,7 @@ class SequentialNet:
             t = np.asarray(t).reshape(1, *np.shape(t))
         x = self.as_input(x)
         labels = check.class_labels(t, x.shape[0], self.n_classes)
-        return float(np.sum(self.predict_labels(x) == labels) / x.shape[0])
+        return float(np.sum(self._checked_labels(x) == labels) / x.shape[0])
 
     # ---- weights files ---------------------------------------------------------------------
 

@@ -214,41 +214,6 @@ static int FN(affine_backward_rows_team)(const REAL *dout, const REAL *x, const 
  * zero; so that a non-finite W (or dout) still spreads NaN as the dense product does (0 inf is
  * NaN), such operands take the dense path. */
 
-/* x's entry (i, j) as REAL */
-static inline REAL FN(input_at)(const void *x, int x_f32, ptrdiff_t at)
-{
-    return x_f32 ? (REAL)((const float *)x)[at] : ((const REAL *)x)[at];
-}
-
-/* Whether x's rows look mostly zero: the first row at most FASTBP_COMPACT_MAX_PERCENT nonzero (a
- * probe of one row: a dense input pays k compares). */
-static int FN(looks_compact)(const void *x, int x_f32, int n, int k)
-{
-    if (n <= FASTBP_FEW_ROWS) return 0;
-    int nonzero = 0;
-    for (int j = 0; j < k; ++j) nonzero += FN(input_at)(x, x_f32, j) != 0;
-    return (int64_t)nonzero * 100 <= (int64_t)k * FASTBP_COMPACT_MAX_PERCENT;
-}
-
-FASTBP_SIMD static int FN(all_finite)(const REAL *a, ptrdiff_t count)
-{
-    int bad = 0; /* a - a is 0 but for inf and NaN; an OR of compares vectorizes (a product's chain would not) */
-    for (ptrdiff_t i = 0; i < count; ++i) bad |= a[i] - a[i] != 0;
-    return !bad;
-}
-
-/* Row i of x compacted into indices and values (k entries each; spare: k floats, for a float32
- * x into double values): its count. */
-static int64_t FN(compact_input_row)(const void *x, int x_f32, ptrdiff_t i, int k, int32_t *indices, REAL *values,
-                                     float *spare)
-{
-    if (!x_f32 || sizeof(REAL) == sizeof(float))
-        return FN(compact_row)((const REAL *)x + i * k, k, indices, values);
-    const int64_t count = fastbp_compact_row_f32((const float *)x + i * k, k, indices, spare);
-    for (int64_t p = 0; p < count; ++p) values[p] = spare[p];
-    return count;
-}
-
 /* out = x W + b, each row compacted while in cache and multiplied at once; rows split between
  * the OpenMP threads. -1: out of memory. */
 static int FN(affine_forward_compact)(const void *x, int x_f32, const REAL *W, const REAL *b, REAL *out, int n, int k,

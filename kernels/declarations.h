@@ -94,6 +94,11 @@ void FN(count_nonzeros)(const REAL *x, int64_t n, int64_t k, int64_t *indptr);
 void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr, int32_t *indices, REAL *values);
 /* one row's nonzeros into indices and values (k entries each): their count */
 int64_t FN(compact_row)(const REAL *row, int64_t k, int32_t *indices, REAL *values);
+/* x (n, k), float32 when x_f32 (a double engine's or layer's float32 input), else REAL: whether it
+ * looks mostly zero (its first row's density), row i compacted (spare: k floats) */
+int FN(looks_compact)(const void *x, int x_f32, int n, int k);
+int64_t FN(compact_input_row)(const void *x, int x_f32, ptrdiff_t i, int k, int32_t *indices, REAL *values, float *spare);
+int FN(all_finite)(const REAL *a, ptrdiff_t count); /* no inf or NaN */
 
 /* engine.c: `program` is n_ops records of FASTBP_OP_FIELDS; `stats` the batch normalizations'
  * running statistics (n_stats entries); returns steps done (fewer when a loss is not finite: that

@@ -169,6 +169,7 @@ enum { FASTBP_HYPER_LR = 0, FASTBP_HYPER_BETA1, FASTBP_HYPER_BETA2, FASTBP_HYPER
  * are values[p] at columns indices[p], p in [indptr[i], indptr[i + 1])). */
 typedef struct {
     const void *dense; /* NULL when the rows are compact */
+    int dense_f32;     /* dense rows of float32 into a float64 network (predict_labels only) */
     const int64_t *indptr;
     const int32_t *indices;
     const void *values;

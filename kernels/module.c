@@ -563,7 +563,9 @@ static PyObject *compact_rows(PyObject *self, PyObject *args)
  * dtype then becomes the one the other float arguments must share). `threads` above 1: compact
  * rows come with their splits for that many threads (made once, while the GIL is held: about 2 ms
  * for MNIST's 60000 images; without memory for them, the engine finds each batch row's split). */
-static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp_rows *rows, int threads)
+/* x as the engine's rows: compact rows, or a dense matrix of the network's dtype (or, where
+ * float32_ok, a float32 one into a float64 network: prediction converts as it reads). */
+static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp_rows *rows, int threads, int float32_ok)
 {
     if (PyCapsule_IsValid(ox, COMPACT_CAPSULE)) {
         Compact *c = PyCapsule_GetPointer(ox, COMPACT_CAPSULE);
@@ -588,9 +590,10 @@ static int take_rows(Args *a, PyObject *ox, Py_ssize_t n_rows, int64_t k, fastbp
     }
     Py_ssize_t n_items;
     if (matrix_items(n_rows, (Py_ssize_t)k, "x", &n_items) < 0) return -1;
-    void *x = take(a, ox, K_REAL, 0, "x", n_items);
+    const int f32 = float32_ok && a->real == REAL_F64 && PyArray_Check(ox) && PyArray_TYPE((PyArrayObject *)ox) == NPY_FLOAT32;
+    void *x = take(a, ox, f32 ? K_F32 : K_REAL, 0, "x", n_items);
     if (!x) return -1;
-    *rows = (fastbp_rows){.dense = x};
+    *rows = (fastbp_rows){.dense = x, .dense_f32 = f32};
     return 0;
 }
 
@@ -699,7 +702,9 @@ static int take_network(Args *a, PyObject *op, PyObject *ostats, int writable, P
     *stats = take(a, ostats, K_F64, writable, "stats", -1);
     if (!*stats && PyErr_Occurred()) return -1; /* (an empty array may have no data) */
     const int n_ops = take_program(a, oprogram, n_params, items(a, a->count - 1), batch, program);
-    if (n_ops < 0 || take_rows(a, ox, n_rows, FIELD(*program, 0, FASTBP_FIELD_IN), x, writable ? FASTBP_MAX_THREADS() : 1) < 0)
+    /* (prediction, which writes no parameters, also reads float32 rows into a float64 net) */
+    if (n_ops < 0 ||
+        take_rows(a, ox, n_rows, FIELD(*program, 0, FASTBP_FIELD_IN), x, writable ? FASTBP_MAX_THREADS() : 1, !writable) < 0)
         return -1;
     if (!x->dense && FIELD(*program, 0, FASTBP_FIELD_CODE) != FASTBP_OP_AFFINE) {
         PyErr_SetString(PyExc_ValueError, "compact rows feed only a first affine op");

@@ -113,6 +113,35 @@ int64_t FN(compact_row)(const REAL *row, int64_t k, int32_t *indices, REAL *valu
     return at;
 }
 
+/* Whether the (n, k) matrix x (float32 when x_f32, else REAL) looks mostly zero: its first row at
+ * most FASTBP_COMPACT_MAX_PERCENT nonzero (a probe of one row: a dense input pays k compares). A
+ * few rows never do: the layers' few-row products are cheaper than compacting. */
+int FN(looks_compact)(const void *x, int x_f32, int n, int k)
+{
+    if (n <= FASTBP_FEW_ROWS) return 0;
+    int nonzero = 0;
+    for (int j = 0; j < k; ++j) nonzero += (x_f32 ? (REAL)((const float *)x)[j] : ((const REAL *)x)[j]) != 0;
+    return (int64_t)nonzero * 100 <= (int64_t)k * FASTBP_COMPACT_MAX_PERCENT;
+}
+
+FASTBP_SIMD int FN(all_finite)(const REAL *a, ptrdiff_t count)
+{
+    int bad = 0; /* a - a is 0 but for inf and NaN; an OR of compares vectorizes (a product's chain would not) */
+    for (ptrdiff_t i = 0; i < count; ++i) bad |= a[i] - a[i] != 0;
+    return !bad;
+}
+
+/* Row i of x (float32 when x_f32, else REAL) compacted into indices and values (k entries each;
+ * spare: k floats, for a float32 x into double values): its count. */
+int64_t FN(compact_input_row)(const void *x, int x_f32, ptrdiff_t i, int k, int32_t *indices, REAL *values, float *spare)
+{
+    if (!x_f32 || sizeof(REAL) == sizeof(float))
+        return FN(compact_row)((const REAL *)x + i * k, k, indices, values);
+    const int64_t count = fastbp_compact_row_f32((const float *)x + i * k, k, indices, spare);
+    for (int64_t p = 0; p < count; ++p) values[p] = spare[p];
+    return count;
+}
+
 /* The nonzeros of each row, in column order, at [indptr[i], indptr[i + 1]). */
 void FN(compact_rows)(const REAL *x, int64_t n, int64_t k, const int64_t *indptr, int32_t *indices, REAL *values)
 {

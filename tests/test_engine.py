@@ -183,6 +183,45 @@ def test_compact_rows_keep_nan_and_inf(row_isa, dtype, rng):
     assert done == 1 and np.isfinite(params).all()
 
 
+@pytest.mark.parametrize("x_dtype, net_dtype", [(np.float64, np.float64), (np.float32, np.float32),
+                                               (np.float32, np.float64)])
+@pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
+@pytest.mark.parametrize("n_rows", [3, 2100], ids=["few-rows", "two-chunks"])
+def test_native_predicts_dense_rows_as_the_reference(x_dtype, net_dtype, inputs, n_rows, rng):
+    """Dense rows given as they are: mostly-zero ones compacted as read (the first layer from each
+    row's nonzeros, on every thread), float32 ones into a float64 net converted in C (a few rows:
+    the dense path); the labels the reference gets from the same rows in the net's dtype."""
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    sizes = np.array(SIZES["30-75-7"])  # 75 outputs: a register block and a partial vector
+    program = engine.mlp_program(sizes, "relu")
+    params = (rng.standard_normal(engine.parameter_count(sizes)) * 0.3).astype(net_dtype)
+    x = rng.standard_normal((n_rows, sizes[0])) if inputs == "dense" else mostly_zeros(rng, (n_rows, sizes[0]), np.float64)
+    x = x.astype(x_dtype)
+    expected = backends.get("reference").predict_labels(x.astype(net_dtype), params, program)
+    labels = backends.get("native").predict_labels(x, params, program)
+    # float64: the same labels (sums in another order differ in the last bits, no tie that close
+    # here); float32: a near tie may flip
+    assert np.mean(labels != expected) <= (0 if net_dtype == np.float64 else 0.01)
+
+
+def test_native_compacting_dense_rows_keeps_non_finite_weights_spreading(rng):
+    """A weight row that is inf where every input is zero: the dense product's 0 * inf is NaN in
+    every row, so the compacting path (which skips the zeros) must decline, as the layers do."""
+    if "native" not in fastbp.available_backends():
+        pytest.skip("the native backend is not built here")
+    sizes = np.array([30, 75, 7])
+    program = engine.mlp_program(sizes, "relu")
+    params = rng.standard_normal(engine.parameter_count(sizes))
+    params[5 * 75:6 * 75] = np.inf  # W1's row 5
+    x = mostly_zeros(rng, (300, 30), np.float64)
+    x[:, 5] = 0
+    with np.errstate(invalid="ignore"):  # 0 * inf: NaN, as meant
+        expected = backends.get("reference").predict_labels(x, params, program)
+    np.testing.assert_array_equal(backends.get("native").predict_labels(x.astype(np.float32), params, program), expected)
+    np.testing.assert_array_equal(backends.get("native").predict_labels(x, params, program), expected)
+
+
 @pytest.mark.parametrize("inputs", ["dense", "mostly-zero"])
 def test_train_steps_stops_before_applying_a_non_finite_step(backend, inputs):
     """(Mostly zeros: the native engine's compact step, whose later layers run split by rows.)"""

@@ -131,6 +131,8 @@ def test_native_train_steps_checks_indices_and_sizes():
         call(program=engine.mlp_program([3, 0, 2], "relu"))
     with pytest.raises(TypeError, match="same dtype"):
         call(grads=np.zeros(n_params, np.float32))
+    with pytest.raises(TypeError, match="same dtype"):  # float32 rows into a float64 net: prediction only
+        call(x=np.zeros((5, 3), np.float32))
     with pytest.raises(ValueError, match="unknown update rule 9"):
         call(optimizer=9)
 
@@ -148,6 +150,9 @@ def test_native_compact_rows_are_checked_against_the_call():
         _native.predict_labels(rows, 5, params, program, np.empty(0), 8, np.zeros(5, np.int64))
     with pytest.raises(TypeError, match="same dtype"):
         _native.predict_labels(rows, 2, params.astype(np.float32), program, np.empty(0), 8, labels)
+    _native.predict_labels(x.astype(np.float32), 2, params, program, np.empty(0), 8, labels)  # dense float32 into float64
+    with pytest.raises(TypeError, match="same dtype"):  # (and not the other way)
+        _native.predict_labels(x, 2, params.astype(np.float32), program, np.empty(0), 8, labels)
     with pytest.raises(ValueError, match=r"x has 6 elements, expected 9"):
         _native.compact_rows(np.zeros(6), 3, 3, 9)
 

@@ -20,9 +20,10 @@ engine.check_native(_native.constants())  # a stale build numbers its ops differ
 _native.set_parallel_min(PARALLEL_MIN_ELEMENTS)  # the same threshold as numba's
 
 
-# affine_forward and affine_backward also take x in float32 with float64 weights (the book's
-# images into its float64 nets): the C converts a row or a block at a time, where a float64 copy
-# of the batch costs a pass over twice its memory (layers.Affine asks for it by this flag).
+# affine_forward, affine_backward and predict_labels also take x in float32 with float64 weights
+# (the book's images into its float64 nets): the C converts a row or a block at a time, where a
+# float64 copy of the batch costs a pass over twice its memory (layers.Affine and
+# Sequential.predict_labels ask for it by this flag).
 MIXED_INPUT = True
 
 
