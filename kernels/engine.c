@@ -141,8 +141,8 @@ void fastbp_prefetch_rows(const fastbp_rows *x, const int64_t *rows, int n, size
     }
 }
 
-/* The compact step's barrier: two a step, microseconds apart, while thread 0 runs the small later
- * layers. OpenMP's own barrier sleeps after GOMP_SPINCOUNT spins, and fastbp keeps that count low
+/* The compact step's barrier: two a step, microseconds apart, around the small later layers (on
+ * every thread, each on its rows, or on thread 0 alone). OpenMP's own barrier sleeps after GOMP_SPINCOUNT spins, and fastbp keeps that count low
  * (fastbp/threads.py: so that idle threads leave the cores to BLAS between the layers' loops);
  * this one spins until its wait grows long (then yields the core, to a competing process too). */
 typedef struct {
