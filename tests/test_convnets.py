@@ -142,6 +142,16 @@ def test_convnets_save_and_load_their_weights(tmp_path, rng):
 
 
 @requires_book
+@pytest.mark.parametrize("backend", fastbp.available_backends())
+def test_float32_images_into_a_float64_convnet_are_labelled_as_its_layers_do(backend, rng):
+    """(native: the engine reads the float32 images as they are, converting a chunk at a time in C)"""
+    net = SimpleConvNet(**dict(SMALL, weight_init_std=0.3), backend=backend, dtype=np.float64, seed=3)
+    x = rng.standard_normal((700, 1, 10, 10)).astype(np.float32)
+    expected = np.argmax(net.predict(x.astype(np.float64)), axis=1)
+    np.testing.assert_array_equal(net.predict_labels(x), expected)
+    np.testing.assert_array_equal(net.predict_labels(x.reshape(700, -1)), expected)
+
+
 def test_the_books_trained_params_give_the_books_predictions(rng):
     Book = book_network("simple_convnet", fastbp_layers=False).SimpleConvNet
     book, ours = Book(), SimpleConvNet()
