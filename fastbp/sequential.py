@@ -279,7 +279,7 @@ class SequentialNet:
         elif x.dtype.char == "f" and self.dtype == np.float64 and getattr(ops, "MIXED_INPUT", False):
             # float32 images into a float64 net (the seed's): the backend converts (or compacts) as it reads
             labels = ops.predict_labels(check.kernel_ready(x, x.dtype), self.flat_params, self.program, self.running_stats())
-        else:  # convert a slice at a time (float32 images into a float64 net, as in the seed), never the whole set
+        else:  # other dtypes, or a backend that reads only its own: convert a slice at a time, never the whole set
             labels, stats = np.empty(x.shape[0], dtype=np.int64), self.running_stats()
             for start in range(0, x.shape[0], engine.CONVERT_ROWS):
                 part = check.kernel_ready(x[start:start + engine.CONVERT_ROWS], self.dtype)

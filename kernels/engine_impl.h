@@ -779,16 +779,7 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
             const ptrdiff_t start = i * chunk;
             const int rows = (int)(n_rows - start < chunk ? n_rows - start : chunk);
             const REAL *logits;
-            if (compacting) { /* op 0 on each row's nonzeros, then the others */
-                for (int r = 0; r < rows; ++r) {
-                    const int64_t begin = 0, end = FN(compact_input_row)(x->dense, x->dense_f32, start + r, k0, row_indices,
-                                                                          row_values, spare);
-                    FN(spans_times)(&begin, &end, 1, row_indices, row_values, W0, W0 + (ptrdiff_t)k0 * m0,
-                                    buffers + out_at[0] + (ptrdiff_t)r * m0, m0);
-                }
-                logits = FN(forward_ops)(program, 1, n_ops - 1, params, buffers + out_at[0], rows, buffers, mask, args,
-                                         out_at, parallel_min, team, 0, &bn);
-            } else if (x->dense) { /* every op in one pass: a first conv - relu - pool fused as in training */
+            if (x->dense && !compacting) { /* every op in one pass: a first conv - relu - pool fused as in training */
                 const REAL *in = (const REAL *)x->dense + start * k0;
                 if (converting) {
                     const float *from = (const float *)x->dense + start * k0;
@@ -797,9 +788,17 @@ int FN(predict_labels)(const fastbp_rows *x, ptrdiff_t n_rows, const REAL *param
                 }
                 logits = FN(forward_ops)(program, 0, n_ops - 1, params, in, rows, buffers, mask, args, out_at, parallel_min,
                                          team, 0, &bn);
-            } else { /* op 0 on the compact rows, then the others */
-                FN(spans_times)(x->indptr + start, x->indptr + start + 1, rows, x->indices, x->values, W0,
-                                W0 + (ptrdiff_t)k0 * m0, buffers + out_at[0], m0);
+            } else { /* op 0 from each row's nonzeros (compact rows, or dense rows compacted as read), then the others */
+                if (compacting)
+                    for (int r = 0; r < rows; ++r) {
+                        const int64_t begin = 0, end = FN(compact_input_row)(x->dense, x->dense_f32, start + r, k0,
+                                                                              row_indices, row_values, spare);
+                        FN(spans_times)(&begin, &end, 1, row_indices, row_values, W0, W0 + (ptrdiff_t)k0 * m0,
+                                        buffers + out_at[0] + (ptrdiff_t)r * m0, m0);
+                    }
+                else
+                    FN(spans_times)(x->indptr + start, x->indptr + start + 1, rows, x->indices, x->values, W0,
+                                    W0 + (ptrdiff_t)k0 * m0, buffers + out_at[0], m0);
                 logits = FN(forward_ops)(program, 1, n_ops - 1, params, buffers + out_at[0], rows, buffers, mask, args,
                                          out_at, parallel_min, team, 0, &bn);
             }
